@@ -1,0 +1,142 @@
+"""Architecture adapters: where a VLM family keeps its decoder layers, vision blocks, projector,
+embeddings and image token. The facts are data (``families.yaml``); this module only reads them.
+
+Canonical tensor names are the transformers 5.x in-memory names
+(``model.language_model.layers.3.mlp.down_proj.weight``); on-disk aliases
+(``model.layers.3.…``, ``visual.…``) are rewritten by :meth:`Adapter.canonical`.
+
+The unified layer index follows the authors' code: vision blocks −N…−1, projector 0,
+LLM decoder layers 1…L.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from typing import Literal
+
+import yaml
+
+from vlmdiag.errors import CheckpointError
+
+Component = Literal["llm", "vision", "projector", "other"]
+
+
+@dataclass(frozen=True)
+class TensorLocation:
+    """Where a canonical tensor sits. ``layer`` is the 0-based index inside its stack
+    (None for the projector and 'other'); ``unified`` is the unified layer index (None for 'other')."""
+
+    component: Component
+    layer: int | None
+    unified: int | None
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """One architecture family. Build with :func:`adapter_for`."""
+
+    family: str
+    model_types: tuple[str, ...]
+    architectures: tuple[str, ...]
+    decoder_layers: str
+    vision_blocks: str
+    projector: str
+    embed_tokens: str
+    final_norm: str
+    lm_head: str
+    llm_layers_keys: tuple[str, ...]
+    vision_layers_keys: tuple[str, ...]
+    image_token_keys: tuple[str, ...]
+    checkpoint_prefixes: tuple[tuple[str, str], ...]
+
+    def canonical(self, name: str) -> str:
+        """Map an on-disk tensor name to its canonical (in-memory) name."""
+        for on_disk, canonical in self.checkpoint_prefixes:
+            if name.startswith(on_disk):
+                return canonical + name[len(on_disk):]
+        return name
+
+    def locate(self, canonical_name: str, num_vision_layers: int) -> TensorLocation:
+        """Component, stack index and unified layer index of a canonical tensor name."""
+        for component, prefix in (("llm", self.decoder_layers), ("vision", self.vision_blocks)):
+            if canonical_name.startswith(prefix + "."):
+                index = canonical_name[len(prefix) + 1:].split(".", 1)[0]
+                if index.isdigit():
+                    layer = int(index)
+                    unified = layer + 1 if component == "llm" else layer - num_vision_layers
+                    return TensorLocation(component, layer, unified)
+        if canonical_name.startswith(self.projector + "."):
+            return TensorLocation("projector", None, 0)
+        return TensorLocation("other", None, None)
+
+    def num_llm_layers(self, config: dict) -> int:
+        """Number of LLM decoder layers L read from a ``config.json`` dict."""
+        return int(_lookup(config, self.llm_layers_keys, self.family))
+
+    def num_vision_layers(self, config: dict) -> int:
+        """Number of vision blocks N read from a ``config.json`` dict."""
+        return int(_lookup(config, self.vision_layers_keys, self.family))
+
+    def image_token_id(self, config: dict) -> int:
+        """The image placeholder token id read from a ``config.json`` dict."""
+        return int(_lookup(config, self.image_token_keys, self.family))
+
+
+def _lookup(config: dict, keys: tuple[str, ...], family: str):
+    for key in keys:
+        node = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                break
+        if node is not None:
+            return node
+    raise CheckpointError(f"config.json of a {family} checkpoint has none of the keys {list(keys)}")
+
+
+@functools.cache
+def adapters() -> dict[str, Adapter]:
+    """Every known family, by name."""
+    raw = yaml.safe_load(resources.files("vlmdiag.adapters").joinpath("families.yaml").read_text())
+    out = {}
+    for family, spec in raw.items():
+        modules, config = spec["modules"], spec["config"]
+        out[family] = Adapter(
+            family=family,
+            model_types=tuple(spec["model_types"]),
+            architectures=tuple(spec["architectures"]),
+            decoder_layers=modules["decoder_layers"],
+            vision_blocks=modules["vision_blocks"],
+            projector=modules["projector"],
+            embed_tokens=modules["embed_tokens"],
+            final_norm=modules["final_norm"],
+            lm_head=modules["lm_head"],
+            llm_layers_keys=tuple(config["llm_layers"]),
+            vision_layers_keys=tuple(config["vision_layers"]),
+            image_token_keys=tuple(config["image_token_id"]),
+            checkpoint_prefixes=tuple((a, b) for a, b in spec.get("checkpoint_prefixes", [])),
+        )
+    return out
+
+
+def adapter_for(config: dict, *, source: str = "config.json") -> Adapter:
+    """The adapter for a checkpoint, chosen by ``architectures[0]``, then ``model_type``.
+
+    Raises:
+        CheckpointError: no adapter knows this architecture (the message lists the known ones).
+    """
+    architectures = config.get("architectures") or []
+    model_type = config.get("model_type")
+    for adapter in adapters().values():
+        if architectures and architectures[0] in adapter.architectures:
+            return adapter
+    for adapter in adapters().values():
+        if model_type in adapter.model_types:
+            return adapter
+    known = sorted(a for adapter in adapters().values() for a in adapter.architectures)
+    raise CheckpointError(
+        f"{source}: unsupported architecture {architectures[:1] or model_type!r}; "
+        f"vlmdiag knows {', '.join(known)}"
+    )
