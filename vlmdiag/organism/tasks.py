@@ -1,0 +1,547 @@
+"""Seeded synthetic tasks of the model organism, drawn with PIL, with programmatic ground truth.
+
+Every image is 112x112 px (8x8 patches of 14 px, 4x4 merged visual tokens of 28 px), white
+background. The top row holds a number written in the top-left corner (one digit per 28 px cell);
+rows 1-3 (12 cells) hold at most one shape per cell: a square, circle or triangle in red, green
+or blue, drawn inside the cell with a 4 px margin, so each shape's box is
+``(28*col + 4, 28*row + 4, 28*col + 24, 28*row + 24)`` (x1, y1, x2, y2 in pixels, x2/y2 exclusive).
+
+Tasks (question -> short answer):
+
+* ``recognition``: "Is there a triangle?" -> ``yes`` / ``no``
+* ``counting``: "How many blue shapes are there?" -> ``0`` .. ``6``
+* ``reading``: "What number is written in the corner?" -> ``0`` .. ``99``
+* ``grounding``: "Where is the circle?" (exactly one) -> ``[x1,y1,x2,y2]``
+* ``arithmetic`` (visual arithmetic, needs perception and reasoning): "Count the red shapes and add
+  the number written in the corner." -> red count + corner digit. Its reasoning trace is
+  ``<think>red 2+4=6</think><answer>6</answer>``.
+
+Every item has an exact text description (for Mv2r), a black-image variant (an all-zero image of
+the same size) and, for arithmetic, a text-only counterpart (description + question, for Mrea).
+
+Held-out vs training: a scene/question fingerprint is hashed; items whose hash is 0 mod 10 are
+held out (:func:`swap_pairs`, :func:`ability_items`, evaluation) and never used for training
+(:func:`training_items`), so the two sets are disjoint by construction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+
+from PIL import Image, ImageDraw, ImageFont
+
+from vlmdiag.probes.prompts import described_question, image_message, text_message
+from vlmdiag.probes.types import AbilityItem, SwapPair
+
+IMAGE_SIZE = 112
+CELL = 28
+MARGIN = 4
+SHAPE_ROWS = (1, 2, 3)
+SHAPE_CELLS = tuple((r, c) for r in SHAPE_ROWS for c in range(4))
+SHAPES = ("square", "circle", "triangle")
+COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220)}
+BACKGROUND = (255, 255, 255)
+TEXT_COLOR = (0, 0, 0)
+FONT_SIZE = 26
+MAX_SHAPES = 7
+MAX_COUNT = 6
+
+TASKS = ("recognition", "counting", "reading", "grounding", "arithmetic")
+PERCEPTION_TASKS = ("recognition", "counting", "reading", "grounding")
+#: Probe task names (``SwapPair.task``) of each perception task.
+SWAP_TASK_OF = {"ocr": "reading", "counting": "counting", "grounding": "grounding",
+                "recognition": "recognition"}
+
+ARITHMETIC_QUESTION = "Count the red shapes and add the number written in the corner."
+READING_QUESTION = "What number is written in the corner?"
+HELD_OUT_MODULUS = 10
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One shape in cell (row, col) of the 4x4 grid."""
+
+    row: int
+    col: int
+    kind: str
+    color: str
+
+    @property
+    def bbox(self) -> tuple[int, int, int, int]:
+        """(x1, y1, x2, y2) in pixels, x2/y2 exclusive."""
+        x0, y0 = CELL * self.col, CELL * self.row
+        return (x0 + MARGIN, y0 + MARGIN, x0 + CELL - MARGIN, y0 + CELL - MARGIN)
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A drawable scene: the corner number and the shapes."""
+
+    number: int
+    shapes: tuple[Shape, ...]
+
+    def count(self, color: str | None = None, kind: str | None = None) -> int:
+        return sum(1 for s in self.shapes
+                   if (color is None or s.color == color) and (kind is None or s.kind == kind))
+
+    def fingerprint(self) -> str:
+        cells = ";".join(f"{s.row}{s.col}{s.kind[0]}{s.color[0]}" for s in
+                         sorted(self.shapes, key=lambda s: (s.row, s.col)))
+        return f"{self.number}|{cells}"
+
+    def description(self) -> str:
+        """Exact text description: the corner number and the number of shapes of each colour."""
+        parts = []
+        for name in COLORS:
+            n = self.count(color=name)
+            parts.append(f"{n} {name}")
+        return (f"The number {self.number} is written in the top-left corner. "
+                f"There are {parts[0]}, {parts[1]} and {parts[2]} shapes.")
+
+
+@dataclass(frozen=True)
+class TaskItem:
+    """One generated item: the scene, its question and its ground truth.
+
+    ``answer`` is the short answer string; ``bbox`` is set for grounding; ``distractor`` (for
+    arithmetic) is the answer of the wrong strategy "count all shapes" used in noisy IN traces.
+    """
+
+    task: str
+    scene: Scene
+    question: str
+    answer: str
+    bbox: tuple[int, int, int, int] | None = None
+    operands: tuple[int, int] | None = None
+    distractor_operands: tuple[int, int] | None = None
+    meta: dict = field(default_factory=dict, compare=False)
+
+    def fingerprint(self) -> str:
+        return f"{self.task}|{self.question}|{self.scene.fingerprint()}"
+
+    @property
+    def held_out(self) -> bool:
+        return _bucket(self.fingerprint()) == 0
+
+    def image(self) -> Image.Image:
+        return render(self.scene)
+
+    def description(self) -> str:
+        return self.scene.description()
+
+
+def _bucket(text: str) -> int:
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:4], "big") % HELD_OUT_MODULUS
+
+
+@lru_cache(maxsize=1)
+def _font() -> ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=FONT_SIZE)
+
+
+def render(scene: Scene) -> Image.Image:
+    """Draw ``scene`` as a 112x112 RGB image (deterministic for a given Pillow version)."""
+    im = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND)
+    draw = ImageDraw.Draw(im)
+    font = _font()
+    for i, ch in enumerate(str(scene.number)):
+        # centre the glyph in cell (0, i)
+        left, top, right, bottom = draw.textbbox((0, 0), ch, font=font)
+        x = CELL * i + (CELL - (right - left)) // 2 - left
+        y = (CELL - (bottom - top)) // 2 - top
+        draw.text((x, y), ch, fill=TEXT_COLOR, font=font)
+    for s in scene.shapes:
+        x1, y1, x2, y2 = s.bbox
+        fill = COLORS[s.color]
+        if s.kind == "square":
+            draw.rectangle([x1, y1, x2 - 1, y2 - 1], fill=fill)
+        elif s.kind == "circle":
+            draw.ellipse([x1, y1, x2 - 1, y2 - 1], fill=fill)
+        else:
+            draw.polygon([((x1 + x2 - 1) / 2, y1), (x1, y2 - 1), (x2 - 1, y2 - 1)], fill=fill)
+    return im
+
+
+def black_image(size: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE)) -> Image.Image:
+    """An all-black RGB image of ``size`` (width, height): the paper's ``b``."""
+    return Image.new("RGB", size, (0, 0, 0))
+
+
+# --------------------------------------------------------------------------- scene sampling
+
+
+def _random_scene(rng: random.Random, n_shapes: int, number: int,
+                  kinds: tuple[str, ...] = SHAPES) -> Scene:
+    cells = rng.sample(SHAPE_CELLS, n_shapes)
+    shapes = tuple(Shape(r, c, rng.choice(kinds), rng.choice(tuple(COLORS))) for r, c in cells)
+    return Scene(number, shapes)
+
+
+def _make(task: str, rng: random.Random) -> TaskItem:
+    if task == "recognition":
+        kind = rng.choice(SHAPES)
+        present = rng.random() < 0.5
+        n = rng.randint(1, 4)
+        others = tuple(k for k in SHAPES if k != kind)
+        scene = _random_scene(rng, n, rng.randint(0, 9), kinds=others)
+        if present:
+            i = rng.randrange(n)
+            s = scene.shapes[i]
+            shapes = scene.shapes[:i] + (replace(s, kind=kind),) + scene.shapes[i + 1:]
+            scene = Scene(scene.number, shapes)
+        return TaskItem(task, scene, f"Is there a {kind}?", "yes" if present else "no",
+                        meta={"kind": kind})
+    if task == "counting":
+        color = rng.choice(tuple(COLORS))
+        k = rng.randint(0, MAX_COUNT)
+        extra = rng.randint(0, MAX_SHAPES - k) if k < MAX_SHAPES else 0
+        cells = rng.sample(SHAPE_CELLS, k + extra)
+        other_colors = tuple(c for c in COLORS if c != color)
+        shapes = tuple(Shape(r, c, rng.choice(SHAPES), color if i < k else rng.choice(other_colors))
+                       for i, (r, c) in enumerate(cells))
+        scene = Scene(rng.randint(0, 9), shapes)
+        return TaskItem(task, scene, f"How many {color} shapes are there?", str(k),
+                        meta={"color": color})
+    if task == "reading":
+        number = rng.randint(0, 99)
+        scene = _random_scene(rng, rng.randint(0, 4), number)
+        return TaskItem(task, scene, READING_QUESTION, str(number))
+    if task == "grounding":
+        kind = rng.choice(SHAPES)
+        others = tuple(k for k in SHAPES if k != kind)
+        scene = _random_scene(rng, rng.randint(1, 4), rng.randint(0, 9), kinds=others)
+        i = rng.randrange(len(scene.shapes))
+        shapes = list(scene.shapes)
+        shapes[i] = replace(shapes[i], kind=kind)
+        scene = Scene(scene.number, tuple(shapes))
+        box = shapes[i].bbox
+        return TaskItem(task, scene, f"Where is the {kind}?", format_bbox(box), bbox=box,
+                        meta={"kind": kind})
+    if task == "arithmetic":
+        red = rng.randint(0, 5)
+        extra = rng.randint(0, MAX_SHAPES - red)
+        if red + extra == 0 or rng.random() < 0.8:
+            extra = max(extra, 1)  # mostly scenes where "count all" differs from "count red"
+        cells = rng.sample(SHAPE_CELLS, red + extra)
+        shapes = tuple(Shape(r, c, rng.choice(SHAPES), "red" if i < red else
+                             rng.choice(("green", "blue"))) for i, (r, c) in enumerate(cells))
+        number = rng.randint(0, 9)
+        scene = Scene(number, shapes)
+        return TaskItem(task, scene, ARITHMETIC_QUESTION, str(red + number),
+                        operands=(red, number), distractor_operands=(red + extra, number))
+    raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+
+
+def generate(task: str, n: int, *, seed: int, held_out: bool) -> list[TaskItem]:
+    """``n`` distinct items of ``task`` from the held-out or the training partition.
+
+    Args:
+        task: one of :data:`TASKS`.
+        n: number of items.
+        seed: RNG seed; the same (task, n, seed, held_out) gives the same items.
+        held_out: True for the held-out partition (evaluation, probes), False for training.
+
+    Raises:
+        ValueError: unknown task.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    rng = random.Random(f"{task}:{seed}:{'eval' if held_out else 'train'}")
+    out, seen = [], set()
+    tries = 0
+    while len(out) < n:
+        tries += 1
+        if tries > 200 * n + 10000:
+            raise RuntimeError(f"could not draw {n} distinct {task} items (got {len(out)})")
+        item = _make(task, rng)
+        fp = item.fingerprint()
+        if item.held_out != held_out or (held_out and fp in seen):
+            continue
+        seen.add(fp)
+        out.append(item)
+    return out
+
+
+def training_items(task: str, n: int, *, seed: int) -> list[TaskItem]:
+    """``n`` training items of ``task`` (never held out; repeats allowed only if drawn twice)."""
+    rng = random.Random(f"{task}:{seed}:train")
+    out = []
+    while len(out) < n:
+        item = _make(task, rng)
+        if not item.held_out:
+            out.append(item)
+    return out
+
+
+# --------------------------------------------------------------------------- answers, targets
+
+
+def format_bbox(box: tuple[float, float, float, float]) -> str:
+    """``[x1,y1,x2,y2]`` with integer pixels."""
+    return "[" + ",".join(str(int(round(v))) for v in box) + "]"
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float] | None:
+    """The first four integers in ``text`` as a box, or None."""
+    nums = re.findall(r"-?\d+", text)
+    if len(nums) < 4:
+        return None
+    return tuple(float(v) for v in nums[:4])  # type: ignore[return-value]
+
+
+def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes; 0 for degenerate boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    area = lambda r: max(0.0, r[2] - r[0]) * max(0.0, r[3] - r[1])  # noqa: E731
+    union = area(a) + area(b) - inter
+    return inter / union if union > 0 else 0.0
+
+
+_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.S)
+_FORMAT_RE = re.compile(r"^\s*<think>.+?</think>\s*<answer>.+?</answer>\s*$", re.S)
+
+
+def extract_answer(text: str) -> str:
+    """The content of the last ``<answer>…</answer>``, else the stripped text, lower-cased."""
+    found = _ANSWER_RE.findall(text)
+    ans = found[-1] if found else text
+    return ans.strip().strip(".").strip().lower()
+
+
+def has_reasoning_format(text: str) -> bool:
+    """True when ``text`` is exactly ``<think>…</think><answer>…</answer>`` (whitespace allowed)."""
+    return bool(_FORMAT_RE.match(text))
+
+
+def is_correct(task: str, prediction: str, answer: str) -> bool:
+    """Score one generated text: grounding by IoU >= 0.5, other tasks by exact answer match."""
+    pred = extract_answer(prediction)
+    if task == "grounding":
+        box, gt = parse_bbox(pred), parse_bbox(answer)
+        return box is not None and gt is not None and iou(box, gt) >= 0.5
+    return pred == answer.strip().lower()
+
+
+def short_target(item: TaskItem) -> str:
+    """Base-stage target: the bare answer."""
+    return item.answer
+
+
+def reasoning_target(item: TaskItem, *, distractor: bool = False) -> str:
+    """IN-stage target ``<think>…</think><answer>…</answer>``.
+
+    For arithmetic with ``distractor=True`` the trace follows the wrong strategy "count all
+    shapes" (``<think>all 5+4=9</think><answer>9</answer>``): the IN stage is trained on such
+    noisy traces, so that RL has something to fix.
+    """
+    if item.task == "arithmetic":
+        if distractor:
+            a, b = item.distractor_operands
+            return f"<think>all {a}+{b}={a + b}</think><answer>{a + b}</answer>"
+        a, b = item.operands
+        return f"<think>red {a}+{b}={a + b}</think><answer>{a + b}</answer>"
+    think = {
+        "recognition": f"look for a {item.meta.get('kind', 'shape')}",
+        "counting": f"count the {item.meta.get('color', '')} shapes",
+        "reading": "read the corner",
+        "grounding": f"find the {item.meta.get('kind', 'shape')}",
+    }[item.task]
+    return f"<think>{think}</think><answer>{item.answer}</answer>"
+
+
+# --------------------------------------------------------------------------- probe items
+
+
+def _swap_variant(task: str, item: TaskItem, rng: random.Random) -> Scene | None:
+    """A source scene equal to ``item.scene`` except for the attribute ``task`` asks about."""
+    scene = item.scene
+    if task == "reading":
+        choices = [n for n in range(100) if n != scene.number]
+        return Scene(rng.choice(choices), scene.shapes)
+    if task == "counting":
+        color = item.meta["color"]
+        k = scene.count(color=color)
+        shapes = list(scene.shapes)
+        free = [c for c in SHAPE_CELLS if all((s.row, s.col) != c for s in shapes)]
+        target_k = rng.choice([v for v in range(MAX_COUNT + 1) if v != k])
+        if target_k > k:
+            need = target_k - k
+            recolor = [i for i, s in enumerate(shapes) if s.color != color]
+            rng.shuffle(recolor)
+            for i in recolor[:need]:
+                shapes[i] = replace(shapes[i], color=color)
+                need -= 1
+            if need > len(free):
+                return None
+            for r, c in rng.sample(free, need):
+                shapes.append(Shape(r, c, rng.choice(SHAPES), color))
+        else:
+            idx = [i for i, s in enumerate(shapes) if s.color == color]
+            drop = set(rng.sample(idx, k - target_k))
+            others = tuple(c for c in COLORS if c != color)
+            shapes = [replace(s, color=rng.choice(others)) if i in drop else s
+                      for i, s in enumerate(shapes)]
+        return Scene(scene.number, tuple(shapes))
+    if task == "grounding":
+        kind = item.meta["kind"]
+        shapes = list(scene.shapes)
+        i = next(j for j, s in enumerate(shapes) if s.kind == kind)
+        free = [c for c in SHAPE_CELLS if all((s.row, s.col) != c for s in shapes)]
+        r, c = rng.choice(free)
+        shapes[i] = replace(shapes[i], row=r, col=c)
+        return Scene(scene.number, tuple(shapes))
+    if task == "recognition":
+        kind = item.meta["kind"]
+        others = tuple(k for k in SHAPES if k != kind)
+        shapes = tuple(replace(s, kind=rng.choice(others)) if s.kind == kind else s
+                       for s in scene.shapes)
+        return Scene(scene.number, shapes)
+    raise ValueError(task)
+
+
+def swap_pairs(task: str, n: int, *, seed: int = 0) -> list[SwapPair]:
+    """``n`` held-out target/source pairs for visual-token swapping (paper §3.1.1).
+
+    Target and source are both 112x112 and differ only in the attribute the prompt asks about:
+    ``ocr`` (the corner number), ``counting`` (how many shapes of the asked colour),
+    ``grounding`` (where the asked shape is; boxes are x1,y1,x2,y2 pixels, x2/y2 exclusive),
+    ``recognition`` (target has the asked shape -> "yes"; source has it replaced -> "no").
+
+    Raises:
+        ValueError: unknown task (valid: ocr, counting, grounding, recognition) or n < 0.
+    """
+    if task not in SWAP_TASK_OF:
+        raise ValueError(f"unknown swap task {task!r}; valid: {', '.join(SWAP_TASK_OF)}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    base_task = SWAP_TASK_OF[task]
+    rng = random.Random(f"swap:{task}:{seed}")
+    out: list[SwapPair] = []
+    candidates = generate(base_task, 4 * n + 8, seed=seed + 7919, held_out=True)
+    for item in candidates:
+        if len(out) == n:
+            break
+        if task == "recognition" and item.answer != "yes":
+            continue
+        src_scene = _swap_variant(base_task, item, rng)
+        if src_scene is None:
+            continue
+        src = TaskItem(item.task, src_scene, item.question, "", meta=item.meta)
+        kw: dict = {}
+        if base_task == "reading":
+            kw = dict(target_answer=item.answer, source_answer=str(src_scene.number))
+        elif base_task == "counting":
+            color = item.meta["color"]
+            kw = dict(target_answer=item.answer, source_answer=str(src_scene.count(color=color)))
+        elif base_task == "grounding":
+            kind = item.meta["kind"]
+            sbox = next(s.bbox for s in src_scene.shapes if s.kind == kind)
+            kw = dict(target_answer=item.answer, source_answer=format_bbox(sbox),
+                      target_bbox=tuple(float(v) for v in item.bbox),
+                      source_bbox=tuple(float(v) for v in sbox))
+        else:
+            kw = dict(target_answer="yes", source_answer="no")
+        out.append(SwapPair(
+            id=f"organism-{task}-{seed}-{len(out)}", task=task,  # type: ignore[arg-type]
+            target_image=render(item.scene), source_image=render(src_scene),
+            prompt=item.question, meta={"target_scene": item.scene.fingerprint(),
+                                        "source_scene": src_scene.fingerprint(),
+                                        "source": "organism"}, **kw))
+    if len(out) < n:
+        raise RuntimeError(f"could only build {len(out)} of {n} {task} swap pairs")
+    return out
+
+
+ABILITY_KINDS = ("vqa", "math_vqa", "text_math")
+VQA_TASKS = ("recognition", "counting", "reading")
+
+
+def ability_items(kind: str, n: int, *, seed: int = 0) -> list[AbilityItem]:
+    """``n`` held-out items for the fine-grained abilities (paper Eqs. 4-6).
+
+    * ``vqa`` (Mvis): recognition, counting and reading questions in turn, with the image; the
+      ``description`` is the scene's exact description.
+    * ``math_vqa`` (Mv2r): visual arithmetic with the image and its exact ``description``
+      (ask with the black image and ``described_question(description, question)``).
+    * ``text_math`` (Mrea, layer skipping): the text-only counterpart, question =
+      ``described_question(description, arithmetic question)``, ``image`` None.
+
+    Answers are short strings (a number, yes/no). Raises ValueError on an unknown kind or n < 0.
+    """
+    if kind not in ABILITY_KINDS:
+        raise ValueError(f"unknown ability kind {kind!r}; valid: {', '.join(ABILITY_KINDS)}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    out: list[AbilityItem] = []
+    if kind == "vqa":
+        per = {t: generate(t, (n + 2) // 3, seed=seed + 104729, held_out=True) for t in VQA_TASKS}
+        for i in range(n):
+            it = per[VQA_TASKS[i % 3]][i // 3]
+            out.append(AbilityItem(id=f"organism-vqa-{seed}-{i}", kind="vqa", question=it.question,
+                                   answer=it.answer, image=it.image(), description=it.description(),
+                                   meta={"task": it.task, "source": "organism"}))
+        return out
+    items = generate("arithmetic", n, seed=seed + 1299709, held_out=True)
+    for i, it in enumerate(items):
+        meta = {"task": "arithmetic", "operands": it.operands, "source": "organism"}
+        if kind == "math_vqa":
+            out.append(AbilityItem(id=f"organism-math_vqa-{seed}-{i}", kind="math_vqa",
+                                   question=it.question, answer=it.answer, image=it.image(),
+                                   description=it.description(), meta=meta))
+        else:
+            out.append(AbilityItem(id=f"organism-text_math-{seed}-{i}", kind="text_math",
+                                   question=described_question(it.description(), it.question),
+                                   answer=it.answer, meta=meta))
+    return out
+
+
+# --------------------------------------------------------------------------- chat examples
+
+
+@dataclass(frozen=True)
+class ChatExample:
+    """One prompt in a pinned layout (:mod:`vlmdiag.probes.prompts`) and its target completion.
+
+    ``condition``: ``image`` (image_message), ``described`` (black image +
+    described_question), ``text`` (text_message with described_question).
+    """
+
+    messages: list
+    image: Image.Image | None
+    target: str
+    task: str
+    answer: str
+    condition: str
+
+
+def chat_example(item: TaskItem, condition: str, target: str) -> ChatExample:
+    """Wrap ``item`` in the message layout of ``condition`` (image | described | text)."""
+    if condition == "image":
+        return ChatExample(image_message(item.question), item.image(), target, item.task,
+                           item.answer, condition)
+    if condition == "described":
+        return ChatExample(image_message(described_question(item.description(), item.question)),
+                           black_image(), target, item.task, item.answer, condition)
+    if condition == "text":
+        return ChatExample(text_message(described_question(item.description(), item.question)),
+                           None, target, item.task, item.answer, condition)
+    raise ValueError(f"unknown condition {condition!r}")
+
+
+def corpus_texts(seed: int = 0, n_per_task: int = 60) -> list[str]:
+    """Texts to train the BPE on: questions, descriptions, answers, targets, chat scaffolding."""
+    texts = ["You are a helpful assistant.", "system", "user", "assistant",
+             "Image Description: ", "\nQuestion: "]
+    for task in TASKS:
+        for it in training_items(task, n_per_task, seed=seed):
+            texts += [it.question, it.description(), it.answer, reasoning_target(it),
+                      described_question(it.description(), it.question)]
+            if task == "arithmetic":
+                texts.append(reasoning_target(it, distractor=True))
+    return texts
