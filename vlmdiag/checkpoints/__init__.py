@@ -1,0 +1,16 @@
+"""Checkpoints: resolving a spec to a folder, reading it tensor by tensor, comparing layouts."""
+
+from vlmdiag.checkpoints.checkpoint import Checkpoint, check_compatible
+from vlmdiag.checkpoints.resolve import resolve_checkpoint
+
+
+def open_checkpoint(spec: str, *, allow_pickle: bool = False) -> Checkpoint:
+    """Resolve ``spec`` (folder, ``organism:STAGE`` or hub id) and open it.
+
+    Raises:
+        CheckpointError: see :func:`resolve_checkpoint` and :class:`Checkpoint`.
+    """
+    return Checkpoint(resolve_checkpoint(spec), allow_pickle=allow_pickle, spec=spec)
+
+
+__all__ = ["Checkpoint", "check_compatible", "open_checkpoint", "resolve_checkpoint"]

@@ -1,0 +1,177 @@
+"""A checkpoint folder read tensor by tensor, with canonical names, and the compatibility check
+between checkpoints that are compared."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from vlmdiag.adapters import Adapter, TensorLocation, adapter_for
+from vlmdiag.checkpoints.safetensors_header import DTYPES, TensorEntry, read_header, read_tensor
+from vlmdiag.errors import CheckpointError, IncompatibleCheckpointsError
+
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+class Checkpoint:
+    """A local Hugging Face checkpoint folder, read lazily.
+
+    Nothing but headers is read at construction; :meth:`get` reads one tensor. Tensor names are
+    canonical (transformers 5.x in-memory names, see :mod:`vlmdiag.adapters`), whatever layout the
+    files use. Never writes into the folder.
+
+    Raises:
+        CheckpointError: no config.json, no weights, pickle-only weights without
+            ``allow_pickle``, a corrupt/truncated safetensors file, a sharded index that names a
+            missing file, or an unsupported architecture.
+    """
+
+    def __init__(self, path: str | Path, *, allow_pickle: bool = False, spec: str | None = None):
+        self.path = Path(path)
+        self.spec = spec or str(path)
+        if not self.path.is_dir():
+            raise CheckpointError(f"{self.path}: checkpoint folder does not exist")
+        config_file = self.path / "config.json"
+        if not config_file.is_file():
+            raise CheckpointError(f"{self.path}: no config.json (is this a Hugging Face checkpoint folder?)")
+        self._config_bytes = config_file.read_bytes()
+        try:
+            self.config: dict = json.loads(self._config_bytes)
+        except ValueError as error:
+            raise CheckpointError(f"{config_file}: not valid JSON ({error})") from error
+        self.adapter: Adapter = adapter_for(self.config, source=str(config_file))
+        self.num_llm_layers = self.adapter.num_llm_layers(self.config)
+        self.num_vision_layers = self.adapter.num_vision_layers(self.config)
+        self._entries, self._headers, self._pickled = self._index(allow_pickle)
+
+    def _index(self, allow_pickle: bool):
+        """Map canonical names to safetensors entries or to (pickle file, on-disk name)."""
+        entries: dict[str, TensorEntry] = {}
+        pickled: dict[str, tuple[Path, str]] = {}
+        headers: list[bytes] = []
+        for file in self._weight_files():
+            if file.suffix == ".safetensors":
+                found, raw = read_header(file)
+                locations = dict(found)
+            else:
+                if not allow_pickle:
+                    raise CheckpointError(
+                        f"{self.path}: only pickle weights ({file.name}); pickle files can run code "
+                        f"when loaded. Convert to safetensors, or pass --allow-pickle if you trust them")
+                state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+                raw = json.dumps({k: [str(v.dtype), list(v.shape)] for k, v in state.items()},
+                                 sort_keys=True).encode()
+                locations = {name: (file, name) for name in state}
+            headers.append(raw)
+            for name, location in locations.items():
+                canonical = self.adapter.canonical(name)
+                if canonical in entries or canonical in pickled:
+                    raise CheckpointError(f"{file}: tensor {name!r} appears twice (as {canonical!r})")
+                (entries if isinstance(location, TensorEntry) else pickled)[canonical] = location
+        return entries, headers, pickled
+
+    def _weight_files(self) -> list[Path]:
+        index = self.path / "model.safetensors.index.json"
+        if index.is_file():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (ValueError, KeyError, TypeError) as error:
+                raise CheckpointError(f"{index}: malformed shard index ({error})") from error
+            files = sorted({self.path / name for name in weight_map.values()})
+            missing = [f.name for f in files if not f.is_file()]
+            if missing:
+                raise CheckpointError(f"{index}: names shard(s) that do not exist: {', '.join(missing)}")
+            return files
+        safetensors = sorted(self.path.glob("*.safetensors"))
+        if safetensors:
+            return safetensors
+        pickles = sorted(f for f in self.path.iterdir() if f.suffix in _PICKLE_SUFFIXES)
+        if pickles:
+            return pickles
+        raise CheckpointError(f"{self.path}: no weights (no *.safetensors, no model.safetensors.index.json)")
+
+    @cached_property
+    def names(self) -> tuple[str, ...]:
+        """Every canonical tensor name, sorted."""
+        return tuple(sorted([*self._entries, *self._pickled]))
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        """Shape of a tensor, from the header (no data read)."""
+        if name in self._entries:
+            return self._entries[name].shape
+        return tuple(self.get(name).shape)
+
+    def dtype(self, name: str) -> torch.dtype:
+        """Stored dtype of a tensor."""
+        if name in self._entries:
+            return DTYPES[self._entries[name].dtype]
+        return self.get(name).dtype
+
+    def locate(self, name: str) -> TensorLocation:
+        """Component, stack index and unified layer index of a canonical tensor name."""
+        return self.adapter.locate(name, self.num_vision_layers)
+
+    def get(self, name: str) -> torch.Tensor:
+        """Read one tensor (stored dtype, CPU).
+
+        Raises:
+            KeyError: no such canonical tensor name.
+        """
+        if name in self._entries:
+            return read_tensor(self._entries[name])
+        if name in self._pickled:
+            file, key = self._pickled[name]
+            return torch.load(file, map_location="cpu", weights_only=True, mmap=True)[key].clone()
+        raise KeyError(f"{self.path}: no tensor {name!r}")
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """sha256 (hex, 16 chars) of config.json and every weight file's header: cheap, and it
+        changes when any tensor's name, dtype, shape or byte layout changes."""
+        digest = hashlib.sha256(self._config_bytes)
+        for raw in self._headers:
+            digest.update(raw)
+        return digest.hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({str(self.path)!r}, {self.adapter.family}, L={self.num_llm_layers})"
+
+
+def check_compatible(*checkpoints: Checkpoint) -> None:
+    """Refuse checkpoints that cannot be compared tensor by tensor.
+
+    Collects every difference against the first checkpoint and raises once.
+
+    Raises:
+        IncompatibleCheckpointsError: different architecture family or layer counts, or tensors
+            missing, unexpected or mis-shaped; the message names the checkpoints and tensors.
+    """
+    first, problems = checkpoints[0], []
+    for other in checkpoints[1:]:
+        where = f"{first.path} vs {other.path}"
+        if other.adapter.family != first.adapter.family:
+            problems.append(f"{where}: architecture {first.adapter.family} vs {other.adapter.family}")
+            continue
+        if (other.num_llm_layers, other.num_vision_layers) != (first.num_llm_layers, first.num_vision_layers):
+            problems.append(f"{where}: {first.num_llm_layers} vs {other.num_llm_layers} LLM layers, "
+                            f"{first.num_vision_layers} vs {other.num_vision_layers} vision blocks")
+        ours, theirs = set(first.names), set(other.names)
+        for label, names in (("missing from the second", ours - theirs), ("only in the second", theirs - ours)):
+            if names:
+                problems.append(f"{where}: {len(names)} tensor(s) {label}: {_some(names)}")
+        shaped = sorted(n for n in ours & theirs if first.shape(n) != other.shape(n))
+        if shaped:
+            problems.append(f"{where}: {len(shaped)} tensor(s) differ in shape: " + ", ".join(
+                f"{n} {list(first.shape(n))} vs {list(other.shape(n))}" for n in shaped[:5])
+                + (" ..." if len(shaped) > 5 else ""))
+    if problems:
+        raise IncompatibleCheckpointsError("incompatible checkpoints: " + "; ".join(problems))
+
+
+def _some(names: set[str], limit: int = 5) -> str:
+    shown = sorted(names)[:limit]
+    return ", ".join(shown) + (f" ... ({len(names) - limit} more)" if len(names) > limit else "")

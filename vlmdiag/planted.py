@@ -1,0 +1,115 @@
+"""Small real Qwen2.5-VL checkpoints with *planted* weight updates, so tests (and a first run of
+the suite) know the truth the weight claims must find.
+
+A triple is Base (origin) → IN (origin + ΔIN) → RL (IN + ΔRL), saved with ``save_pretrained``
+in the hub layout real checkpoints use. Deltas are planted in the LLM decoder's weight matrices,
+per Early/Mid/Late region (``paper`` preset), with a chosen per-element scale and rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vlmdiag.regions import regions_for
+
+
+@dataclass(frozen=True)
+class Plant:
+    """An update planted into every decoder-layer matrix: per-element standard deviation by region
+    (``{"Early": s, "Mid": s, "Late": s}``) and rank (None: full-rank Gaussian noise)."""
+
+    scale: dict[str, float]
+    rank: int | None = None
+
+
+#: Named (ΔIN, ΔRL) pairs. ``paper``: what the paper reports (both concentrated in Mid, RL 100×
+#: smaller and low-rank). ``inverted``: the opposite of every weight claim. ``uniform``: no
+#: structure at all (same-size full-rank noise everywhere, for both stages).
+SCENARIOS: dict[str, tuple[Plant, Plant]] = {
+    "paper": (Plant({"Early": 1e-2, "Mid": 3e-2, "Late": 1e-2}),
+              Plant({"Early": 1e-4, "Mid": 3e-4, "Late": 1.5e-4}, rank=2)),
+    "inverted": (Plant({"Early": 1e-2, "Mid": 1e-2, "Late": 1e-2}, rank=2),
+                 Plant({"Early": 6e-2, "Mid": 1e-2, "Late": 1e-2})),
+    "uniform": (Plant({"Early": 1e-2, "Mid": 1e-2, "Late": 1e-2}),
+                Plant({"Early": 1e-2, "Mid": 1e-2, "Late": 1e-2})),
+}
+
+
+def tiny_config(num_layers: int = 6, hidden: int = 64, vision_depth: int = 2):
+    """A tiny Qwen2.5-VL config (about 0.3M parameters at the defaults)."""
+    from transformers import Qwen2_5_VLConfig
+
+    head_dim = 16
+    return Qwen2_5_VLConfig(
+        text_config=dict(hidden_size=hidden, num_hidden_layers=num_layers, num_attention_heads=hidden // head_dim,
+                         num_key_value_heads=2, intermediate_size=2 * hidden, vocab_size=320,
+                         bos_token_id=0, eos_token_id=2, pad_token_id=0,
+                         rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]}),
+        vision_config=dict(depth=vision_depth, hidden_size=32, intermediate_size=64, num_heads=2,
+                           out_hidden_size=hidden, fullatt_block_indexes=[vision_depth - 1],
+                           window_size=56, patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=12, video_token_id=13, vision_start_token_id=9, vision_end_token_id=10,
+    )
+
+
+def _delta(shape: torch.Size, scale: float, rank: int | None, generator: torch.Generator) -> torch.Tensor:
+    rows, cols = shape[0], int(torch.tensor(shape[1:]).prod())
+    if rank is None:
+        delta = torch.randn(rows, cols, generator=generator)
+    else:
+        delta = torch.randn(rows, rank, generator=generator) @ torch.randn(rank, cols, generator=generator)
+        delta /= rank ** 0.5
+    return (scale * delta).reshape(shape)
+
+
+def _apply(state: dict[str, torch.Tensor], plant: Plant, num_layers: int, generator: torch.Generator) -> dict:
+    regions = regions_for("paper", num_layers)
+    prefix = "model.language_model.layers."
+    out = {}
+    for name, tensor in state.items():
+        if name.startswith(prefix) and name.endswith(".weight") and tensor.ndim >= 2 and "norm" not in name:
+            layer = int(name[len(prefix):].split(".", 1)[0])
+            scale = plant.scale[regions.region_of(layer)]
+            out[name] = tensor + _delta(tensor.shape, scale, plant.rank, generator)
+        else:
+            out[name] = tensor.clone()
+    return out
+
+
+def build_triple(out: str | Path, scenario: str = "paper", *, num_layers: int = 6, hidden: int = 64,
+                 seed: int = 0) -> dict[str, Path]:
+    """Write ``origin/``, ``base/`` and ``rl/`` checkpoint folders under ``out``.
+
+    Args:
+        out: a folder (created; must not already hold these three folders).
+        scenario: a key of :data:`SCENARIOS`.
+        num_layers, hidden: decoder depth and width of the tiny model.
+        seed: seeds the initial weights and the planted deltas (same seed, same bytes).
+
+    Returns:
+        ``{"origin": Path, "base": Path, "rl": Path}``.
+
+    Raises:
+        KeyError: unknown scenario. FileExistsError: a target folder exists.
+    """
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    plant_in, plant_rl = SCENARIOS[scenario]
+    out = Path(out)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(tiny_config(num_layers, hidden)).eval()
+    generator = torch.Generator().manual_seed(seed + 1)
+    origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    base = _apply(origin, plant_in, num_layers, generator)
+    rl = _apply(base, plant_rl, num_layers, generator)
+    paths = {}
+    for stage, state in (("origin", origin), ("base", base), ("rl", rl)):
+        target = out / stage
+        target.mkdir(parents=True, exist_ok=False)
+        model.load_state_dict(state)
+        model.save_pretrained(target)
+        paths[stage] = target
+    return paths
