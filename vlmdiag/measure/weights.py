@@ -20,6 +20,9 @@ from vlmdiag.errors import NonFiniteWeightsError
 
 SPECTRUM_RANKS = (10, 20, 30, 40)
 TOP_SINGULAR_VALUES = 50
+# σ_k/σ_1 below fp32 resolution is numerical zero (a rank-2 update has σ_10 ≈ 1e-8·σ_1): clamp
+# it there so exactly-low-rank updates read as maximally steep, not as missing ranks.
+_RATIO_FLOOR = float(np.finfo(np.float32).eps)
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class DeltaStats:
 
     ``frobenius``: ‖ΔW‖_F. ``relative``: ‖ΔW‖_F / ‖W_before‖_F. With spectra:
     ``singular_values`` (the top 50 of ``svdvals``, descending), ``log_ratio`` (natural
-    log σ_k/σ_1 at ranks 10/20/30/40 that exist), ``effective_rank`` exp(H(σ/Σσ)) and
+    log σ_k/σ_1 at ranks 10/20/30/40 that exist, floored at fp32 eps), ``effective_rank`` exp(H(σ/Σσ)) and
     ``stable_rank`` ‖ΔW‖_F²/σ_1². Spectral fields are None without spectra or for ΔW = 0.
     """
 
@@ -60,8 +63,8 @@ def delta_stats(delta: torch.Tensor, before: torch.Tensor, *, spectra: bool) -> 
         frobenius=frobenius,
         relative=relative,
         singular_values=sigma[:TOP_SINGULAR_VALUES].copy(),
-        log_ratio={k: float(np.log(sigma[k - 1] / top)) for k in SPECTRUM_RANKS
-                   if k <= len(sigma) and sigma[k - 1] > 0},
+        log_ratio={k: float(np.log(max(sigma[k - 1] / top, _RATIO_FLOOR)))
+                   for k in SPECTRUM_RANKS if k <= len(sigma)},
         effective_rank=float(np.exp(-(p * np.log(p)).sum())),
         stable_rank=float(frobenius ** 2 / top ** 2),
     )

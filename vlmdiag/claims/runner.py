@@ -1,0 +1,85 @@
+"""Running one claim on one recipe: skip when an input is missing, judge at the chosen regions
+and at every shifted cut, and turn any exception into an ``error`` verdict."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlmdiag.claims.evidence import Evidence
+from vlmdiag.claims.registry import Claim, ClaimThresholds
+from vlmdiag.regions import regions_for
+
+_NEEDS_TEXT = {"origin": "--origin (the checkpoint before the base's SFT, the paper's Base)",
+               "rl_frozen": "--rl-frozen REGION=CKPT (RL runs with one region frozen)",
+               "probes": "probe items"}
+
+
+@dataclass
+class ClaimResult:
+    """One claim on one recipe, as the report stores it (SPEC §5)."""
+
+    id: str
+    recipe: str
+    verdict: str
+    reason: str
+    statement: str
+    source: str
+    gate: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+    series: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "recipe": self.recipe, "verdict": self.verdict, "metrics": self.metrics,
+                "reason": self.reason, "statement": self.statement, "source": self.source,
+                "gate": self.gate, "series": self.series}
+
+
+def run_claim(claim: Claim, evidence: Evidence, regions_spec: str,
+              thresholds: ClaimThresholds | None) -> ClaimResult:
+    """Evaluate ``claim`` on ``evidence``.
+
+    Returns a :class:`ClaimResult` whatever happens: ``skipped`` when a needed input or the
+    claim's thresholds are missing, ``error`` (with the exception in ``reason``) when measuring or
+    judging raises, otherwise the verdict at ``regions_spec`` plus, in ``metrics``, the verdict at
+    each boundary moved by ±1/±2 layers and whether it is robust to the cut.
+    """
+    result = ClaimResult(claim.id, evidence.recipe.name, "skipped", "", claim.statement, claim.source,
+                         gate=bool(thresholds and thresholds.gate))
+    if thresholds is None:
+        result.reason = "no entry for this claim in the thresholds file"
+        return result
+    missing = [need for need in sorted(claim.needs) if not evidence.has(need)]
+    if missing:
+        result.reason = "needs " + " and ".join(_NEEDS_TEXT[n] for n in missing)
+        return result
+    try:
+        measurement = evidence.measure(claim.measurement)
+        regions = regions_for(regions_spec, evidence.num_llm_layers)
+        outcome = claim.judge(measurement, regions, thresholds)
+        by_cut = {}
+        for shifted in regions.shifted():
+            by_cut[shifted.preset] = claim.judge(measurement, shifted, thresholds).verdict
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # noqa: BLE001 — a claim that raises must not stop the others
+        result.verdict = "error"
+        result.reason = f"{type(error).__name__}: {error}"
+        result.metrics = {"traceback": traceback.format_exc(limit=8)}
+        return result
+    robust = all(v == outcome.verdict for v in by_cut.values())
+    result.verdict, result.reason, result.series = outcome.verdict, outcome.reason, outcome.series
+    result.metrics = {
+        "statistic": outcome.statistic,
+        "interval": outcome.interval.as_dict() if outcome.interval else None,
+        "threshold": outcome.threshold,
+        "regions": regions.as_dict(),
+        "robust_to_cut": robust,
+        "verdicts_by_cut": by_cut,
+        **outcome.metrics,
+    }
+    if not robust:
+        flips = sorted(k for k, v in by_cut.items() if v != outcome.verdict)
+        result.reason += f" [not robust to the cut: differs at {', '.join(flips)}]"
+    return result

@@ -1,0 +1,92 @@
+"""Loading and validating ``thresholds.yaml``: every message names the file, the key and its line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from vlmdiag.claims.registry import ClaimThresholds, all_claims
+from vlmdiag.errors import ThresholdsError
+
+SCHEMA_VERSION = 1
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int
+    claims: dict[str, dict]
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The validated thresholds of every claim the file lists, by claim id."""
+
+    path: Path
+    claims: dict[str, ClaimThresholds]
+
+    def get(self, claim_id: str) -> ClaimThresholds | None:
+        return self.claims.get(claim_id)
+
+
+def load_thresholds(path: str | Path) -> Thresholds:
+    """Read and validate a thresholds file against the claim registry.
+
+    Raises:
+        ThresholdsError: unreadable file, bad YAML, wrong schema version, an unknown claim id,
+            or a claim entry with a missing, unknown or invalid key (message: ``file:line: key: problem``).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ThresholdsError(f"{path}: cannot read the thresholds file ({error.strerror})") from error
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ThresholdsError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from error
+    if not isinstance(data, dict):
+        raise ThresholdsError(f"{path}: expected a mapping with schema_version and claims")
+    try:
+        document = _File.model_validate(data)
+    except ValidationError as error:
+        raise ThresholdsError(_message(path, root, error, ())) from error
+    if document.schema_version != SCHEMA_VERSION:
+        raise ThresholdsError(f"{path}:{_line(root, ('schema_version',))}: schema_version "
+                              f"{document.schema_version} is not supported (expected {SCHEMA_VERSION})")
+    registry = all_claims()
+    claims = {}
+    for claim_id, entry in document.claims.items():
+        if claim_id not in registry:
+            raise ThresholdsError(f"{path}:{_line(root, ('claims', claim_id))}: unknown claim {claim_id!r}; "
+                                  f"known claims: {', '.join(sorted(registry))}")
+        try:
+            claims[claim_id] = registry[claim_id].thresholds.model_validate(entry or {})
+        except ValidationError as error:
+            raise ThresholdsError(_message(path, root, error, ("claims", claim_id))) from error
+    return Thresholds(path, claims)
+
+
+def _message(path: Path, root, error: ValidationError, prefix: tuple) -> str:
+    problems = []
+    for item in error.errors():
+        loc = prefix + tuple(str(x) for x in item["loc"])
+        problems.append(f"{path}:{_line(root, loc)}: {'.'.join(loc)}: {item['msg']}")
+    return "; ".join(problems)
+
+
+def _line(root, loc: tuple) -> int:
+    """1-based line of the deepest YAML node on the path ``loc`` that exists."""
+    node, line = root, 1
+    for key in loc:
+        if node is None or not isinstance(node, yaml.MappingNode):
+            break
+        found = next(((k, v) for k, v in node.value if k.value == key), None)
+        if found is None:
+            break
+        line = found[0].start_mark.line + 1
+        node = found[1]
+    return line

@@ -1,0 +1,208 @@
+"""Prompt building and batched greedy generation through the checkpoint's own processor.
+
+Every multimodal tensor the processor returns (``pixel_values``, ``image_grid_thw``,
+``mm_token_type_ids``, ``image_sizes``, ``pixel_attention_mask``, ...) is passed to the model:
+Qwen2.5-VL silently falls back to 1-D RoPE without ``mm_token_type_ids``
+(``notes/cpu-feasibility.md`` §1). Batches are left-padded; a test shows batched answers equal
+unbatched ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from vlmdiag.probes.prompts import image_message, text_message
+from vlmdiag.runtime.model import LoadedModel
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt: chat messages (pinned layouts of :mod:`vlmdiag.probes.prompts`) and at most one image."""
+
+    messages: list
+    image: Image.Image | None = None
+
+
+def image_prompt(question: str, image: Image.Image) -> Prompt:
+    """f(i, p): the image, then the question."""
+    return Prompt(image_message(question), image.convert("RGB"))
+
+
+def black_image(image: Image.Image) -> Image.Image:
+    """An all-black RGB image of the same pixel size (paper Eqs. 4–5, f(b, p))."""
+    return Image.new("RGB", image.size, (0, 0, 0))
+
+
+def black_image_prompt(question: str, image: Image.Image) -> Prompt:
+    """f(b, p): a black image of the same size as ``image``, then the question."""
+    return Prompt(image_message(question), black_image(image))
+
+
+def text_prompt(question: str) -> Prompt:
+    """f(p): the question alone."""
+    return Prompt(text_message(question), None)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One greedy generation.
+
+    Attributes:
+        text: the decoded response, special tokens removed, cut at the first end-of-sequence token.
+        token_ids: int64 array [T] of generated ids up to and excluding the first EOS/pad.
+        prompt_ids: int64 array [P] of prompt ids without padding.
+    """
+
+    text: str
+    token_ids: np.ndarray = field(repr=False)
+    prompt_ids: np.ndarray = field(repr=False)
+
+
+def _tokenizer(loaded: LoadedModel):
+    return loaded.tokenizer
+
+
+def build_inputs(loaded: LoadedModel, prompts: Sequence[Prompt]) -> dict:
+    """Tokenize prompts through the chat template and the processor, left-padded.
+
+    All prompts of one call must either all carry an image or all be text-only.
+
+    Args:
+        loaded: the model and its processor.
+        prompts: the prompts of one batch.
+
+    Returns:
+        A dict of tensors on ``loaded.device``: ``input_ids`` [B, S], ``attention_mask`` [B, S] and
+        every extra tensor the processor returns (floating tensors cast to ``loaded.dtype``).
+
+    Raises:
+        ValueError: a mix of image and text-only prompts.
+    """
+    with_image = [p.image is not None for p in prompts]
+    if any(with_image) and not all(with_image):
+        raise ValueError("build_inputs: a batch mixes image and text-only prompts; split it "
+                         "(generate() does this for you)")
+    processor = loaded.processor
+    tokenizer = _tokenizer(loaded)
+    texts = [processor.apply_chat_template(p.messages, add_generation_prompt=True, tokenize=False)
+             for p in prompts]
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        if all(with_image):
+            batch = processor(text=texts, images=[[p.image] for p in prompts] if _nested_images(loaded)
+                              else [p.image for p in prompts], return_tensors="pt", padding=True)
+        elif processor is tokenizer:
+            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        else:
+            batch = processor(text=texts, return_tensors="pt", padding=True)
+    finally:
+        tokenizer.padding_side = old_side
+    return to_device(dict(batch), loaded)
+
+
+def _nested_images(loaded: LoadedModel) -> bool:
+    # Idefics3 / SmolVLM processors want one list of images per text.
+    return loaded.adapter.family in ("idefics3", "smolvlm")
+
+
+def to_device(batch: dict, loaded: LoadedModel) -> dict:
+    """Move tensors to the model's device; floating tensors also to its dtype."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(loaded.device)
+            if value.is_floating_point():
+                value = value.to(loaded.dtype)
+        out[key] = value
+    return out
+
+
+def stop_ids(loaded: LoadedModel) -> list[int]:
+    """Token ids that end a response: the tokenizer's EOS and the generation config's EOS ids."""
+    ids = set()
+    tokenizer = _tokenizer(loaded)
+    if tokenizer is not None and tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    eos = getattr(loaded.model.generation_config, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif eos:
+        ids.update(int(i) for i in eos)
+    return sorted(ids)
+
+
+def pad_id(loaded: LoadedModel) -> int:
+    """The padding id (the tokenizer's pad token, else the first stop id)."""
+    tokenizer = _tokenizer(loaded)
+    if tokenizer is not None and tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    return stop_ids(loaded)[0]
+
+
+def greedy_generate_inputs(loaded: LoadedModel, inputs: dict, *, max_new_tokens: int,
+                           past_key_values=None) -> torch.Tensor:
+    """``model.generate`` with greedy decoding on already built inputs.
+
+    Returns:
+        int64 tensor [B, S + T']: prompt and generated ids (T' ≤ max_new_tokens; rows that stop
+        early are padded with the pad id).
+    """
+    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, temperature=None,
+                  top_p=None, top_k=None, pad_token_id=pad_id(loaded), eos_token_id=stop_ids(loaded))
+    if past_key_values is not None:
+        kwargs["past_key_values"] = past_key_values
+    with torch.inference_mode():
+        return loaded.model.generate(**inputs, **kwargs)
+
+
+def split_generation(loaded: LoadedModel, inputs: dict, sequences: torch.Tensor) -> list[Generation]:
+    """Cut ``generate`` output into per-row :class:`Generation` values (padding and EOS removed)."""
+    prompt_len = inputs["input_ids"].shape[1]
+    stops = set(stop_ids(loaded))
+    tokenizer = _tokenizer(loaded)
+    out = []
+    for row in range(sequences.shape[0]):
+        mask = inputs["attention_mask"][row].bool().cpu()
+        prompt_ids = inputs["input_ids"][row].cpu()[mask].numpy()
+        gen = sequences[row, prompt_len:].cpu().tolist()
+        cut = next((i for i, t in enumerate(gen) if t in stops), len(gen))
+        gen = np.asarray(gen[:cut], dtype=np.int64)
+        text = tokenizer.decode(gen.tolist(), skip_special_tokens=True) if tokenizer is not None else ""
+        out.append(Generation(text=text, token_ids=gen, prompt_ids=prompt_ids.astype(np.int64)))
+    return out
+
+
+def generate(loaded: LoadedModel, prompts: Sequence[Prompt], *, max_new_tokens: int = 128,
+             batch_size: int = 8) -> list[Generation]:
+    """Batched greedy generation (paper Table 5: temperature 0, no sampling).
+
+    Image and text-only prompts are batched separately; the order of the result follows
+    ``prompts``. Left padding keeps every row's answer equal to its unbatched answer.
+
+    Args:
+        loaded: model and processor.
+        prompts: the prompts.
+        max_new_tokens: generation budget per prompt (the paper uses 128).
+        batch_size: prompts per ``generate`` call.
+
+    Returns:
+        One :class:`Generation` per prompt, in order.
+    """
+    if batch_size < 1:
+        raise ValueError(f"generate: batch_size={batch_size} must be at least 1")
+    results: list[Generation | None] = [None] * len(prompts)
+    for has_image in (True, False):
+        order = [i for i, p in enumerate(prompts) if (p.image is not None) == has_image]
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            inputs = build_inputs(loaded, [prompts[i] for i in chunk])
+            sequences = greedy_generate_inputs(loaded, inputs, max_new_tokens=max_new_tokens)
+            for i, gen in zip(chunk, split_generation(loaded, inputs, sequences)):
+                results[i] = gen
+    return results  # type: ignore[return-value]

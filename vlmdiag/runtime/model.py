@@ -1,0 +1,184 @@
+"""Loading a checkpoint for inference: model, processor, adapter and image token, as one frozen value.
+
+Device and dtype follow the checkpoint's size class: CUDA + bfloat16 when a GPU is present,
+CPU + float32 otherwise (``notes/cpu-feasibility.md`` §6). ``trust_remote_code`` is refused unless
+the caller opts in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vlmdiag.adapters import Adapter, adapter_for
+from vlmdiag.errors import CheckpointError
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for the measurements.
+
+    Attributes:
+        model: the ``...ForConditionalGeneration`` module, in eval mode.
+        processor: the checkpoint's processor (``__call__`` and ``apply_chat_template``), or None
+            for models built in memory without one (tests of architectures without a processor).
+        adapter: the architecture family (module paths, config keys).
+        config: the ``config.json`` dict the adapter was chosen from.
+        image_token_id: id of the image placeholder token; visual tokens are the positions holding it.
+        device: where the model lives.
+        dtype: the parameter dtype.
+        path: the checkpoint folder, or None for in-memory models.
+    """
+
+    model: Any
+    processor: Any
+    adapter: Adapter
+    config: dict
+    image_token_id: int
+    device: torch.device
+    dtype: torch.dtype
+    path: str | None = None
+
+    @property
+    def tokenizer(self):
+        """The processor's tokenizer (or the processor itself when it is a bare tokenizer)."""
+        return getattr(self.processor, "tokenizer", self.processor)
+
+    @property
+    def num_layers(self) -> int:
+        """Number of LLM decoder layers L."""
+        return len(decoder_layers(self))
+
+
+def default_device() -> torch.device:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on GPU (the paper's setting), float32 on CPU (bf16 matmuls are slow and inexact there)."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def get_module(root, dotted: str):
+    """The submodule at a dotted path such as ``model.language_model.layers``.
+
+    Raises:
+        CheckpointError: a path component is missing (the adapter does not fit this model).
+    """
+    node = root
+    for part in dotted.split("."):
+        if not hasattr(node, part):
+            raise CheckpointError(
+                f"{type(root).__name__} has no module {dotted!r} (missing {part!r}); "
+                "the architecture adapter does not match this model")
+        node = getattr(node, part)
+    return node
+
+
+def decoder_layers(loaded: LoadedModel):
+    """The ``nn.ModuleList`` of LLM decoder layers (adapter path ``decoder_layers``)."""
+    return get_module(loaded.model, loaded.adapter.decoder_layers)
+
+
+def _image_token_id(adapter: Adapter, config: dict, processor, source: str) -> int:
+    token_id = None
+    try:
+        token_id = adapter.image_token_id(config)
+    except CheckpointError:
+        pass
+    tokenizer = getattr(processor, "tokenizer", processor) if processor is not None else None
+    if tokenizer is not None:
+        proc_id = getattr(processor, "image_token_id", None)
+        if proc_id is None:
+            image_token = getattr(processor, "image_token", None)
+            if image_token is not None:
+                proc_id = tokenizer.convert_tokens_to_ids(image_token)
+                if proc_id == getattr(tokenizer, "unk_token_id", object()):
+                    proc_id = None
+        if proc_id is None:
+            raise CheckpointError(
+                f"{source}: the processor ({type(processor).__name__}) defines no image token, so "
+                "visual-token positions cannot be found; use the checkpoint's own multimodal "
+                "processor (processor_config.json / preprocessor_config.json)")
+        if token_id is not None and int(proc_id) != token_id:
+            raise CheckpointError(
+                f"{source}: image token id differs between config.json ({token_id}) and the "
+                f"processor ({proc_id}); the checkpoint's processor does not belong to this model")
+        token_id = int(proc_id)
+    if token_id is None:
+        raise CheckpointError(f"{source}: no image token id in config.json and no processor to ask")
+    return token_id
+
+
+def wrap_model(model, processor=None, *, path: str | None = None) -> LoadedModel:
+    """Wrap an already built model (e.g. a tiny model made from a config) as a :class:`LoadedModel`.
+
+    Raises:
+        CheckpointError: unknown architecture, or no image token (see :func:`load_model`).
+    """
+    config = model.config.to_dict()
+    source = f"{path}/config.json" if path else f"{type(model).__name__} config"
+    adapter = adapter_for(config, source=source)
+    token_id = _image_token_id(adapter, config, processor, source)
+    param = next(model.parameters())
+    return LoadedModel(model=model.eval(), processor=processor, adapter=adapter, config=config,
+                       image_token_id=token_id, device=param.device, dtype=param.dtype, path=path)
+
+
+def load_model(path: str | os.PathLike, *, device: str | torch.device | None = None,
+               dtype: torch.dtype | None = None, trust_remote_code: bool = False,
+               attn_implementation: str = "sdpa") -> LoadedModel:
+    """Load a local checkpoint folder for inference.
+
+    Args:
+        path: folder with ``config.json``, safetensors weights and the processor files.
+        device: defaults to :func:`default_device`.
+        dtype: defaults to :func:`default_dtype` (bf16 on GPU, fp32 on CPU).
+        trust_remote_code: refused unless True (custom modelling code runs arbitrary Python).
+        attn_implementation: the attention used for generation. The attention measurement swaps
+            in its own function for the LLM layers only while it runs, so ``sdpa`` is fine.
+
+    Returns:
+        A :class:`LoadedModel` in eval mode.
+
+    Raises:
+        CheckpointError: no folder / no ``config.json``; ``auto_map`` needs remote code and
+            ``trust_remote_code`` is False; unknown architecture; the processor or tokenizer has
+            no image token.
+    """
+    from transformers import AutoModelForImageTextToText
+
+    from vlmdiag.runtime.processor import load_processor
+
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{path}: no config.json; a checkpoint is a Hugging Face model folder")
+    config = json.loads(config_file.read_text())
+    if config.get("auto_map") and not trust_remote_code:
+        raise CheckpointError(
+            f"{config_file}: auto_map needs custom modelling code from the checkpoint; "
+            "pass trust_remote_code=True only if you trust its author")
+    adapter = adapter_for(config, source=str(config_file))
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or default_dtype(device)
+    processor = load_processor(path, trust_remote_code=trust_remote_code)
+    token_id = _image_token_id(adapter, config, processor, str(path))
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=dtype, trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation)
+    except Exception as error:
+        raise CheckpointError(f"{path}: cannot load the model ({type(error).__name__}: {error})") from error
+    model.to(device).eval()
+    tokenizer = getattr(processor, "tokenizer", processor)
+    if getattr(tokenizer, "pad_token_id", None) is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model=model, processor=processor, adapter=adapter, config=config,
+                       image_token_id=token_id, device=device, dtype=dtype, path=str(path))
