@@ -1,0 +1,103 @@
+"""Tiny random VLMs of the 9 supported classes, built from configs (no hub access).
+
+Text model: hidden 64, 4 layers, 4 query heads / 2 KV heads, vocab 512. The Qwen2.5-VL one comes
+with a locally trained tokenizer and the image-only processor, so the full prompt → processor →
+generate path runs; the other families are driven with hand-built model inputs
+(:func:`arch_inputs`), which is all the architecture tests need.
+"""
+
+from __future__ import annotations
+
+import torch
+from PIL import Image
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+QWEN_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+QWEN_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CORPUS = [
+    "What color is the square? red green blue yellow", "How many items are there in the image?",
+    "Read the text in the image. Answer with the exact word only.", "You are a helpful assistant.",
+    "Is there a cat in the image? Answer Yes or No only.", "<think> the answer is 12 </think>",
+    "Locate the object: red circle. Return bounding box as x1,y1,x2,y2.", "system user assistant",
+    "Please solve the problem step by step and put your answer in \\boxed{}. 0123456789 + - * / =",
+] * 4
+
+
+def qwen_tokenizer() -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS, trainer=trainers.BpeTrainer(
+        vocab_size=400, special_tokens=list(QWEN_SPECIAL), show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>",
+                                   pad_token="<|endoftext|>", padding_side="left",
+                                   additional_special_tokens=list(QWEN_SPECIAL[1:]))
+    fast.chat_template = QWEN_TEMPLATE
+    return fast
+
+
+def qwen25_processor(tokenizer=None):
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from vlmdiag.runtime.processor import Qwen2_5_VLImageOnlyProcessor
+
+    tokenizer = tokenizer or qwen_tokenizer()
+    image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112},
+                                               patch_size=14, temporal_patch_size=2, merge_size=2)
+    return Qwen2_5_VLImageOnlyProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                        chat_template=QWEN_TEMPLATE)
+
+
+TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=512, max_position_embeddings=4096,
+            bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
+
+
+def _qwen_text(tokenizer, layers, **extra):
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
+    text = dict(TEXT, num_hidden_layers=layers, bos_token_id=ids["<|im_start|>"],
+                eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"], **extra)
+    tokens = dict(image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                  vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    return text, tokens
+
+
+def qwen25_model(tokenizer=None, *, layers: int = 4, seed: int = 0, hidden: int = 64, heads: int = 4):
+    """A random Qwen2.5-VL whose special ids match ``tokenizer``."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = tokenizer or qwen_tokenizer()
+    head_dim = hidden // heads
+    a = head_dim // 2 // 4
+    text, tokens = _qwen_text(tokenizer, layers, hidden_size=hidden, num_attention_heads=heads,
+                              rope_scaling={"type": "mrope",
+                                            "mrope_section": [head_dim // 2 - 2 * a, a, a]})
+    text.update(hidden_size=hidden, num_attention_heads=heads)
+    config = Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2,
+                           out_hidden_size=hidden, patch_size=14, spatial_merge_size=2,
+                           temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1]),
+        **tokens)
+    torch.manual_seed(seed)
+    return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+def colour_image(colour=(255, 0, 0), size=(112, 112), box=None) -> Image.Image:
+    """A grey canvas with a coloured rectangle (the default fills the upper-left quarter)."""
+    image = Image.new("RGB", size, (128, 128, 128))
+    x0, y0, x1, y1 = box or (0, 0, size[0] // 2, size[1] // 2)
+    image.paste(colour, (x0, y0, x1, y1))
+    return image
