@@ -1,0 +1,109 @@
+"""The run report as data (SPEC §5), and writing it atomically."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import vlmdiag
+
+SCHEMA_VERSION = 1
+
+
+def environment() -> dict[str, Any]:
+    """Versions and device of this run (pytest-benchmark's ``machine_info``, in short)."""
+    versions = {}
+    for package in ("torch", "transformers", "safetensors", "numpy", "scipy", "pytest"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    device = "cpu"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda ({torch.cuda.get_device_name(0)} x{torch.cuda.device_count()})"
+    except ImportError:
+        pass
+    return {"python": platform.python_version(), "platform": platform.platform(), "device": device,
+            "versions": versions}
+
+
+def build_report(results: list[dict], *, checkpoints: dict, regions: str, thresholds: str) -> dict:
+    """The JSON document: ``schema_version``, ``vlmdiag_version``, ``created``, ``environment``,
+    ``checkpoints`` (per recipe and role: spec, path, fingerprint), ``regions``, ``thresholds`` and
+    ``claims`` (one entry per claim and recipe: ``id``, ``recipe``, ``verdict``, ``metrics``,
+    ``reason``, ...), sorted by recipe then claim id."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "vlmdiag_version": vlmdiag.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "environment": environment(),
+        "checkpoints": checkpoints,
+        "regions": regions,
+        "thresholds": thresholds,
+        "claims": sorted(results, key=lambda r: (r["recipe"], r["id"])),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    """NaN/Inf become null (strict JSON); tuples become lists; numpy scalars become numbers."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps(report: dict) -> str:
+    """Strict JSON text of a report."""
+    return json.dumps(_jsonable(report), indent=2, allow_nan=False)
+
+
+def write_atomic(path: str | Path, text: str | bytes) -> Path:
+    """Write a file so that readers see the old content or the new, never half of it: write a
+    temporary file in the same folder, fsync, rename over the target.
+
+    Raises:
+        OSError: the folder does not exist or is not writable (nothing is left behind).
+    """
+    path = Path(path)
+    data = text.encode() if isinstance(text, str) else text
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_report(path: str | Path) -> dict:
+    """Read a saved report.
+
+    Raises:
+        ValueError: not a vlmdiag report, or a schema newer than this vlmdiag reads.
+    """
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict) or "schema_version" not in data or "claims" not in data:
+        raise ValueError(f"{path}: not a vlmdiag report (no schema_version/claims)")
+    if data["schema_version"] > SCHEMA_VERSION:
+        raise ValueError(f"{path}: report schema_version {data['schema_version']} is newer than this "
+                         f"vlmdiag reads ({SCHEMA_VERSION}); upgrade vlmdiag")
+    return data

@@ -1,0 +1,65 @@
+"""Per-layer curves with Early/Mid/Late bands, written next to the JSON report (SPEC §5)."""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from pathlib import Path
+
+from vlmdiag.report.document import write_atomic
+
+_BANDS = {"Early": "#dbe9f6", "Mid": "#fde7c8", "Late": "#dff2dc"}
+
+
+def _layer_arrays(metrics: dict, num_layers: int) -> dict[str, list]:
+    return {k: v for k, v in metrics.items()
+            if isinstance(v, list) and len(v) == num_layers
+            and any(isinstance(x, (int, float)) and math.isfinite(x) for x in v)}
+
+
+def plot_result(result: dict) -> bytes | None:
+    """PNG bytes of every per-layer array of one claim result (one panel each, x = unified LLM
+    layer index 1…L, region bands shaded), or None when it has none."""
+    metrics = result.get("metrics") or {}
+    regions = metrics.get("regions")
+    if not regions:
+        return None
+    arrays = _layer_arrays(metrics, regions["num_layers"])
+    if not arrays:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(arrays), 1, figsize=(7, 1.9 * len(arrays) + 0.6), sharex=True, squeeze=False)
+    x = list(range(1, regions["num_layers"] + 1))
+    for ax, (name, values) in zip(axes[:, 0], arrays.items()):
+        for region, color in _BANDS.items():
+            first, last = regions[region]
+            ax.axvspan(first + 0.5, last + 1.5, color=color, zorder=0)
+        ax.plot(x, [v if isinstance(v, (int, float)) else float("nan") for v in values], marker="o", ms=3)
+        ax.set_ylabel(name, fontsize=7)
+        ax.tick_params(labelsize=7)
+    axes[-1, 0].set_xlabel("LLM layer (unified index)")
+    fig.suptitle(f"{result['id']} [{result['recipe']}]: {result['verdict']}", fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def write_plots(report: dict, folder: str | Path) -> list[Path]:
+    """One PNG per claim result with per-layer arrays, written atomically into ``folder``."""
+    folder = Path(folder)
+    written = []
+    for result in report["claims"]:
+        png = plot_result(result)
+        if png is None:
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = re.sub(r"[^\w.-]+", "_", f"{result['id']}__{result['recipe']}")
+        written.append(write_atomic(folder / f"{stem}.png", png))
+    return written

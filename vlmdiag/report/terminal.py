@@ -1,0 +1,86 @@
+"""The terminal summary: one rich table, claims × recipes (SPEC §5)."""
+
+from __future__ import annotations
+
+import io
+import math
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+STYLES = {"reproduced": "bold green", "not_reproduced": "bold red", "inconclusive": "yellow",
+          "skipped": "dim", "error": "bold magenta"}
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list, cuts: tuple[int, int] | None = None) -> str:
+    """One bar per layer, scaled to the finite values' range; ``│`` marks the region cuts
+    (0-based layer indices where Mid and Late start); ``·`` is a layer without a value."""
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not finite:
+        return ""
+    low, high = min(finite), max(finite)
+    out = []
+    for i, v in enumerate(values):
+        if cuts and i in cuts:
+            out.append("│")
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            out.append("·")
+        else:
+            out.append(_BARS[0 if high == low else round((v - low) / (high - low) * (len(_BARS) - 1))])
+    return "".join(out)
+
+
+def _effect(result: dict) -> str:
+    m = result.get("metrics") or {}
+    statistic, interval, threshold = m.get("statistic"), m.get("interval"), m.get("threshold")
+    if statistic is None:
+        return ""
+    text = f"{statistic:.3g}"
+    if interval and interval.get("level", 1) < 1:
+        text += f" [{interval['low']:.3g}, {interval['high']:.3g}]"
+    if threshold is not None:
+        text += f" vs {threshold:g}"
+    return text
+
+
+def render(report: dict, *, width: int = 120, color: bool = True) -> str:
+    """The summary table and one line per skipped/errored claim, as text (ANSI when ``color``)."""
+    results = report["claims"]
+    recipes = list(dict.fromkeys(r["recipe"] for r in results))
+    claims = list(dict.fromkeys(r["id"] for r in sorted(results, key=lambda r: r["id"])))
+    by_key = {(r["id"], r["recipe"]): r for r in results}
+    table = Table(title=f"vlmdiag — regions: {report.get('regions')}", show_lines=True)
+    table.add_column("claim", no_wrap=True)
+    for recipe in recipes:
+        table.add_column(recipe)
+    notes = []
+    for claim_id in claims:
+        row = [Text(claim_id)]
+        for recipe in recipes:
+            result = by_key.get((claim_id, recipe))
+            if result is None:
+                row.append(Text("—"))
+                continue
+            verdict = result["verdict"]
+            cell = Text(verdict + ("" if not result.get("gate") else " (gate)"), style=STYLES.get(verdict, ""))
+            m = result.get("metrics") or {}
+            if _effect(result):
+                cell.append("\n" + _effect(result))
+            series = m.get(result.get("series") or "")
+            if isinstance(series, list):
+                cuts = tuple((m.get("regions") or {}).get("cuts") or ()) or None
+                cell.append("\n" + sparkline(series, cuts))
+            if m.get("robust_to_cut") is False:
+                cell.append("\nnot robust to the cut", style="yellow")
+            row.append(cell)
+            if verdict in ("skipped", "error"):
+                notes.append(Text(f"{claim_id} [{recipe}] {verdict}: {result['reason']}", style=STYLES[verdict]))
+        table.add_row(*row)
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=color, color_system="standard" if color else None)
+    console.print(table)
+    for note in notes:
+        console.print(note)
+    return buffer.getvalue()
