@@ -101,3 +101,15 @@ def colour_image(colour=(255, 0, 0), size=(112, 112), box=None) -> Image.Image:
     x0, y0, x1, y1 = box or (0, 0, size[0] // 2, size[1] // 2)
     image.paste(colour, (x0, y0, x1, y1))
     return image
+
+
+def spread_init(model, seed: int = 0, std: float = 0.2):
+    """Re-draw matrix weights with a larger spread (embeddings N(0,1), others N(0, std)), so a
+    random tiny model's greedy output depends on its input instead of repeating one token."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.ndim >= 2:
+                scale = 1.0 if "embed" in name else std
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
+    return model

@@ -149,12 +149,16 @@ def greedy_generate_inputs(loaded: LoadedModel, inputs: dict, *, max_new_tokens:
                            past_key_values=None) -> torch.Tensor:
     """``model.generate`` with greedy decoding on already built inputs.
 
+    The image placeholder token is suppressed in the output: a response holding it could not be
+    fed back (teacher forcing, attention capture) without the model expecting another image.
+
     Returns:
         int64 tensor [B, S + T']: prompt and generated ids (T' ≤ max_new_tokens; rows that stop
         early are padded with the pad id).
     """
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, temperature=None,
-                  top_p=None, top_k=None, pad_token_id=pad_id(loaded), eos_token_id=stop_ids(loaded))
+                  top_p=None, top_k=None, pad_token_id=pad_id(loaded), eos_token_id=stop_ids(loaded),
+                  suppress_tokens=[loaded.image_token_id])
     if past_key_values is not None:
         kwargs["past_key_values"] = past_key_values
     with torch.inference_mode():

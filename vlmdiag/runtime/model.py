@@ -94,13 +94,15 @@ def _image_token_id(adapter: Adapter, config: dict, processor, source: str) -> i
         pass
     tokenizer = getattr(processor, "tokenizer", processor) if processor is not None else None
     if tokenizer is not None:
-        proc_id = getattr(processor, "image_token_id", None)
-        if proc_id is None:
-            image_token = getattr(processor, "image_token", None)
-            if image_token is not None:
-                proc_id = tokenizer.convert_tokens_to_ids(image_token)
-                if proc_id == getattr(tokenizer, "unk_token_id", object()):
-                    proc_id = None
+        image_token = getattr(processor, "image_token", None)
+        proc_id = None
+        if isinstance(image_token, str):
+            candidate = tokenizer.convert_tokens_to_ids(image_token)
+            # An unknown token maps to the unk id (or None): check that the id maps back.
+            if candidate is not None and tokenizer.convert_ids_to_tokens(int(candidate)) == image_token:
+                proc_id = int(candidate)
+        elif processor is not tokenizer:
+            proc_id = getattr(processor, "image_token_id", None)
         if proc_id is None:
             raise CheckpointError(
                 f"{source}: the processor ({type(processor).__name__}) defines no image token, so "

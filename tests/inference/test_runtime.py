@@ -1,0 +1,99 @@
+"""Model loading, prompt building and batched greedy generation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import tiny_models
+from vlmdiag.errors import CheckpointError
+from vlmdiag.runtime.generate import build_inputs, generate, image_prompt, text_prompt, black_image_prompt
+from vlmdiag.runtime.model import load_model
+
+
+def test_batched_generation_equals_unbatched(qwen_loaded, images):
+    """Left padding: each row of a mixed-size batch answers as it does alone (image and text prompts)."""
+    prompts = [image_prompt("What color is the square?", images["red"]),
+               image_prompt("How many items are there in the image?", images["green_wide"]),
+               black_image_prompt("What color is the square?", images["blue"]),
+               text_prompt("Please solve 2 + 3."), text_prompt("You are a helpful assistant. 7 * 8 =")]
+    batched = generate(qwen_loaded, prompts, max_new_tokens=12, batch_size=8)
+    single = [generate(qwen_loaded, [p], max_new_tokens=12)[0] for p in prompts]
+    assert [g.token_ids.tolist() for g in batched] == [g.token_ids.tolist() for g in single]
+    assert len({g.text for g in batched}) >= 3  # the tiny model's answers depend on the input
+    inputs = build_inputs(qwen_loaded, prompts[:2])
+    assert inputs["input_ids"].shape[0] == 2 and (inputs["attention_mask"][:, 0] == 0).any()  # left padded
+
+
+def test_all_multimodal_inputs_are_passed(qwen_loaded, images):
+    """mm_token_type_ids reaches the model; without it Qwen2.5-VL computes other (wrong) positions."""
+    inputs = build_inputs(qwen_loaded, [image_prompt("What color is the square?", images["red"])])
+    assert {"pixel_values", "image_grid_thw", "mm_token_type_ids"} <= set(inputs)
+    with torch.no_grad():
+        full = qwen_loaded.model(**inputs).logits
+        qwen_loaded.model.model.rope_deltas = None
+        partial = qwen_loaded.model(**{k: v for k, v in inputs.items() if k != "mm_token_type_ids"}).logits
+    assert (full - partial).abs().max() > 1e-3
+
+
+def test_black_image_prompt_keeps_size(images):
+    prompt = black_image_prompt("q", images["green_wide"])
+    assert prompt.image.size == images["green_wide"].size and prompt.image.getextrema() == ((0, 0),) * 3
+
+
+@pytest.fixture(scope="module")
+def saved_checkpoint(tmp_path_factory, qwen_processor):
+    path = tmp_path_factory.mktemp("tiny-qwen25")
+    model = tiny_models.spread_init(tiny_models.qwen25_model(qwen_processor.tokenizer, seed=0), seed=0)
+    model.save_pretrained(path)
+    qwen_processor.save_pretrained(path)
+    qwen_processor.tokenizer.save_pretrained(path)
+    return path
+
+
+def test_load_model_roundtrip(saved_checkpoint, qwen_loaded, images):
+    loaded = load_model(saved_checkpoint, device="cpu")
+    assert loaded.dtype == torch.float32 and loaded.device.type == "cpu"
+    assert loaded.adapter.family == "qwen2_5_vl" and loaded.num_layers == 4
+    assert loaded.image_token_id == qwen_loaded.image_token_id == loaded.config["image_token_id"]
+    prompt = [image_prompt("What color is the square?", images["red"])]
+    assert generate(loaded, prompt, max_new_tokens=8)[0].text == generate(qwen_loaded, prompt, max_new_tokens=8)[0].text
+
+
+def test_load_model_refuses_remote_code(saved_checkpoint, tmp_path):
+    import shutil
+
+    folder = tmp_path / "remote"
+    shutil.copytree(saved_checkpoint, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_x.Model"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="trust_remote_code=True"):
+        load_model(folder, device="cpu")
+
+
+def test_load_model_without_image_token_is_a_clear_error(saved_checkpoint, tmp_path):
+    """A checkpoint whose tokenizer lacks the image placeholder token is refused by name."""
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    folder = tmp_path / "noimage"
+    shutil.copytree(saved_checkpoint, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["plain text only"], trainer=trainers.BpeTrainer(
+        vocab_size=50, special_tokens=["<unk>", "<|im_end|>"], show_progress=False))
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", unk_token="<unk>").save_pretrained(folder)
+    with pytest.raises(CheckpointError, match="no image token"):
+        load_model(folder, device="cpu")
+
+
+def test_load_model_missing_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_model(tmp_path / "nope")

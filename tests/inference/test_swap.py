@@ -1,0 +1,110 @@
+"""Visual-token swap (paper §3.1.1, Eq. 2): prefill-only, equal spans, one source prefill per pair."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vlmdiag.errors import ProbeError
+from vlmdiag.measure import swap
+from vlmdiag.probes.types import SwapPair
+from vlmdiag.runtime.generate import build_inputs, generate, greedy_generate_inputs, image_prompt
+
+PROMPT = "Read the text in the image."
+
+
+@pytest.fixture(scope="module")
+def pair_inputs(qwen_loaded, images):
+    target = build_inputs(qwen_loaded, [image_prompt(PROMPT, images["red"])])
+    source = build_inputs(qwen_loaded, [image_prompt(PROMPT, images["blue_corner"])])
+    return target, source
+
+
+def test_sweep_endpoints(qwen_loaded, images, pair_inputs):
+    """L = 0 reproduces the source image's answer exactly; L = n_layers (no swap) the target's."""
+    target, source = pair_inputs
+    run = swap.swap_sweep_inputs(qwen_loaded, target, source, layers=[0, 1, 2, 3, 4], max_new_tokens=12,
+                                 layer_batch=3)
+    gen_t = generate(qwen_loaded, [image_prompt(PROMPT, images["red"])], max_new_tokens=12)[0].text
+    gen_s = generate(qwen_loaded, [image_prompt(PROMPT, images["blue_corner"])], max_new_tokens=12)[0].text
+    assert gen_t != gen_s
+    assert run.target_answer == gen_t and run.source_answer == gen_s
+    assert run.swapped[0] == gen_s and run.swapped[4] == gen_t
+    assert list(run.layers) == [0, 1, 2, 3, 4] and run.mode == "from"
+
+
+def _first_logits(loaded, target, cache):
+    with torch.no_grad():
+        return loaded.model(**target, past_key_values=cache, use_cache=True).logits[0, -1]
+
+
+def test_intermediate_layers_mix(qwen_loaded, pair_inputs):
+    """Swapping from L = 1, 2, 3 gives first-token logits that differ from both endpoints, and
+    "only L" at every layer equals "from 0"."""
+    target, source = pair_inputs
+    recorder = swap.RecordingCache(config=qwen_loaded.model.config)
+    with torch.no_grad():
+        qwen_loaded.model(**source, past_key_values=recorder, use_cache=True)
+    pos = swap.check_same_span(target, source, qwen_loaded.image_token_id)
+    make = lambda layers: swap.VisualSwapCache(recorder.recorded, pos, [frozenset(layers)],  # noqa: E731
+                                               config=qwen_loaded.model.config)
+    t_logits, s_logits = _first_logits(qwen_loaded, target, make([])), _first_logits(qwen_loaded, target, make(range(4)))
+    with torch.no_grad():
+        direct_s = qwen_loaded.model(**source).logits[0, -1]
+    torch.testing.assert_close(s_logits, direct_s, atol=1e-5, rtol=0)
+    for L in (1, 2, 3):
+        mixed = _first_logits(qwen_loaded, target, make(range(L, 4)))
+        assert (mixed - t_logits).abs().max() > 1e-3 and (mixed - s_logits).abs().max() > 1e-3
+
+
+def test_swap_is_prefill_only(qwen_loaded, pair_inputs):
+    """After a swapped generation the cache holds the source K/V at visual positions in swapped
+    layers, the target's elsewhere, and no duplicated span: length = prompt + generated - 1."""
+    target, source = pair_inputs
+    recorder = swap.RecordingCache(config=qwen_loaded.model.config)
+    with torch.no_grad():
+        qwen_loaded.model(**source, past_key_values=recorder, use_cache=True)
+    t_rec = swap.RecordingCache(config=qwen_loaded.model.config)
+    with torch.no_grad():
+        qwen_loaded.model(**target, past_key_values=t_rec, use_cache=True)
+    pos = swap.check_same_span(target, source, qwen_loaded.image_token_id)
+    cache = swap.VisualSwapCache(recorder.recorded, pos, [frozenset([2, 3])], config=qwen_loaded.model.config)
+    seq = greedy_generate_inputs(qwen_loaded, target, max_new_tokens=6, past_key_values=cache)
+    assert seq.shape[1] - target["input_ids"].shape[1] == 6
+    for layer in range(4):
+        keys = cache.layers[layer].keys
+        assert keys.shape[2] == seq.shape[1] - 1
+        want = (recorder if layer >= 2 else t_rec).recorded[layer][0]
+        torch.testing.assert_close(keys[:, :, pos], want[:, :, pos], atol=0, rtol=0)
+
+
+def test_unequal_spans_are_refused(qwen_loaded, images):
+    pair = SwapPair("p-bad", "ocr", images["red"], images["green_wide"], PROMPT, "a", "b")
+    with pytest.raises(ProbeError, match="p-bad: target and source differ in visual tokens"):
+        swap.swap_pairs(qwen_loaded, [pair], layers=[0])
+
+
+def test_one_source_prefill_per_pair(qwen_loaded, images):
+    """The vision tower runs 1 (target) + 1 (source) + ceil(layers / batch) times per pair, not
+    once per layer for the source."""
+    calls = []
+    handle = qwen_loaded.model.model.visual.register_forward_hook(lambda m, a, o: calls.append(1))
+    try:
+        pair = SwapPair("p", "ocr", images["red"], images["blue_corner"], PROMPT, "a", "b")
+        results = swap.swap_pairs(qwen_loaded, [pair, pair], layers=[0, 1, 2, 3], max_new_tokens=4, layer_batch=4)
+    finally:
+        handle.remove()
+    assert len(calls) == 2 * (1 + 1 + 1)
+    assert results[0].changed.shape == (4,) and results[0].changed.dtype == bool
+    np.testing.assert_array_equal(swap.change_rates(results), results[0].changed.astype(float))
+
+
+def test_only_mode_and_validation(qwen_loaded, pair_inputs):
+    target, source = pair_inputs
+    run = swap.swap_sweep_inputs(qwen_loaded, target, source, layers=[3], mode="only", max_new_tokens=4)
+    assert run.mode == "only" and len(run.swapped) == 1
+    with pytest.raises(ValueError, match="outside 0..3"):
+        swap.swap_sweep_inputs(qwen_loaded, target, source, layers=[4], mode="only")
+    with pytest.raises(ValueError, match="mode="):
+        swap.swap_sweep_inputs(qwen_loaded, target, source, mode="at")
