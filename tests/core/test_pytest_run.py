@@ -1,0 +1,100 @@
+"""The user's view: `pytest --base ... --rl ...` in a subprocess, its exit code, output and reports."""
+
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_pytest(*args, cwd=ROOT):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def options(paths, origin=True):
+    out = [f"--base={paths['base']}", f"--rl={paths['rl']}"]
+    return out + [f"--origin={paths['origin']}"] if origin else out
+
+
+def test_reproducing_recipe_passes_and_writes_json_plots_and_junit(planted, tmp_path):
+    report, junit = tmp_path / "report.json", tmp_path / "junit.xml"
+    code, out = run_pytest(*options(planted("paper")), f"--report-json={report}", f"--junitxml={junit}")
+    assert code == 0, out
+    assert "updates.energy_mid" in out and "reproduced" in out
+    data = json.loads(report.read_text())
+    assert data["schema_version"] == 1
+    assert {"environment", "checkpoints", "regions", "claims"} <= set(data)
+    assert {c["id"] for c in data["claims"]} == {"updates.energy_mid", "updates.rl_smaller_than_in",
+                                                 "updates.rl_steeper_mid_late"}
+    for claim in data["claims"]:
+        assert claim["recipe"] == "main" and claim["verdict"] == "reproduced"
+        assert {"id", "recipe", "verdict", "metrics", "reason"} <= set(claim)
+    fingerprints = {role: c["fingerprint"] for role, c in data["checkpoints"]["main"].items()}
+    assert len(set(fingerprints.values())) == 3
+    assert len(list((tmp_path / "report_plots").glob("*.png"))) == 3
+    properties = {p.get("name") for p in ET.parse(junit).iter("property")}
+    assert {"vlmdiag.verdict", "vlmdiag.statistic", "vlmdiag.result"} <= properties
+
+
+def test_gated_claim_not_reproduced_fails_unless_report_only(planted, tmp_path):
+    args = options(planted("inverted"))
+    code, out = run_pytest(*args)
+    assert code == 1 and "2 failed, 1 passed" in out, out
+    code, out = run_pytest(*args, "--report-only", f"--report-json={tmp_path / 'r.json'}")
+    assert code == 0, out
+    verdicts = {c["id"]: c["verdict"] for c in json.loads((tmp_path / "r.json").read_text())["claims"]}
+    assert set(verdicts.values()) == {"not_reproduced"}
+
+
+def test_several_recipes_make_a_matrix(planted, tmp_path):
+    good, bad = planted("paper"), planted("inverted")
+    recipes = [f"--recipe=good={good['base']},{good['rl']},{good['origin']}",
+               f"--recipe=bad={bad['base']},{bad['rl']}"]
+    code, out = run_pytest(*recipes, "--report-only", f"--report-json={tmp_path / 'r.json'}")
+    assert code == 0, out
+    claims = json.loads((tmp_path / "r.json").read_text())["claims"]
+    table = {(c["recipe"], c["id"]): c["verdict"] for c in claims}
+    assert table[("good", "updates.rl_smaller_than_in")] == "reproduced"
+    assert table[("bad", "updates.rl_smaller_than_in")] == "skipped"
+    assert table[("bad", "updates.energy_mid")] == "not_reproduced"
+
+
+USAGE = {
+    "no checkpoints": ([], "need checkpoints: pytest --base organism:in --rl organism:rl"),
+    "missing folder": (["--base=/nonexistent/in", "--rl=/nonexistent/rl"], "/nonexistent/in: checkpoint folder does not exist"),
+    "base without rl": (["--base=organism:in"], "--base and --rl go together"),
+    "bad recipe": (["--recipe=oops"], "expected NAME=BASE,RL[,ORIGIN]"),
+    "bad regions": (["--regions=middle"], "expected paper, thirds, localized, or two increasing cuts"),
+    "report folder missing": (["--report-json=/nonexistent/dir/r.json"], "folder /nonexistent/dir does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", USAGE, ids=list(USAGE))
+def test_usage_errors_exit_4_with_one_clear_line(case):
+    args, expected = USAGE[case]
+    code, out = run_pytest(*args)
+    assert code == 4, out
+    assert expected in out
+
+
+def test_regions_out_of_range_and_mismatched_checkpoints_are_usage_errors(planted):
+    paths = planted("paper")
+    code, out = run_pytest(*options(paths), "--regions=3,9")
+    assert code == 4 and "do not split 6 decoder layers" in out
+    deeper = planted("paper", num_layers=7)
+    code, out = run_pytest(f"--base={paths['base']}", f"--rl={deeper['rl']}")
+    assert code == 4 and "6 vs 7 LLM layers" in out
+
+
+def test_help_lists_every_option():
+    code, out = run_pytest("--help")
+    assert code == 0
+    for flag in ("--base", "--rl", "--origin", "--recipe", "--rl-frozen", "--regions", "--thresholds",
+                 "--report-json", "--report-only", "--allow-pickle", "--trust-remote-code"):
+        assert flag in out
