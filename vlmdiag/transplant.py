@@ -40,7 +40,7 @@ import torch
 
 from vlmdiag.checkpoints import Checkpoint, check_compatible, open_checkpoint
 from vlmdiag.checkpoints.safetensors_header import read_header
-from vlmdiag.errors import CheckpointError, IncompatibleCheckpointsError, UsageError, VlmdiagError
+from vlmdiag.errors import IncompatibleCheckpointsError, UsageError, VlmdiagError
 from vlmdiag.regions import REGION_NAMES, Regions, regions_for
 
 Side = Literal["A", "B"]

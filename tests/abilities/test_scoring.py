@@ -7,7 +7,7 @@ import pytest
 
 from vlmdiag.errors import ProbeError
 from vlmdiag.measure.abilities import (
-    ItemOutcome, SkippedAbility, Transitions, compare_stages, score_abilities, score_mrea, score_mv2r,
+    ItemOutcome, SkippedAbility, Transitions, compare_stages, compare_to_reference, score_abilities, score_mrea, score_mv2r,
     score_mvis, transitions,
 )
 
@@ -117,3 +117,18 @@ class TestCompareStages:
             compare_stages(score_mrea(["a", "b"], [T, F]), score_mrea(["a", "c"], [T, F]))
         with pytest.raises(ProbeError, match="cannot compare Mrea"):
             compare_stages(score_mrea(["a"], [T]), score_mvis(["a"], [T], [F]))
+
+
+def test_compare_to_reference_skips_skipped_metrics():
+    ids = ["a", "b", "c", "d"]
+    scores = {
+        "IN": {"Mrea": score_mrea(ids, [T, F, F, F]), "Mv2r": SkippedAbility("Mv2r", "no descriptions")},
+        "IN:RL:RL": {"Mrea": score_mrea(ids, [T, T, T, F]), "Mv2r": SkippedAbility("Mv2r", "no descriptions")},
+        "RL": {"Mrea": score_mrea(ids, [F, F, F, F]), "Mv2r": SkippedAbility("Mv2r", "no descriptions")},
+    }
+    table = compare_to_reference(scores, "IN", n_resamples=200)
+    assert set(table) == {"IN:RL:RL", "RL"} and set(table["RL"]) == {"Mrea"}
+    assert table["IN:RL:RL"]["Mrea"].delta == pytest.approx(0.5)
+    assert table["RL"]["Mrea"].delta == pytest.approx(-0.25) and table["RL"]["Mrea"].label_a == "IN"
+    with pytest.raises(KeyError, match="no scores for the reference 'Base'"):
+        compare_to_reference(scores, "Base")

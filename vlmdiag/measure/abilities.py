@@ -54,7 +54,7 @@ Grade = Callable[..., bool]
 __all__ = [
     "CONDITIONS", "METRIC_OF_KIND", "Transitions", "AbilityScore", "SkippedAbility", "StageComparison",
     "ItemOutcome", "Prompt", "transitions", "score_mvis", "score_mv2r", "score_mrea", "score_abilities",
-    "compare_stages", "build_prompts", "answer_key", "run_abilities", "default_grade", "make_predict",
+    "compare_stages", "compare_to_reference", "build_prompts", "answer_key", "run_abilities", "default_grade", "make_predict",
 ]
 
 
@@ -351,6 +351,37 @@ def compare_stages(a: AbilityScore, b: AbilityScore, *, label_a: str = "A", labe
         value_b=float(xb.mean()), delta=delta, interval=interval,
         p_value=mcnemar_exact(trans.tf, trans.ft), transitions=trans, threshold=threshold,
         n_needed=n_needed(a.n, delta, interval, threshold))
+
+
+def compare_to_reference(scores: Mapping[str, Mapping[str, AbilityScore | SkippedAbility]], reference: str = "IN",
+                         **options) -> dict[str, dict[str, StageComparison]]:
+    """Paired comparisons of every model against ``reference`` (paper Table 2: each splice and RL
+    against IN), metric by metric.
+
+    Args:
+        scores: model label -> :func:`score_abilities` result.
+        reference: the label compared against.
+        **options: passed to :func:`compare_stages` (``threshold``, ``level``, ``n_resamples``, ``seed``).
+
+    Returns:
+        ``{label: {metric: StageComparison}}`` for every label other than ``reference``; metrics
+        skipped for either model are left out.
+
+    Raises:
+        KeyError: ``reference`` is not in ``scores``.
+    """
+    if reference not in scores:
+        raise KeyError(f"compare_to_reference: no scores for the reference {reference!r}; have {sorted(scores)}")
+    out: dict[str, dict[str, StageComparison]] = {}
+    for label, by_metric in scores.items():
+        if label == reference:
+            continue
+        out[label] = {}
+        for metric, score in by_metric.items():
+            base = scores[reference].get(metric)
+            if isinstance(score, AbilityScore) and isinstance(base, AbilityScore):
+                out[label][metric] = compare_stages(base, score, label_a=reference, label_b=label, **options)
+    return out
 
 
 # --------------------------------------------------------------------------- prompts and runner
