@@ -113,3 +113,143 @@ def spread_init(model, seed: int = 0, std: float = 0.2):
                 scale = 1.0 if "embed" in name else std
                 param.copy_(torch.randn(param.shape, generator=generator) * scale)
     return model
+
+
+# --- the other architectures: model + hand-built inputs -------------------------------------------
+
+IMAGE_ID = 500          # image placeholder id used for the non-Qwen tiny models
+BOI, EOI = 501, 502     # begin/end-of-image ids (Gemma 3)
+
+
+def _text(model_type=None, **extra):
+    out = dict(TEXT, **extra)
+    if model_type:
+        out["model_type"] = model_type
+    return out
+
+
+def arch_model(family: str, seed: int = 0):
+    """A tiny random model of ``family`` (spread init), in eval mode."""
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    if family == "qwen2_5_vl":
+        model = qwen25_model(qwen_tokenizer(), seed=seed)
+    elif family == "qwen2_vl":
+        tok = qwen_tokenizer()
+        text, tokens = _qwen_text(tok, 4, rope_scaling={"type": "mrope", "mrope_section": [4, 2, 2]})
+        config = tf.Qwen2VLConfig(text_config=text, vision_config=dict(
+            depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14,
+            spatial_merge_size=2, temporal_patch_size=2), **tokens)
+        model = tf.Qwen2VLForConditionalGeneration(config)
+    elif family == "qwen3_vl":
+        tok = qwen_tokenizer()
+        text, tokens = _qwen_text(tok, 4, head_dim=16, rope_parameters={
+            "rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2], "mrope_interleaved": True})
+        config = tf.Qwen3VLConfig(text_config=text, vision_config=dict(
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=16,
+            spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
+            deepstack_visual_indexes=[1]), **tokens)
+        model = tf.Qwen3VLForConditionalGeneration(config)
+    elif family == "llava":
+        config = tf.LlavaConfig(
+            text_config=_text("llama"), image_token_index=IMAGE_ID, projector_hidden_act="gelu",
+            vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
+            vision_feature_layer=-1, vision_feature_select_strategy="default")
+        model = tf.LlavaForConditionalGeneration(config)
+    elif family == "llava_onevision":
+        config = tf.LlavaOnevisionConfig(
+            text_config=_text("qwen2"), image_token_index=IMAGE_ID,
+            vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8),
+            vision_feature_layer=-1, vision_feature_select_strategy="full",
+            image_grid_pinpoints=[[32, 32], [32, 64], [64, 32]])
+        model = tf.LlavaOnevisionForConditionalGeneration(config)
+    elif family == "internvl":
+        config = tf.InternVLConfig(
+            text_config=_text("qwen2"), image_token_id=IMAGE_ID, downsample_ratio=0.5,
+            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=2, image_size=[32, 32], patch_size=[4, 4]))
+        model = tf.InternVLForConditionalGeneration(config)
+    elif family == "gemma3":
+        config = tf.Gemma3Config(
+            text_config=dict(TEXT, head_dim=16, sliding_window=512, query_pre_attn_scalar=16,
+                             layer_types=["sliding_attention", "sliding_attention", "sliding_attention",
+                                          "full_attention"]),
+            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=2, image_size=32, patch_size=4),
+            mm_tokens_per_image=16, image_token_index=IMAGE_ID, boi_token_index=BOI, eoi_token_index=EOI)
+        model = tf.Gemma3ForConditionalGeneration(config)
+    elif family in ("idefics3", "smolvlm"):
+        cls_config = tf.Idefics3Config if family == "idefics3" else tf.SmolVLMConfig
+        cls_model = (tf.Idefics3ForConditionalGeneration if family == "idefics3"
+                     else tf.SmolVLMForConditionalGeneration)
+        config = cls_config(text_config=_text("llama"), image_token_id=IMAGE_ID, scale_factor=2,
+                            vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                               num_attention_heads=2, image_size=32, patch_size=4))
+        model = cls_model(config)
+    else:
+        raise ValueError(family)
+    model = spread_init(model, seed=seed).eval()
+    if family == "gemma3":  # Gemma scales embeddings by sqrt(hidden): keep tokens from dominating
+        with torch.no_grad():
+            model.model.language_model.embed_tokens.weight.mul_(0.05)
+    return model
+
+
+def _image_pixels(seed, shape):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def arch_inputs(model, family: str, image_seed: int = 0, text_len: int = 6) -> dict:
+    """Model inputs for one prompt: ``text_len`` text tokens, the image span, ``text_len`` text
+    tokens. Different ``image_seed`` values give different pixels and the same token layout."""
+    text = torch.arange(10, 10 + text_len)
+    tail = torch.arange(40, 40 + text_len)
+    cfg = model.config
+    extra = {}
+    if family in ("qwen2_5_vl", "qwen2_vl", "qwen3_vl"):
+        patch = cfg.vision_config.patch_size
+        grid = torch.tensor([[1, 8, 8]])
+        extra["pixel_values"] = _image_pixels(image_seed, (64, 3 * 2 * patch * patch))
+        extra["image_grid_thw"] = grid
+        n = 16
+        span = [cfg.vision_start_token_id] + [cfg.image_token_id] * n + [cfg.vision_end_token_id]
+        ids = torch.cat([text, torch.tensor(span), tail])[None]
+        mm = (ids == cfg.image_token_id).long()
+        extra["mm_token_type_ids"] = mm
+    else:
+        if family == "llava":
+            extra["pixel_values"] = _image_pixels(image_seed, (1, 3, 32, 32))
+            n = 16
+        elif family == "llava_onevision":
+            extra["pixel_values"] = _image_pixels(image_seed, (1, 2, 3, 32, 32))
+            extra["image_sizes"] = torch.tensor([[32, 32]])
+            with torch.no_grad():
+                feats = model.model.get_image_features(extra["pixel_values"], extra["image_sizes"],
+                                                       vision_feature_layer=-1,
+                                                       vision_feature_select_strategy="full")
+            feats = getattr(feats, "pooler_output", feats)
+            n = sum(f.shape[0] for f in feats)
+        elif family == "internvl":
+            extra["pixel_values"] = _image_pixels(image_seed, (1, 3, 32, 32))
+            n = 16
+        elif family == "gemma3":
+            extra["pixel_values"] = _image_pixels(image_seed, (1, 3, 32, 32))
+            n = 16
+        else:  # idefics3 / smolvlm
+            extra["pixel_values"] = _image_pixels(image_seed, (1, 1, 3, 32, 32))
+            extra["pixel_attention_mask"] = torch.ones(1, 1, 32, 32, dtype=torch.bool)
+            n = 16
+        span = [IMAGE_ID] * n
+        if family == "gemma3":
+            span = [BOI] + span + [EOI]
+        ids = torch.cat([text, torch.tensor(span), tail])[None]
+        if family == "gemma3":
+            extra["token_type_ids"] = (ids == IMAGE_ID).long()
+    return dict(input_ids=ids, attention_mask=torch.ones_like(ids), **extra)
+
+
+ARCH_FAMILIES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava", "llava_onevision", "internvl", "gemma3",
+                 "idefics3", "smolvlm")

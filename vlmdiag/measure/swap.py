@@ -21,7 +21,7 @@ Differences from the reference ``vision_token_swapper.py`` (``notes/reference-im
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import numpy as np
@@ -140,6 +140,8 @@ class SwapRun:
         layers: int array [n_layers_tested], the layer L of each swapped run.
         swapped: the swapped answers, aligned with ``layers``.
         mode: ``"from"`` (layers ≥ L) or ``"only"`` (layer L alone).
+        target_ids, source_ids: int64 arrays [T] of the generated ids behind the two answers.
+        swapped_ids: int64 arrays [T], aligned with ``layers``.
     """
 
     target_answer: str
@@ -147,6 +149,9 @@ class SwapRun:
     layers: np.ndarray
     swapped: tuple[str, ...]
     mode: str
+    target_ids: np.ndarray = field(default=None, repr=False)
+    source_ids: np.ndarray = field(default=None, repr=False)
+    swapped_ids: tuple[np.ndarray, ...] = field(default=(), repr=False)
 
 
 def swap_sweep_inputs(loaded: LoadedModel, target_inputs: dict, source_inputs: dict, *,
@@ -189,25 +194,29 @@ def swap_sweep_inputs(loaded: LoadedModel, target_inputs: dict, source_inputs: d
 
     model_config = loaded.model.config
     target_seq = greedy_generate_inputs(loaded, target_inputs, max_new_tokens=max_new_tokens)
-    target_answer = split_generation(loaded, target_inputs, target_seq)[0].text
+    target_gen = split_generation(loaded, target_inputs, target_seq)[0]
     recorder = RecordingCache(config=model_config)
     source_seq = greedy_generate_inputs(loaded, source_inputs, max_new_tokens=max_new_tokens,
                                         past_key_values=recorder)
-    source_answer = split_generation(loaded, source_inputs, source_seq)[0].text
+    source_gen = split_generation(loaded, source_inputs, source_seq)[0]
     source = recorder.recorded
     if sorted(source) != list(range(n_layers)):
         raise RuntimeError(f"swap: recorded K/V for layers {sorted(source)}, expected 0..{n_layers - 1}")
 
-    swapped: list[str] = []
+    swapped, swapped_ids = [], []
     for start in range(0, len(layers), layer_batch):
         chunk = layers[start:start + layer_batch]
         row_layers = [frozenset(range(L, n_layers)) if mode == "from" else frozenset([L]) for L in chunk]
         batch = repeat_rows(target_inputs, len(chunk))
         cache = VisualSwapCache(source, positions, row_layers, config=model_config)
         seq = greedy_generate_inputs(loaded, batch, max_new_tokens=max_new_tokens, past_key_values=cache)
-        swapped.extend(g.text for g in split_generation(loaded, batch, seq))
-    return SwapRun(target_answer=target_answer, source_answer=source_answer,
-                   layers=np.asarray(layers, dtype=np.int64), swapped=tuple(swapped), mode=mode)
+        for gen in split_generation(loaded, batch, seq):
+            swapped.append(gen.text)
+            swapped_ids.append(gen.token_ids)
+    return SwapRun(target_answer=target_gen.text, source_answer=source_gen.text,
+                   layers=np.asarray(layers, dtype=np.int64), swapped=tuple(swapped), mode=mode,
+                   target_ids=target_gen.token_ids, source_ids=source_gen.token_ids,
+                   swapped_ids=tuple(swapped_ids))
 
 
 @dataclass(frozen=True)

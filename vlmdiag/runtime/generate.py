@@ -142,7 +142,11 @@ def pad_id(loaded: LoadedModel) -> int:
     tokenizer = _tokenizer(loaded)
     if tokenizer is not None and tokenizer.pad_token_id is not None:
         return int(tokenizer.pad_token_id)
-    return stop_ids(loaded)[0]
+    pad = getattr(loaded.model.generation_config, "pad_token_id", None)
+    if isinstance(pad, int):
+        return pad
+    stops = stop_ids(loaded)
+    return stops[0] if stops else 0
 
 
 def greedy_generate_inputs(loaded: LoadedModel, inputs: dict, *, max_new_tokens: int,
