@@ -96,7 +96,7 @@ def main() -> None:
     size = sum((ROOT / s / "model.safetensors").stat().st_size for s in ("origin", "base", "rl")) / 1e9
     run = lambda kind: json.loads(subprocess.check_output([sys.executable, __file__, kind], text=True).strip().splitlines()[-1])  # noqa: E731
     run("read")  # warm the page cache so every contender reads from memory alike
-    results = {kind: run(kind) for kind in ("read", "energy", "naive", "read")}
+    results = {kind: run(kind) for kind in ("read", "energy", "naive")}
     read = results["read"]["seconds"]
     print(f"checkpoint triple: {size:.2f} GB of safetensors (bf16), torch threads {os.cpu_count()}")
     print("| pass | seconds | × read time | peak RSS above baseline (MB) |\n|---|---|---|---|")
