@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+UPDATES = "diagnostics/test_updates.py"  # the weight claims: runnable on planted triples without probes
 
 
 def run_pytest(*args, cwd=ROOT):
@@ -24,7 +25,7 @@ def options(paths, origin=True):
 
 def test_reproducing_recipe_passes_and_writes_json_plots_and_junit(planted, tmp_path):
     report, junit = tmp_path / "report.json", tmp_path / "junit.xml"
-    code, out = run_pytest(*options(planted("paper")), f"--report-json={report}", f"--junitxml={junit}")
+    code, out = run_pytest(UPDATES, *options(planted("paper")), f"--report-json={report}", f"--junitxml={junit}")
     assert code == 0, out
     assert "updates.energy_mid" in out and "reproduced" in out
     data = json.loads(report.read_text())
@@ -44,9 +45,9 @@ def test_reproducing_recipe_passes_and_writes_json_plots_and_junit(planted, tmp_
 
 def test_gated_claim_not_reproduced_fails_unless_report_only(planted, tmp_path):
     args = options(planted("inverted"))
-    code, out = run_pytest(*args)
+    code, out = run_pytest(UPDATES, *args)
     assert code == 1 and "2 failed, 1 passed" in out, out
-    code, out = run_pytest(*args, "--report-only", f"--report-json={tmp_path / 'r.json'}")
+    code, out = run_pytest(UPDATES, *args, "--report-only", f"--report-json={tmp_path / 'r.json'}")
     assert code == 0, out
     verdicts = {c["id"]: c["verdict"] for c in json.loads((tmp_path / "r.json").read_text())["claims"]}
     assert set(verdicts.values()) == {"not_reproduced"}
@@ -56,7 +57,7 @@ def test_several_recipes_make_a_matrix(planted, tmp_path):
     good, bad = planted("paper"), planted("inverted")
     recipes = [f"--recipe=good={good['base']},{good['rl']},{good['origin']}",
                f"--recipe=bad={bad['base']},{bad['rl']}"]
-    code, out = run_pytest(*recipes, "--report-only", f"--report-json={tmp_path / 'r.json'}")
+    code, out = run_pytest(UPDATES, *recipes, "--report-only", f"--report-json={tmp_path / 'r.json'}")
     assert code == 0, out
     claims = json.loads((tmp_path / "r.json").read_text())["claims"]
     table = {(c["recipe"], c["id"]): c["verdict"] for c in claims}
@@ -78,7 +79,7 @@ USAGE = {
 @pytest.mark.parametrize("case", USAGE, ids=list(USAGE))
 def test_usage_errors_exit_4_with_one_clear_line(case):
     args, expected = USAGE[case]
-    code, out = run_pytest(*args)
+    code, out = run_pytest(UPDATES, *args)
     assert code == 4, out
     assert expected in out
 
