@@ -333,12 +333,57 @@ class Splicer:
             record.seconds_restore = time.perf_counter() - start
             self._active = False
 
-    def sweep(self, variants: Iterable[Variant] | None = None) -> Iterator[tuple[Variant, SpliceRecord]]:
-        """Apply each variant in turn (default: :func:`all_variants`); the model is spliced while
-        the caller holds each yielded pair and restored before the next one."""
-        for variant in variants if variants is not None else all_variants():
-            with self.splice(variant) as record:
+    def sweep(self, variants: Iterable[Variant | str] | None = None) -> Iterator[tuple[Variant, SpliceRecord]]:
+        """Apply each variant in turn (default: :func:`all_variants`, the paper's Table 2 order)
+        and yield it while the model is in that state.
+
+        Incremental: between two variants only the tensors whose source changes are touched; a
+        tensor going back to A is copied from the CPU backup (no read), one going to B is streamed
+        from B's safetensors. A's exact tensors are restored when the sweep ends, raises, or is
+        closed (wrap it in :func:`contextlib.closing` when breaking out of the loop early).
+        Extra memory: a CPU copy of every tensor the sweep has taken from B.
+
+        Yields:
+            ``(variant, SpliceRecord)``; ``tensors_copied`` / ``bytes_read`` count this step only.
+
+        Raises:
+            UsageError: a splice is already active on this splicer.
+        """
+        if self._active:
+            raise UsageError("a splice is already active on this model; leave its `with` block first")
+        self._active = True
+        backup: dict[str, torch.Tensor] = {}
+        current = dict.fromkeys(self._params, "A")
+        try:
+            for variant in variants if variants is not None else all_variants():
+                variant = parse_variant(variant) if isinstance(variant, str) else variant
+                plan = self.plan(variant)
+                record = SpliceRecord(plan)
+                start = time.perf_counter()
+                with torch.no_grad():
+                    for name, target in self._params.items():
+                        want = plan.source_of(name, self.a)
+                        if want == current[name]:
+                            continue
+                        if want == "B":
+                            if name not in backup:
+                                backup[name] = target.detach().to("cpu", copy=True)
+                            value = self.b.get(name)
+                            self.reads += 1
+                            record.bytes_read += value.numel() * value.element_size()
+                            target.data.copy_(value.to(dtype=target.dtype))
+                        else:
+                            target.data.copy_(backup[name])
+                        current[name] = want
+                        record.tensors_copied += 1
+                record.seconds_apply = time.perf_counter() - start
                 yield variant, record
+        finally:
+            with torch.no_grad():
+                for name, saved in backup.items():
+                    if current[name] != "A":
+                        self._params[name].data.copy_(saved)
+            self._active = False
 
 
 # --------------------------------------------------------------------------- writing a checkpoint

@@ -34,3 +34,15 @@ def ckpt_shallow(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ckpt_qwen2vl(tmp_path_factory) -> Path:
     return save(build(tiny_config(arch="qwen2_vl"), seed=3), tmp_path_factory.mktemp("ckpt") / "qwen2vl")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These models are tiny: one intra-op thread is faster, and on a busy 2-core machine
+    multi-threaded copies of small tensors mostly wait on each other. Restored after each test."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

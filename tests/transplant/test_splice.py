@@ -88,6 +88,38 @@ class TestSplicer:
                 pass
             assert_identical(before, model)
 
+    def test_incremental_sweep_equals_separate_splices(self, ckpt_a, ckpt_b):
+        model = load(ckpt_a)
+        before = snapshot(model)
+        splicer = Splicer(model, ckpt_a, ckpt_b)
+        expected = {}
+        for variant in all_variants() + all_variants("B"):
+            with splicer.splice(variant):
+                expected[variant] = snapshot(model)
+        order = all_variants("B")[::-1] + all_variants()
+        for variant, record in splicer.sweep(order):
+            assert_identical(expected[variant], model)
+        assert_identical(before, model)
+
+    def test_sweep_restores_when_left_early(self, ckpt_a, ckpt_b):
+        import contextlib
+
+        model = load(ckpt_a)
+        before = snapshot(model)
+        splicer = Splicer(model, ckpt_a, ckpt_b)
+        with contextlib.closing(splicer.sweep()) as sweep:
+            for variant, _ in sweep:
+                if variant.label() == "RL:RL:IN":
+                    break
+        assert_identical(before, model)
+        with pytest.raises(RuntimeError, match="boom"):
+            for variant, _ in splicer.sweep(["IN:RL:RL", "RL:IN:IN"]):
+                if variant.label() == "RL:IN:IN":
+                    raise RuntimeError("boom")
+        assert_identical(before, model)
+        with splicer.splice("RL"):  # the splicer is usable again (no stale "active" flag)
+            pass
+
     def test_restore_after_an_exception(self, ckpt_a, ckpt_b):
         model = load(ckpt_a)
         before = snapshot(model)
