@@ -64,7 +64,7 @@ def test_capture_leaves_model_untouched(qwen_loaded, images):
     with pytest.raises(RuntimeError):
         query = torch.zeros_like(inputs["input_ids"], dtype=torch.bool)
         with att.capture_attention(qwen_loaded, query, query):
-            assert config._attn_implementation == att.CAPTURE_IMPLEMENTATION
+            assert config._attn_implementation == att.CAPTURE_IMPLEMENTATION + "_sdpa"
             raise RuntimeError("boom")
     assert config._attn_implementation == "sdpa"
     with torch.no_grad():
@@ -126,3 +126,21 @@ def test_planted_late_attention_is_found(qwen_processor, images):
     np.testing.assert_allclose(base[:, :3], edited[:, :3], atol=1e-6)
     assert np.all(edited[:, 3] - base[:, 3] > 0.3), edited - base
     np.testing.assert_array_equal(base, again)
+
+
+def test_padded_batch_equals_single_rows(qwen_loaded, images):
+    """Left-padded batch (SDPA builds a boolean mask): each row's mass equals its B = 1 mass."""
+    prompts = [image_prompt("What color is the square?", images["red"]),
+               image_prompt("How many items are there in the image?", images["green_wide"])]
+    batch = build_inputs(qwen_loaded, prompts)
+    query = torch.zeros_like(batch["input_ids"], dtype=torch.bool)
+    query[:, -5:] = True
+    mass, n_r, _ = att.attention_on_sequence(qwen_loaded, batch, query, row_block=2)
+    assert (batch["attention_mask"] == 0).any()
+    for row, prompt in enumerate(prompts):
+        single = build_inputs(qwen_loaded, [prompt])
+        q1 = torch.zeros_like(single["input_ids"], dtype=torch.bool)
+        q1[:, -5:] = True
+        qwen_loaded.model.model.rope_deltas = None
+        m1, _, _ = att.attention_on_sequence(qwen_loaded, single, q1)
+        np.testing.assert_allclose(mass[row], m1[0], atol=1e-5, rtol=0)

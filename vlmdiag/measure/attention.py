@@ -9,9 +9,10 @@ the LLM decoder layers only (their text config's ``_attn_implementation``) insid
 SDPA) and, for the selected query rows only, recomputes ``softmax(q·kᵀ·scale + mask)`` in fp32 in
 blocks of ``row_block`` rows, keeping just the per-head sums over the visual keys. No
 ``[layers, heads, S, S]`` tensor is ever materialised; the peak extra memory is one
-``[B, heads, row_block, S]`` block. The mask is the eager additive mask (registered through
-``AttentionMaskInterface``), so causal, padding, sliding-window and bidirectional-image masks are
-exactly those eager attention uses.
+``[B, heads, row_block, S]`` block. The mask is built by transformers' own mask functions
+(registered through ``AttentionMaskInterface``: eager's additive mask for eager models, SDPA's
+otherwise, which is None for plain causal attention), so causal, padding, sliding-window and
+bidirectional-image masks are exactly those the model uses.
 
 Definitions (SPEC §2): reasoning tokens R are the response tokens inside ``<think>…</think>`` when
 the response has such a block, else the whole response; visual tokens V are the positions of the
@@ -38,7 +39,8 @@ import torch
 from vlmdiag.runtime.generate import Prompt, build_inputs, generate
 from vlmdiag.runtime.model import LoadedModel, decoder_layers
 
-#: The name of the capturing attention function in ``transformers.AttentionInterface``.
+#: Prefix of the capturing attention function's names in ``transformers.AttentionInterface``
+#: (``…_eager`` with eager's additive mask, ``…_sdpa`` with SDPA's mask).
 CAPTURE_IMPLEMENTATION = "vlmdiag_r2v_capture"
 
 _STATE: contextvars.ContextVar["_CaptureState | None"] = contextvars.ContextVar(
@@ -107,7 +109,11 @@ def _capture_attention_forward(module, query, key, value, attention_mask, **kwar
                 scores = torch.matmul(q_rows, keys.transpose(2, 3)) * scaling     # [B,H,r,K]
                 if softcap is not None:
                     scores = torch.tanh(scores / softcap) * softcap
-                if attention_mask is not None:
+                if attention_mask is None:      # SDPA's causal skip: no padding, plain causal
+                    causal = (torch.arange(k_len, device=query.device)[None, None, :]
+                              > (idx + (k_len - q_len))[:, :, None])                  # [B,r,K]
+                    scores = scores.masked_fill(causal[:, None], torch.finfo(scores.dtype).min)
+                else:
                     mask = attention_mask[:, :, :, :k_len]
                     mask_rows = mask.gather(2, idx[:, None, :, None].expand(b, mask.shape[1], -1, k_len))
                     if mask_rows.dtype == torch.bool:
@@ -120,13 +126,23 @@ def _capture_attention_forward(module, query, key, value, attention_mask, **kwar
     return out, weights
 
 
-def _register() -> None:
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, eager_mask
+def _implementation_name(delegate: str) -> str:
+    return CAPTURE_IMPLEMENTATION + ("_eager" if delegate == "eager" else "_sdpa")
 
-    if CAPTURE_IMPLEMENTATION not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
-        AttentionMaskInterface.register(CAPTURE_IMPLEMENTATION, eager_mask)
-    AttentionInterface.register(CAPTURE_IMPLEMENTATION, _capture_attention_forward)
+
+def _register() -> None:
+    """Register the capturing function twice: with eager's additive float mask (when the model
+    runs eager) and with SDPA's mask (None for plain causal, else boolean) otherwise, so the
+    capture never builds a mask the model itself would not have built."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import (ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface,
+                                            eager_mask, sdpa_mask)
+
+    for delegate, mask_function in (("eager", eager_mask), ("sdpa", sdpa_mask)):
+        name = _implementation_name(delegate)
+        if name not in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
+            AttentionMaskInterface.register(name, mask_function)
+        AttentionInterface.register(name, _capture_attention_forward)
 
 
 def _attention_module(layer):
@@ -175,7 +191,7 @@ def capture_attention(loaded: LoadedModel, query_mask: torch.Tensor, key_mask: t
     token = _STATE.set(state)
     try:
         for cfg in configs.values():
-            cfg._attn_implementation_internal = CAPTURE_IMPLEMENTATION
+            cfg._attn_implementation_internal = _implementation_name(delegate)
         yield state.mass
     finally:
         for key, cfg in configs.items():
