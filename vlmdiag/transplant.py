@@ -47,7 +47,8 @@ Side = Literal["A", "B"]
 COMPONENTS = ("vision", "projector", "embeddings", "final_norm", "lm_head")
 _ALIASES: dict[str, Side] = {"A": "A", "IN": "A", "SFT": "A", "B": "B", "RL": "B"}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".msgpack", ".h5")
-_OUR_FILES = ("mergekit_config.yml", "vlmdiag_transplant.json", "model.safetensors.index.json")
+_OUR_FILES = ("mergekit_config.yml", "vlmdiag_transplant.json", "model.safetensors.index.json",
+              "README.md")  # a source's model card would misdescribe the splice
 
 __all__ = [
     "Variant", "SplicePlan", "SpliceRecord", "Splicer", "TransplantResult", "all_variants",
@@ -244,10 +245,12 @@ class Splicer:
             or shapes; or the model's parameters do not match A's tensors (names or shapes).
 
     Example:
-        >>> splicer = Splicer(loaded.model, "ckpt/in", "ckpt/rl")
-        >>> for variant in all_variants():
-        ...     with splicer.splice(variant) as record:
-        ...         scores[variant.label()] = evaluate(loaded)
+        >>> loaded = load_model("ckpt/in")                    # the only load
+        >>> splicer = Splicer(loaded, "ckpt/in", "ckpt/rl")
+        >>> for variant, record in splicer.sweep():           # IN, IN:RL:RL, ..., RL
+        ...     scores[variant.label()] = evaluate(loaded)
+        >>> with splicer.splice("IN:RL:RL") as record:       # or one variant at a time
+        ...     scores["IN:RL:RL"] = evaluate(loaded)
     """
 
     def __init__(self, model, a: Checkpoint | str | os.PathLike, b: Checkpoint | str | os.PathLike,
@@ -258,8 +261,7 @@ class Splicer:
         self.regions = _regions(regions, self.a.num_llm_layers)
         self._params = self._match_model()
         self._active = False
-        self.reads = 0
-        self.loads = 0  # the Splicer never loads a model; kept for the benchmark's bookkeeping
+        self.reads = 0  # tensors streamed from B so far (the splicer never loads a model)
 
     def _match_model(self) -> dict[str, torch.Tensor]:
         """Map every checkpoint tensor to the model parameter/buffer it fills; tied parameters

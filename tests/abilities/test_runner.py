@@ -128,6 +128,8 @@ def test_answer_key_changes_with_every_part():
 def test_bad_items_and_bad_predict():
     with pytest.raises(ProbeError, match="needs an image"):
         build_prompts(AbilityItem("x", "vqa", "q", "a"))
+    with pytest.raises(ProbeError, match=r"unique; repeated: \['t1'\]"):
+        run_abilities([ITEMS[4], ITEMS[4]], FakeModel())
     with pytest.raises(ProbeError, match="predict returned 0 responses for 1"):
         run_abilities([ITEMS[4]], lambda m, i: [])
 

@@ -161,3 +161,30 @@ def test_tied_embeddings(tmp_path):
         assert torch.equal(value, before[name]), name
     with splicer.splice("RL"):
         assert torch.equal(logits(model), logits(reference))
+
+
+def test_mixed_key_layouts(tmp_path, ckpt_a, ckpt_b):
+    """B stored with the transformers 5.x in-memory names (``model.language_model.layers.*``),
+    A with the hub layout (``model.layers.*``): tensors are matched by canonical name, and the
+    written folder keeps the components source's layout."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    canonical = tmp_path / "b_canonical"
+    canonical.mkdir()
+    for name in ("config.json", "generation_config.json"):
+        shutil.copy(ckpt_b / name, canonical / name)
+    state = {k: v.contiguous() for k, v in load(ckpt_b).state_dict().items()}
+    save_file(state, str(canonical / "model.safetensors"), metadata={"format": "pt"})
+    assert any(k.startswith("model.language_model.layers.") for k in state)
+    via_canonical = write_transplant(ckpt_a, canonical, "IN:RL:RL", tmp_path / "x")
+    via_hub = write_transplant(ckpt_a, ckpt_b, "IN:RL:RL", tmp_path / "y")
+    with safe_open(via_canonical.out / "model.safetensors", "pt") as f, \
+            safe_open(via_hub.out / "model.safetensors", "pt") as g:
+        assert sorted(f.keys()) == sorted(g.keys()) and any(k.startswith("model.layers.") for k in f.keys())
+        for key in f.keys():
+            assert torch.equal(f.get_tensor(key), g.get_tensor(key)), key
+    model = load(ckpt_a)
+    with Splicer(model, ckpt_a, canonical).splice("RL"):
+        assert torch.equal(logits(model), logits(load(ckpt_b)))

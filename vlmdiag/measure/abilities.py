@@ -496,14 +496,18 @@ def run_abilities(items: Sequence[AbilityItem], predict: Predict, grade: Grade |
         One :class:`ItemOutcome` per item, in order.
 
     Raises:
-        ProbeError: a malformed item (see :func:`build_prompts`), or ``predict`` returned a
-            wrong number of responses.
+        ProbeError: a malformed item (see :func:`build_prompts`), repeated item ids, or
+            ``predict`` returned a wrong number of responses.
         ValueError: ``cache`` without ``fingerprint``, or ``batch_size < 1``.
     """
     if batch_size < 1:
         raise ValueError(f"run_abilities: batch_size={batch_size} must be at least 1")
     if cache is not None and not fingerprint:
         raise ValueError("run_abilities: a cache needs the checkpoint fingerprint (fingerprint=...)")
+    seen: set[str] = set()
+    duplicates = sorted({item.id for item in items if item.id in seen or seen.add(item.id)})
+    if duplicates:
+        raise ProbeError(f"run_abilities: item ids must be unique; repeated: {duplicates[:5]}")
     grade = grade or default_grade
     with_choices = _accepts_choices(grade)
     decoding = dict(decoding or {})
