@@ -61,10 +61,59 @@ def test_components_from_is_explicit(tmp_path, ckpt_a, ckpt_b):
     assert json.loads((result.out / "tokenizer_config.json").read_text()) == {"marker": "a"}
 
 
+def mergekit_schema():
+    """The fields of mergekit's ``config.py`` (MergeConfiguration and the models under it, read
+    from arcee-ai/mergekit), with unknown keys forbidden so a misspelt key fails here."""
+    from typing import Optional
+
+    from pydantic import BaseModel, ConfigDict
+
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    class InputSlice(Strict):
+        model: str
+        layer_range: tuple[int, int]
+        parameters: Optional[dict] = None
+
+    class InputModel(Strict):
+        model: str
+        parameters: Optional[dict] = None
+
+    class OutputSlice(Strict):
+        sources: list[InputSlice]
+        base_model: Optional[str] = None
+        residual_weight: Optional[float] = None
+        parameters: Optional[dict] = None
+
+    class OutputModule(Strict):
+        slices: Optional[list[OutputSlice]] = None
+        models: Optional[list[InputModel]] = None
+        parameters: Optional[dict] = None
+
+    class MergeConfiguration(Strict):
+        modules: Optional[dict[str, OutputModule]] = None
+        slices: Optional[list[OutputSlice]] = None
+        models: Optional[list[InputModel]] = None
+        merge_method: str
+        base_model: Optional[str] = None
+        dtype: Optional[str] = None
+        tokenizer_source: Optional[str] = None
+        tokenizer: Optional[dict] = None
+        chat_template: Optional[str] = None
+        out_dtype: Optional[str] = None
+        parameters: Optional[dict] = None
+
+    return MergeConfiguration
+
+
 def test_mergekit_yaml(tmp_path, ckpt_a, ckpt_b):
     result = write_transplant(ckpt_a, ckpt_b, "IN:RL:RL", tmp_path / "out", regions="thirds")
     text = (result.out / "mergekit_config.yml").read_text()
     config = yaml.safe_load(text)
+    parsed = mergekit_schema().model_validate(config)
+    assert sum(x is not None for x in (parsed.modules, parsed.slices, parsed.models)) == 1  # mergekit's rule
+    assert set(parsed.modules) == {"text_decoder", "vision_tower", "multi_modal_projector"}  # qwen2_5_vl.json
     assert config["merge_method"] == "passthrough"
     slices = config["modules"]["text_decoder"]["slices"]
     assert [s["sources"][0]["layer_range"] for s in slices] == [[0, 2], [2, LAYERS]]
