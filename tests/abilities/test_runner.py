@@ -81,6 +81,7 @@ def test_run_and_score_end_to_end():
     scores = score_abilities(outcomes)
     assert scores["Mvis"].value == 0.5           # v1 counts (TF), v2 does not (FT)
     assert scores["Mv2r"].value == 1.0 and scores["Mv2r"].n == 1   # m2 has no description
+    assert scores["Mv2r"].excluded == ("m2",) and scores["Mvis"].excluded == ()
     assert scores["Mrea"].value == 1.0
 
 

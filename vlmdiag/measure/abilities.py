@@ -20,6 +20,7 @@ per-item correctness; answers can be cached under :func:`answer_key`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -108,6 +109,8 @@ class AbilityScore:
         transitions: TT/TF/FT/FF between condition A (image) and B (black, or black + description);
             None for Mrea, which has one condition.
         accuracy: accuracy under each condition asked.
+        excluded: ids of items of this kind left out because a condition could not be asked
+            (a ``math_vqa`` item without a description); they are not in N.
     """
 
     metric: Metric
@@ -119,6 +122,7 @@ class AbilityScore:
     indicators: tuple[bool, ...] = field(repr=False)
     transitions: Transitions | None
     accuracy: dict[str, float]
+    excluded: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
         """JSON-ready record (per-item indicators included, keyed by item id)."""
@@ -126,7 +130,7 @@ class AbilityScore:
             "metric": self.metric, "value": self.value, "hits": self.hits, "n": self.n,
             "interval": self.interval.as_dict(),
             "transitions": self.transitions.as_dict() if self.transitions else None,
-            "accuracy": dict(self.accuracy),
+            "accuracy": dict(self.accuracy), "excluded": list(self.excluded),
             "per_item": {i: bool(x) for i, x in zip(self.item_ids, self.indicators)},
         }
 
@@ -254,8 +258,8 @@ def score_abilities(outcomes: Sequence[ItemOutcome], *, level: float = 0.95) -> 
     """Score every metric the outcomes allow.
 
     Items of one kind missing a needed condition (``math_vqa`` without a description) are left
-    out of that metric; if none is left, the metric is a :class:`SkippedAbility` with the reason.
-    A kind with no items at all is skipped too.
+    out of that metric and listed in ``AbilityScore.excluded``; if none is left, the metric is a
+    :class:`SkippedAbility` with the reason. A kind with no items at all is skipped too.
 
     Returns:
         ``{"Mvis": ..., "Mv2r": ..., "Mrea": ...}``.
@@ -271,7 +275,10 @@ def score_abilities(outcomes: Sequence[ItemOutcome], *, level: float = 0.95) -> 
         ids = [o.item_id for o in usable]
         vectors = [[o.correct[c] for o in usable] for c in CONDITIONS[kind]]
         scorer = {"Mvis": score_mvis, "Mv2r": score_mv2r, "Mrea": score_mrea}[metric]
-        out[metric] = scorer(ids, *vectors, level=level)
+        score = scorer(ids, *vectors, level=level)
+        used = set(ids)
+        excluded = tuple(o.item_id for o in of_kind if o.item_id not in used)
+        out[metric] = dataclasses.replace(score, excluded=excluded) if excluded else score
     return out
 
 
