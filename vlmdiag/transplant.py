@@ -442,8 +442,22 @@ def mergekit_config(plan: SplicePlan, a: Checkpoint, b: Checkpoint, *, dtype: st
             "# NOTE: mergekit's passthrough takes the embeddings from the first text_decoder slice and the "
             "final norm / lm_head from the last one, so `mergekit-yaml` on this file would take some of "
             f"them from another checkpoint than {comp}; vlmdiag's written weights take all of them from {comp}.")
-    body = yaml.safe_dump(config, sort_keys=False, default_flow_style=None)
+    body = yaml.dump(config, Dumper=_yaml_dumper(), sort_keys=False)
     return "\n".join(header) + "\n" + body, exact
+
+
+def _yaml_dumper():
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        """Block style, except ``[start, stop]`` number lists (as mergekit writes them)."""
+
+        def represent_list(self, data):
+            flow = all(isinstance(x, (int, float)) for x in data)
+            return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+    Dumper.add_representer(list, Dumper.represent_list)
+    return Dumper
 
 
 def _check_out(out: Path, inputs: Sequence[Path]) -> Path:
@@ -612,12 +626,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except VlmdiagError as error:
         print(f"vlmdiag transplant: error: {error}", file=sys.stderr)
         return 1
-    d = result.plan.as_dict("A", "B")
-    print(f"wrote {result.out}: {result.plan.variant.label()} "
-          f"(Early {d['regions']['Early']} from {d['sources']['Early']}, "
+    d = result.plan.as_dict("IN (--from)", "RL (--with)")
+    print(f"wrote {result.out}: {result.plan.variant.label()}, layers "
+          f"Early {d['regions']['Early']} from {d['sources']['Early']}, "
           f"Mid {d['regions']['Mid']} from {d['sources']['Mid']}, "
-          f"Late {d['regions']['Late']} from {d['sources']['Late']}; "
-          f"components from {d['components_from']})")
+          f"Late {d['regions']['Late']} from {d['sources']['Late']}; vision tower, projector, "
+          f"embeddings, final norm and lm_head from {d['components_from']}")
     if not result.mergekit_exact:
         print("note: mergekit_config.yml differs from the written weights in where mergekit would take "
               "the embeddings / final norm / lm_head from (see the comment in the file)")
