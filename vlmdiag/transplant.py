@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -51,8 +52,8 @@ _OUR_FILES = ("mergekit_config.yml", "vlmdiag_transplant.json", "model.safetenso
               "README.md")  # a source's model card would misdescribe the splice
 
 __all__ = [
-    "Variant", "SplicePlan", "SpliceRecord", "Splicer", "TransplantResult", "all_variants",
-    "parse_variant", "plan_splice", "mergekit_config", "write_transplant", "main",
+    "Variant", "SplicePlan", "SpliceRecord", "Splicer", "SweepResult", "TransplantResult", "all_variants",
+    "parse_variant", "plan_splice", "sweep_abilities", "mergekit_config", "write_transplant", "main",
 ]
 
 
@@ -296,6 +297,21 @@ class Splicer:
         """Canonical names of the tensors ``plan`` takes from B."""
         return [n for n in self._params if plan.source_of(n, self.a) == "B"]
 
+    def fingerprint(self, variant: Variant | str) -> str:
+        """A fingerprint of the spliced model (for answer caches, see
+        :func:`vlmdiag.measure.abilities.answer_key`): the parents get their checkpoint's own
+        fingerprint; a splice gets sha256 of both fingerprints and its per-tensor sources."""
+        variant = parse_variant(variant) if isinstance(variant, str) else variant
+        plan = self.plan(variant)
+        taken = self.tensors_from_b(plan)
+        if not taken:
+            return self.a.fingerprint
+        if len(taken) == len(self._params):
+            return self.b.fingerprint
+        digest = hashlib.sha256(f"{self.a.fingerprint}|{self.b.fingerprint}|".encode())
+        digest.update("\n".join(taken).encode())
+        return digest.hexdigest()[:16]
+
     @contextlib.contextmanager
     def splice(self, variant: Variant | str) -> Iterator[SpliceRecord]:
         """Apply ``variant`` to the model for the duration of the ``with`` block.
@@ -386,6 +402,49 @@ class Splicer:
                     if current[name] != "A":
                         self._params[name].data.copy_(saved)
             self._active = False
+
+
+@dataclass
+class SweepResult:
+    """Abilities of every variant of a sweep (paper Table 2), keyed by variant label (``IN``,
+    ``IN:RL:RL``, ..., ``RL``): ``scores`` from :func:`~vlmdiag.measure.abilities.score_abilities`,
+    the per-item ``outcomes``, and what each splice did (``records``)."""
+
+    scores: dict[str, dict] = field(default_factory=dict)
+    outcomes: dict[str, list] = field(default_factory=dict)
+    records: dict[str, SpliceRecord] = field(default_factory=dict)
+
+
+def sweep_abilities(splicer: Splicer, items: Sequence, predict, grade=None, *,
+                    variants: Iterable[Variant | str] | None = None, labels: tuple[str, str] = ("IN", "RL"),
+                    cache=None, decoding=None, batch_size: int = 8, level: float = 0.95) -> SweepResult:
+    """Score Mvis / Mv2r / Mrea of every variant with one loaded model (paper §3.3, Table 2).
+
+    Args:
+        splicer: a :class:`Splicer` over the model that ``predict`` runs.
+        items: ability items (:class:`~vlmdiag.probes.types.AbilityItem`).
+        predict, grade, cache, decoding, batch_size: as in
+            :func:`~vlmdiag.measure.abilities.run_abilities`; the cache key uses
+            :meth:`Splicer.fingerprint` of each variant.
+        variants: default :func:`all_variants`.
+        labels: names of A and B in the labels.
+        level: confidence level of the score intervals.
+
+    Returns:
+        :class:`SweepResult`. Compare variants with
+        :func:`~vlmdiag.measure.abilities.compare_to_reference`.
+    """
+    from vlmdiag.measure.abilities import run_abilities, score_abilities
+
+    result = SweepResult()
+    for variant, record in splicer.sweep(variants):
+        label = variant.label(*labels)
+        outcomes = run_abilities(items, predict, grade, batch_size=batch_size, cache=cache,
+                                 fingerprint=splicer.fingerprint(variant), decoding=decoding)
+        result.outcomes[label] = outcomes
+        result.scores[label] = score_abilities(outcomes, level=level)
+        result.records[label] = record
+    return result
 
 
 # --------------------------------------------------------------------------- writing a checkpoint

@@ -8,7 +8,7 @@ import torch
 
 from vlmdiag.measure.abilities import make_predict, run_abilities, score_abilities
 from vlmdiag.probes.organism import organism_probe_set
-from vlmdiag.transplant import Splicer, all_variants
+from vlmdiag.transplant import Splicer, all_variants, sweep_abilities
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +63,32 @@ def test_sweep_of_eight_variants_with_one_load(organism_pair):
         expected += sum(1 for name in wanted if current[name] == "A")
         current = {name: "B" if name in wanted else "A" for name in current}
     assert splicer.reads == expected < sum(len(splicer.tensors_from_b(splicer.plan(v))) for v in all_variants())
+
+
+def test_sweep_abilities_with_cache(organism_pair):
+    from vlmdiag.runtime.model import load_model
+
+    a, b = organism_pair
+    items = organism_probe_set(2, seed=1).all_items()
+    loaded = load_model(a, device="cpu")
+    splicer = Splicer(loaded, a, b)
+    predict, decoding = make_predict(loaded, max_new_tokens=3)
+    calls = []
+
+    def counting(messages, images):
+        calls.append(len(messages))
+        return predict(messages, images)
+
+    cache: dict[str, str] = {}
+    first = sweep_abilities(splicer, items, counting, cache=cache, decoding=decoding)
+    assert list(first.scores) == [v.label() for v in all_variants()]
+    assert set(first.scores["IN:RL:RL"]) == {"Mvis", "Mv2r", "Mrea"}
+    asked = sum(calls)
+    assert asked == 8 * 10 and len(cache) == 8 * 10  # 2 items x (2 + 2 + 1) conditions per variant
+    fingerprints = {splicer.fingerprint(v) for v in all_variants()}
+    assert len(fingerprints) == 8
+    assert splicer.fingerprint("IN") == splicer.a.fingerprint and splicer.fingerprint("RL") == splicer.b.fingerprint
+    second = sweep_abilities(splicer, items, counting, cache=cache, decoding=decoding)
+    assert sum(calls) == asked  # every answer came from the cache
+    assert {k: [o.responses for o in v] for k, v in second.outcomes.items()} == \
+        {k: [o.responses for o in v] for k, v in first.outcomes.items()}
