@@ -25,6 +25,24 @@ class ClaimThresholds(BaseModel):
     gate: bool = Field(description="a not_reproduced verdict fails the test (unless --report-only)")
     confidence: float = Field(gt=0, lt=1, description="confidence level of the verdict's interval")
 
+    def probe_settings(self) -> dict | None:
+        """Keyword arguments of the claim's measurement (probe count, decoding budget), or None for
+        measurements that take none (the weight pass)."""
+        return None
+
+
+class ProbeThresholds(ClaimThresholds):
+    """Thresholds of a claim measured by running the models on probe items: the probe count and
+    the decoding budget live next to the verdict numbers, since the interval width depends on N."""
+
+    n_items: int = Field(ge=1, description="probe items per probe set (N, the bootstrap unit)")
+    max_new_tokens: int = Field(ge=1, description="greedy decoding budget per answer")
+    bootstrap_resamples: int = Field(ge=100)
+    probe_seed: int = Field(default=0, description="seed of the organism's held-out probe items")
+
+    def probe_settings(self) -> dict:
+        return {"n_items": self.n_items, "max_new_tokens": self.max_new_tokens, "seed": self.probe_seed}
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -52,23 +70,29 @@ class Claim:
     id: str
     statement: str
     source: str
-    needs: frozenset[str]  # roles beyond base and rl: "origin", "probes", "rl_frozen"
+    needs: frozenset[str]  # beyond base and rl: "origin", "rl_frozen", "inference" (see Evidence.has)
     measurement: str  # the Evidence measurement the judge reads
     thresholds: type[ClaimThresholds]
     judge: Callable[..., Outcome]  # judge(measurement, regions, thresholds) -> Outcome
+    # The region cuts are part of the measurement (a transplant splices at them; a frozen RL run
+    # was trained with them): the runner passes ``regions`` to the measurement and does not
+    # re-judge at shifted cuts, which would need a new measurement per cut.
+    regions_in_measurement: bool = False
 
 
 CLAIMS: dict[str, Claim] = {}
 
 
 def claim(id: str, *, statement: str, source: str, measurement: str,
-          thresholds: type[ClaimThresholds], needs: tuple[str, ...] = ()):
+          thresholds: type[ClaimThresholds], needs: tuple[str, ...] = (),
+          regions_in_measurement: bool = False):
     """Register the decorated verdict rule as a claim (see :class:`Claim`)."""
 
     def register(judge: Callable[..., Outcome]) -> Callable[..., Outcome]:
         if id in CLAIMS:
             raise ValueError(f"claim {id!r} is registered twice")
-        CLAIMS[id] = Claim(id, statement, source, frozenset(needs), measurement, thresholds, judge)
+        CLAIMS[id] = Claim(id, statement, source, frozenset(needs), measurement, thresholds, judge,
+                           regions_in_measurement)
         return judge
 
     return register
@@ -76,6 +100,7 @@ def claim(id: str, *, statement: str, source: str, measurement: str,
 
 def all_claims() -> dict[str, Claim]:
     """Every claim, after importing the modules that declare them."""
-    from vlmdiag.claims import updates  # noqa: F401  (registers on import)
+    from vlmdiag.claims import attention, localization, updates  # noqa: F401
+    # (each module registers its claims on import)
 
     return CLAIMS

@@ -13,7 +13,11 @@ from vlmdiag.regions import regions_for
 
 _NEEDS_TEXT = {"origin": "--origin (the checkpoint before the base's SFT, the paper's Base)",
                "rl_frozen": "--rl-frozen REGION=CKPT (RL runs with one region frozen)",
-               "probes": "probe items"}
+               "probes": "probe items",
+               "inference": "checkpoints that can run: a tokenizer and an image processor in the base and RL "
+                            "folders (tokenizer.json / tokenizer.model / vocab.json and "
+                            "preprocessor_config.json / processor_config.json); weight-only folders "
+                            "support only the weight claims"}
 
 
 @dataclass
@@ -55,12 +59,16 @@ def run_claim(claim: Claim, evidence: Evidence, regions_spec: str,
         result.reason = "needs " + " and ".join(_NEEDS_TEXT[n] for n in missing)
         return result
     try:
-        measurement = evidence.measure(claim.measurement)
         regions = regions_for(regions_spec, evidence.num_llm_layers)
+        settings = thresholds.probe_settings()
+        if claim.regions_in_measurement:
+            settings = {**(settings or {}), "regions": regions}
+        measurement = evidence.measure(claim.measurement, settings)
         outcome = claim.judge(measurement, regions, thresholds)
         by_cut = {}
-        for shifted in regions.shifted():
-            by_cut[shifted.preset] = claim.judge(measurement, shifted, thresholds).verdict
+        if not claim.regions_in_measurement:
+            for shifted in regions.shifted():
+                by_cut[shifted.preset] = claim.judge(measurement, shifted, thresholds).verdict
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as error:  # noqa: BLE001 — a claim that raises must not stop the others
@@ -68,7 +76,8 @@ def run_claim(claim: Claim, evidence: Evidence, regions_spec: str,
         result.reason = f"{type(error).__name__}: {error}"
         result.metrics = {"traceback": traceback.format_exc(limit=8)}
         return result
-    robust = all(v == outcome.verdict for v in by_cut.values())
+    # A measurement made at the cuts cannot be re-judged at others: robustness is unknown (None).
+    robust = None if claim.regions_in_measurement else all(v == outcome.verdict for v in by_cut.values())
     result.verdict, result.reason, result.series = outcome.verdict, outcome.reason, outcome.series
     result.metrics = {
         "statistic": outcome.statistic,
@@ -79,7 +88,7 @@ def run_claim(claim: Claim, evidence: Evidence, regions_spec: str,
         "verdicts_by_cut": by_cut,
         **outcome.metrics,
     }
-    if not robust:
+    if robust is False:
         flips = sorted(k for k, v in by_cut.items() if v != outcome.verdict)
         result.reason += f" [not robust to the cut: differs at {', '.join(flips)}]"
     return result

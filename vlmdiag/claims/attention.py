@@ -1,0 +1,81 @@
+"""Where RL shifts attention from reasoning tokens to the image (paper §2.3, Eq. 1, Fig. 3)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from vlmdiag.claims.inference import MODES, AttentionComparison, combine, layer_list, region_means
+from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
+from vlmdiag.regions import Regions
+from vlmdiag.stats import bootstrap_interval, decide
+
+
+class AttentionShiftThresholds(ProbeThresholds):
+    basis: Literal["teacher_forced", "own"] = Field(
+        description="which mode the verdict reads: teacher_forced (both models read one shared "
+                    "response: the control) or own (each model's own response)")
+    min_mid_late_increase: float = Field(
+        description="R→V attention mass (share of a reasoning row's attention, 0..1): the Mid–Late "
+                    "mean increase RL − IN must exceed this")
+    min_margin_over_early: float = Field(
+        description="the Mid–Late increase minus the Early increase (same units) must exceed this")
+
+
+@claim("attention.r2v_shift_mid_late",
+       statement="RL increases attention from reasoning tokens to visual tokens, mainly in mid–late "
+                 "layers, not early",
+       source="§2.3, Eq. 1, Fig. 3", measurement="attention", needs=("probes", "inference"),
+       thresholds=AttentionShiftThresholds)
+def r2v_shift_mid_late(m: AttentionComparison, regions: Regions, t: AttentionShiftThresholds) -> Outcome:
+    """Reproduced when, in the ``basis`` mode, both hold with their bootstrap interval (over items)
+    entirely above the threshold:
+
+    1. the Mid–Late mean of the per-layer R→V mass increase RL − IN > ``min_mid_late_increase``;
+    2. that increase minus Early's mean increase > ``min_margin_over_early`` (Early gains less).
+
+    not_reproduced when either interval lies entirely at or below its threshold; else
+    inconclusive. Items whose response has no reasoning token (NaN mass) are left out. Both modes
+    and both normalisations (mass, per-visual-token mean) are reported per layer.
+    """
+    metrics: dict = {"basis": t.basis}
+    for mode in MODES:
+        for kind, table in (("mass", m.mass), ("mean", m.mean)):
+            for model in ("IN", "RL"):
+                metrics[f"{mode}_{model}_{kind}"] = layer_list(np.nanmean(table[mode][model], axis=0)) \
+                    if np.isfinite(table[mode][model]).any() else [None] * table[mode][model].shape[1]
+            diff = table[mode]["RL"] - table[mode]["IN"]
+            ok = np.isfinite(diff).all(axis=1)
+            metrics[f"{mode}_{kind}_increase"] = (layer_list(diff[ok].mean(axis=0)) if ok.any()
+                                                  else [None] * diff.shape[1])
+    diff = m.mass[t.basis]["RL"] - m.mass[t.basis]["IN"]
+    ok = np.isfinite(diff).all(axis=1)
+    metrics["n_items"], metrics["n_items_used"] = len(m.item_ids), int(ok.sum())
+    metrics["shared_sequence_from"] = {s: m.shared_from.count(s) for s in ("RL", "IN")}
+    if ok.sum() < 2:
+        return Outcome("inconclusive", f"{t.basis}: {int(ok.sum())} of {len(m.item_ids)} items had reasoning "
+                       "tokens in both models; too few to measure an attention shift", metrics=metrics,
+                       series=f"{t.basis}_mass_increase")
+    by_region = region_means(diff[ok], regions)
+    mid_late = np.concatenate([diff[ok][:, list(regions.ranges["Mid"])],
+                               diff[ok][:, list(regions.ranges["Late"])]], axis=1).mean(axis=1)
+    margin = mid_late - by_region["Early"]
+    level, n = t.confidence, t.bootstrap_resamples
+    interval = bootstrap_interval(mid_late, level=level, n_resamples=n)
+    margin_interval = bootstrap_interval(margin, level=level, n_resamples=n)
+    statistic = float(mid_late.mean())
+    verdict = combine(decide(interval, t.min_mid_late_increase, "above"),
+                      decide(margin_interval, t.min_margin_over_early, "above"))
+    metrics.update({
+        "mid_late_increase": statistic, "early_increase": float(by_region["Early"].mean()),
+        "margin_over_early": float(margin.mean()), "margin_interval": margin_interval.as_dict(),
+        **{f"{r.lower()}_increase": float(v.mean()) for r, v in by_region.items()}})
+    reason = (f"basis {t.basis}: R→V mass RL − IN over Mid–Late = {statistic:+.4f} ({level:.0%} CI "
+              f"[{interval.low:+.4f}, {interval.high:+.4f}], threshold {t.min_mid_late_increase:g}); "
+              f"Early {by_region['Early'].mean():+.4f}, margin {margin.mean():+.4f} "
+              f"[{margin_interval.low:+.4f}, {margin_interval.high:+.4f}] (threshold {t.min_margin_over_early:g}); "
+              f"N={int(ok.sum())}")
+    return Outcome(verdict, reason, statistic, interval, t.min_mid_late_increase, metrics,
+                   series=f"{t.basis}_mass_increase")

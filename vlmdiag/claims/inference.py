@@ -1,0 +1,144 @@
+"""Measurement values of the inference claims (attention, abilities, transplant, freezing) and the
+helpers their verdict rules share.
+
+The models are run by :class:`vlmdiag.claims.evidence.Evidence` (``_measure_*``); this module holds
+what those return, in a form a pure verdict rule can read (per-item arrays, so every interval is
+a bootstrap over items).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from vlmdiag.measure.abilities import AbilityScore, SkippedAbility, StageComparison, compare_stages
+from vlmdiag.probes.types import AbilityItem
+from vlmdiag.regions import REGION_NAMES, Regions
+from vlmdiag.runtime.model import LoadedModel
+
+MODES = ("teacher_forced", "own")
+
+
+@dataclass(frozen=True)
+class AttentionComparison:
+    """Reasoning→visual attention (paper Eq. 1) of IN and RL on the same image prompts.
+
+    Attributes:
+        item_ids: the N probe items.
+        mass: ``mass[mode][model]``: float64 [N, L], per item and LLM layer, the attention mass
+            from reasoning-token queries onto visual-token keys, averaged over heads and
+            reasoning tokens (0..1; NaN where the response had no reasoning token). ``mode`` is
+            ``teacher_forced`` (both models read one shared response) or ``own`` (each model's
+            own greedy response); ``model`` is ``IN`` or ``RL``.
+        mean: same layout, ``mass / |V|`` (Eq. 1 as printed, per visual token).
+        shared_from: per item, whose own response was the shared teacher-forced sequence
+            (``RL``; ``IN`` when RL's response was empty).
+    """
+
+    item_ids: tuple[str, ...]
+    mass: dict[str, dict[str, np.ndarray]]
+    mean: dict[str, dict[str, np.ndarray]]
+    shared_from: tuple[str, ...]
+
+
+def measure_attention(base: LoadedModel, rl: LoadedModel, items: Sequence[AbilityItem], *,
+                      max_new_tokens: int) -> AttentionComparison:
+    """R→V attention of IN (``base``) and RL on image items, in both modes (SPEC §2).
+
+    Each model first answers greedily (``own`` mode). The shared teacher-forced sequence of an
+    item is RL's own response (IN's when RL's is empty); both models then read it.
+
+    Raises:
+        ValueError: an item has no image.
+    """
+    from vlmdiag.measure.attention import attention_own_generation, attention_teacher_forced
+    from vlmdiag.runtime.generate import image_prompt
+
+    if any(item.image is None for item in items):
+        raise ValueError("attention: every probe item needs an image")
+    prompts = [image_prompt(item.question, item.image) for item in items]
+    own = {"IN": attention_own_generation(base, prompts, max_new_tokens=max_new_tokens),
+           "RL": attention_own_generation(rl, prompts, max_new_tokens=max_new_tokens)}
+    shared, source = [], []
+    for a_in, a_rl in zip(own["IN"], own["RL"]):
+        use_rl = bool(a_rl.response.strip()) or not a_in.response.strip()
+        shared.append(a_rl.response if use_rl else a_in.response)
+        source.append("RL" if use_rl else "IN")
+    forced = {"IN": attention_teacher_forced(base, prompts, shared),
+              "RL": attention_teacher_forced(rl, prompts, shared)}
+    runs = {"teacher_forced": forced, "own": own}
+    head_mean = lambda values: np.stack([v.mean(axis=1) for v in values])  # noqa: E731  [N, L]
+    return AttentionComparison(
+        item_ids=tuple(item.id for item in items),
+        mass={mode: {m: head_mean([a.mass for a in r]) for m, r in by_model.items()} for mode, by_model in runs.items()},
+        mean={mode: {m: head_mean([a.mean for a in r]) for m, r in by_model.items()} for mode, by_model in runs.items()},
+        shared_from=tuple(source))
+
+
+@dataclass(frozen=True)
+class AbilityTable:
+    """Mvis/Mv2r/Mrea of several models (stages, splices, frozen runs) on the same probe items.
+
+    Attributes:
+        scores: model label (``Base``, ``IN``, ``RL``, ``IN:RL:RL``, ``RL-frozen-Late``, ...) →
+            metric → :class:`~vlmdiag.measure.abilities.AbilityScore` (or ``SkippedAbility``),
+            in measurement order.
+        notes: what was left out and why.
+    """
+
+    scores: dict[str, dict[str, AbilityScore | SkippedAbility]]
+    notes: tuple[str, ...] = ()
+
+    def compare(self, a: str, b: str, metric: str, *, level: float, n_resamples: int,
+                threshold: float = 0.0) -> StageComparison | None:
+        """Paired ``b − a`` of one metric (bootstrap over items, exact McNemar), or None when
+        either model lacks the metric."""
+        x, y = self.scores.get(a, {}).get(metric), self.scores.get(b, {}).get(metric)
+        if not isinstance(x, AbilityScore) or not isinstance(y, AbilityScore):
+            return None
+        return compare_stages(x, y, label_a=a, label_b=b, threshold=threshold, level=level,
+                              n_resamples=n_resamples)
+
+    def table(self) -> dict[str, dict[str, float | None]]:
+        """``{label: {metric: value}}`` (fractions; None for a skipped metric), like the paper's
+        Tables 1–3."""
+        return {label: {m: (s.value if isinstance(s, AbilityScore) else None) for m, s in by.items()}
+                for label, by in self.scores.items()}
+
+    def transitions(self) -> dict[str, dict[str, dict | None]]:
+        """``{label: {metric: TT/TF/FT/FF counts}}`` between each metric's two conditions."""
+        return {label: {m: (s.transitions.as_dict() if isinstance(s, AbilityScore) and s.transitions else None)
+                        for m, s in by.items()} for label, by in self.scores.items()}
+
+
+def region_means(per_item_layer: np.ndarray, regions: Regions) -> dict[str, np.ndarray]:
+    """``{region: [N]}``: the per-item mean over each region's layers of an ``[N, L]`` array."""
+    return {r: per_item_layer[:, list(regions.ranges[r])].mean(axis=1) for r in REGION_NAMES}
+
+
+def layer_list(values: np.ndarray) -> list[float | None]:
+    """A per-layer array as a JSON-ready list (NaN → None)."""
+    return [None if not np.isfinite(v) else float(v) for v in np.asarray(values, dtype=float)]
+
+
+def combine(*verdicts: str) -> str:
+    """All conditions of a rule must hold: reproduced when every part is, not_reproduced when
+    any part is, else inconclusive."""
+    if any(v == "not_reproduced" for v in verdicts):
+        return "not_reproduced"
+    if all(v == "reproduced" for v in verdicts):
+        return "reproduced"
+    return "inconclusive"
+
+
+def comparison_text(c: StageComparison) -> str:
+    """``Mv2r IN:RL:RL − IN = +0.12 [0.04, 0.20] (N=50, p=0.01)``."""
+    return (f"{c.metric} {c.label_b} − {c.label_a} = {c.delta:+.2f} "
+            f"[{c.interval.low:+.2f}, {c.interval.high:+.2f}] (N={c.n}, McNemar p={c.p_value:.2g})")
+
+
+def comparisons_dict(comparisons: Mapping[str, StageComparison | None]) -> dict:
+    """JSON-ready comparisons, keyed like the input."""
+    return {k: (c.as_dict() if c is not None else None) for k, c in comparisons.items()}

@@ -1,0 +1,124 @@
+"""Where vision and reasoning act in the base checkpoint (paper §3.1, Fig. 4): visual-token
+swapping (vision) and layer skipping (reasoning)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import Field
+
+from vlmdiag.claims.inference import layer_list, region_means
+from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
+from vlmdiag.regions import Regions
+from vlmdiag.stats import bootstrap_interval, decide, wilson_interval
+
+
+class ReasoningLateThresholds(ProbeThresholds):
+    min_late_minus_early: float = Field(
+        description="error-rate increase over the unskipped model (fraction of items), Late mean "
+                    "minus Early mean, that the interval must exceed")
+    min_baseline_accuracy: float = Field(
+        ge=0, le=1, description="the unskipped base model's accuracy (upper Wilson bound) below which "
+                                "skipping cannot show anything: inconclusive")
+
+
+@claim("localization.reasoning_late", statement="Reasoning acts in Late layers",
+       source="§3.1.2, Fig. 4b", measurement="skip", needs=("probes", "inference"),
+       thresholds=ReasoningLateThresholds)
+def reasoning_late(m, regions: Regions, t: ReasoningLateThresholds) -> Outcome:
+    """Layer skipping on the base checkpoint (``--base``), text-only math items.
+
+    Per item and layer k, the error increase is ``correct(unskipped) − correct(skip k)`` (−1, 0
+    or 1). Reproduced when the per-item Late mean minus Early mean of that increase has a
+    bootstrap interval (over items) entirely above ``min_late_minus_early``; not_reproduced when
+    entirely at or below; inconclusive otherwise, or when the unskipped model is right on too few
+    items (Wilson upper bound < ``min_baseline_accuracy``) for a skip to cost anything.
+    """
+    layers = list(m.layers)
+    if -1 not in layers:
+        raise ValueError("localization.reasoning_late needs the unskipped baseline (layer -1) in the sweep")
+    baseline = m.correct[layers.index(-1)].astype(float)                       # [N]
+    skipped = np.stack([m.correct[layers.index(k)] for k in range(regions.num_layers)]).astype(float).T  # [N, L]
+    increase = baseline[:, None] - skipped
+    by_region = region_means(increase, regions)
+    per_item = by_region["Late"] - by_region["Early"]
+    statistic = float(per_item.mean())
+    interval = bootstrap_interval(per_item, level=t.confidence, n_resamples=t.bootstrap_resamples)
+    n = len(baseline)
+    hits = int(baseline.sum())
+    accuracy_interval = wilson_interval(hits, n, level=t.confidence)
+    metrics = {
+        "skip_error_rate": layer_list(1 - skipped.mean(axis=0)),
+        "error_increase": layer_list(increase.mean(axis=0)),
+        "baseline_error_rate": 1 - hits / n, "baseline_accuracy_interval": accuracy_interval.as_dict(),
+        **{f"{r.lower()}_error_increase": float(v.mean()) for r, v in by_region.items()}, "n_items": n}
+    if accuracy_interval.high < t.min_baseline_accuracy:
+        return Outcome("inconclusive", f"the unskipped base model answers {hits}/{n} items right (upper bound "
+                       f"{accuracy_interval.high:.0%} < {t.min_baseline_accuracy:.0%}): skipping a layer "
+                       "cannot cost accuracy it does not have", statistic, interval,
+                       t.min_late_minus_early, metrics, series="skip_error_rate")
+    verdict = decide(interval, t.min_late_minus_early, "above")
+    reason = (f"error increase when skipping a layer: Late {by_region['Late'].mean():+.2f}, Mid "
+              f"{by_region['Mid'].mean():+.2f}, Early {by_region['Early'].mean():+.2f}; Late − Early = "
+              f"{statistic:+.2f} ({t.confidence:.0%} CI [{interval.low:+.2f}, {interval.high:+.2f}], threshold "
+              f"{t.min_late_minus_early:g}); unskipped error {1 - hits / n:.0%}, N={n}")
+    return Outcome(verdict, reason, statistic, interval, t.min_late_minus_early, metrics, series="skip_error_rate")
+
+
+class VisionEarlyThresholds(ProbeThresholds):
+    min_early_mid_minus_late: float = Field(
+        description="change rate (fraction of pairs) with the swap starting in Early–Mid layers "
+                    "minus with it starting in Late layers, that the interval must exceed")
+    min_full_swap_rate: float = Field(
+        ge=0, le=1, description="change rate when swapping every layer (L = 0) below which the model "
+                                "does not read the attribute at all: inconclusive")
+
+
+@claim("localization.vision_early",
+       statement="Vision functions (recognition; OCR, counting, grounding) act in Early–Mid layers",
+       source="§3.1.1, Fig. 4a", measurement="swap", needs=("probes", "inference"),
+       thresholds=VisionEarlyThresholds)
+def vision_early(results: Sequence, regions: Regions, t: VisionEarlyThresholds) -> Outcome:
+    """Visual-token swapping on the base checkpoint, swapping at every layer ≥ L (the authors'
+    code; prefill only), over OCR, counting, grounding and recognition pairs.
+
+    ``changed[n, L]`` says whether pair n's answer changed as the task defines it (App. D.2.2).
+    When vision is read in Early–Mid layers, starting the swap inside Early–Mid changes answers
+    and starting it in Late does not. Per pair, the statistic is the mean of ``changed`` over
+    start layers L in Early ∪ Mid minus its mean over L in Late, averaged over all pairs (tasks
+    pooled; each task's curve is reported). Reproduced when its bootstrap interval (over pairs)
+    lies entirely above ``min_early_mid_minus_late``; not_reproduced when entirely at or below;
+    inconclusive otherwise, or when swapping every layer (L = 0) changes fewer than
+    ``min_full_swap_rate`` of the answers (the model does not read the attribute).
+    """
+    if not results:
+        raise ValueError("localization.vision_early: no swap pairs were measured")
+    layers = list(results[0].run.layers)
+    changed = np.stack([r.changed for r in results]).astype(float)            # [N, n_layers_tested]
+    columns = [layers.index(k) for k in range(regions.num_layers)]
+    per_layer = changed[:, columns]                                           # [N, L]
+    by_region = region_means(per_layer, regions)
+    early_mid = per_layer[:, list(regions.ranges["Early"]) + list(regions.ranges["Mid"])].mean(axis=1)
+    per_item = early_mid - by_region["Late"]
+    statistic = float(per_item.mean())
+    interval = bootstrap_interval(per_item, level=t.confidence, n_resamples=t.bootstrap_resamples)
+    tasks = sorted({r.task for r in results})
+    metrics = {"swap_change_rate": layer_list(per_layer.mean(axis=0)), "swap_mode": results[0].run.mode,
+               "n_pairs": len(results),
+               **{f"swap_change_rate_{task}": layer_list(
+                   np.stack([r.changed[columns] for r in results if r.task == task]).mean(axis=0)) for task in tasks},
+               **{f"{r.lower()}_change_rate": float(v.mean()) for r, v in by_region.items()}}
+    full = float(per_layer[:, 0].mean())
+    if full < t.min_full_swap_rate:
+        return Outcome("inconclusive", f"swapping the visual tokens at every layer changes {full:.0%} of the "
+                       f"answers (< {t.min_full_swap_rate:.0%}): the model does not read these attributes, so "
+                       "where it reads them cannot be located", statistic, interval, t.min_early_mid_minus_late,
+                       metrics, series="swap_change_rate")
+    verdict = decide(interval, t.min_early_mid_minus_late, "above")
+    reason = (f"change rate with the swap starting in Early–Mid {early_mid.mean():.0%} vs Late "
+              f"{by_region['Late'].mean():.0%}: difference {statistic:+.2f} ({t.confidence:.0%} CI "
+              f"[{interval.low:+.2f}, {interval.high:+.2f}], threshold {t.min_early_mid_minus_late:g}); "
+              f"{len(results)} pairs over {', '.join(tasks)}")
+    return Outcome(verdict, reason, statistic, interval, t.min_early_mid_minus_late, metrics,
+                   series="swap_change_rate")
