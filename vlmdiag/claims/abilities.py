@@ -1,0 +1,73 @@
+"""Whether RL's end-to-end gain is uniformly better vision (paper §2.2, Table 1, Fig. 2)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from vlmdiag.claims.inference import AbilityTable, comparison_text, comparisons_dict
+from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
+from vlmdiag.regions import Regions
+
+METRICS = ("Mvis", "Mv2r", "Mrea")
+
+
+class NoUniformVisionGainThresholds(ProbeThresholds):
+    min_vision_gain: float = Field(
+        description="an RL − IN Mvis gain (fraction of items) whose interval lies entirely above this "
+                    "counts as a clear vision gain")
+
+
+@claim("abilities.no_uniform_vision_gain",
+       statement="End-to-end gains do not come from uniformly better vision; fine-grained abilities "
+                 "are not monotone across Base→IN→RL",
+       source="§2.2, Table 1, Fig. 2", measurement="abilities", needs=("probes", "inference"),
+       thresholds=NoUniformVisionGainThresholds)
+def no_uniform_vision_gain(table: AbilityTable, regions: Regions, t: NoUniformVisionGainThresholds) -> Outcome:
+    """Mvis, Mv2r, Mrea (Eqs. 4–6) of each stage on the same items: Base (``--origin``, when
+    given), IN (``--base``), RL (``--rl``). Every step is a paired comparison (bootstrap interval
+    over items of the per-item indicator difference, exact McNemar p on the discordant items).
+
+    Two pieces of evidence, each true, false or unknown:
+
+    * **no vision gain**: the RL − IN Mvis interval lies entirely below ``min_vision_gain``
+      (true), entirely above it (false: RL's vision clearly improved), else unknown;
+    * **non-monotone** (only with Base): some metric *declines* at some step, i.e. a Base→IN or
+      IN→RL interval lies entirely below 0 (true); every metric's every step lies entirely above
+      0 (false: a uniform, monotone improvement); else unknown.
+
+    Reproduced when either is true; not_reproduced when no vision gain is false and non-monotone
+    is false or not checkable (no ``--origin``); inconclusive otherwise. The statistic is the
+    RL − IN Mvis change with its interval, against ``min_vision_gain``.
+    """
+    level, n = t.confidence, t.bootstrap_resamples
+    if table.compare("IN", "RL", "Mvis", level=level, n_resamples=n) is None:
+        raise ValueError("abilities: Mvis could not be scored for IN and RL "
+                         f"({table.scores.get('IN', {}).get('Mvis')}); no general VQA items?")
+    vision = table.compare("IN", "RL", "Mvis", level=level, n_resamples=n, threshold=t.min_vision_gain)
+    no_gain = (True if vision.interval.high < t.min_vision_gain else
+               False if vision.interval.low > t.min_vision_gain else None)
+    steps = [("Base", "IN"), ("IN", "RL")] if "Base" in table.scores else [("IN", "RL")]
+    comparisons = {f"{m} {b} − {a}": table.compare(a, b, m, level=level, n_resamples=n)
+                   for a, b in steps for m in METRICS}
+    usable = [c for c in comparisons.values() if c is not None]
+    declines = [c for c in usable if c.interval.high < 0]
+    non_monotone = None
+    if "Base" in table.scores:
+        non_monotone = True if declines else False if usable and all(c.interval.low > 0 for c in usable) else None
+    if no_gain or non_monotone:
+        verdict = "reproduced"
+    elif no_gain is False and not non_monotone:
+        verdict = "not_reproduced" if non_monotone is False or "Base" not in table.scores else "inconclusive"
+    else:
+        verdict = "inconclusive"
+    parts = [f"vision: {comparison_text(vision)} vs gain threshold {t.min_vision_gain:g} ("
+             + {True: "no clear vision gain", False: "a clear vision gain", None: "unresolved"}[no_gain] + ")"]
+    if "Base" in table.scores:
+        parts.append("declines: " + ("; ".join(comparison_text(c) for c in declines) if declines else
+                                     "none resolved" + (" (every step improves every ability)" if non_monotone is False else "")))
+    parts += list(table.notes)
+    metrics = {"scores": table.table(), "transitions": table.transitions(),
+               "comparisons": comparisons_dict(comparisons), "no_vision_gain": no_gain,
+               "non_monotone": non_monotone, "stages": list(table.scores),
+               "n_needed": vision.n_needed}
+    return Outcome(verdict, "; ".join(parts), vision.delta, vision.interval, t.min_vision_gain, metrics)
