@@ -78,7 +78,9 @@ def wilson_interval(successes: int, n: int, *, level: float = 0.95) -> Interval:
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Interval(max(0.0, centre - half), min(1.0, centre + half), level)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the ends, not 1e-17 off
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return Interval(low, high, level)
 
 
 def mcnemar_exact(n_tf: int, n_ft: int) -> float:
