@@ -20,3 +20,16 @@ def run(claim_id: str, paths: dict, thresholds, *, origin: bool = False, frozen=
                     tuple((region, str(paths[key])) for region, key in frozen))
     evidence = evidence or Evidence(recipe, CheckpointCache())
     return run_claim(all_claims()[claim_id], evidence, regions, thresholds)
+
+
+def scores_at(rates: dict[str, float], n: int = 100) -> dict:
+    """Mvis/Mv2r/Mrea scores on ``n`` items each, right at the given rate per metric. Item i is
+    counted when i < rate·n, so the items of a lower rate are a subset of a higher rate's (a
+    paired difference is then exactly the rate difference)."""
+    from vlmdiag.measure.abilities import score_mrea, score_mv2r, score_mvis
+
+    ids = lambda m: [f"{m}-{i}" for i in range(n)]  # noqa: E731
+    hit = lambda r: [i < round(r * n) for i in range(n)]  # noqa: E731
+    return {"Mvis": score_mvis(ids("v"), hit(rates["Mvis"]), [False] * n),
+            "Mv2r": score_mv2r(ids("r"), hit(rates["Mv2r"]), [True] * n),
+            "Mrea": score_mrea(ids("t"), hit(rates["Mrea"]))}

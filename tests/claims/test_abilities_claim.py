@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from claim_helpers import run, small
+from claim_helpers import run, scores_at, small
 
 from vlmdiag.claims import all_claims
 from vlmdiag.claims.inference import AbilityTable
-from vlmdiag.measure.abilities import score_mrea, score_mv2r, score_mvis
 from vlmdiag.regions import regions_for
 
 CLAIM = "abilities.no_uniform_vision_gain"
-N = 100
-
-
-def stage(rates: dict[str, float], seed: int) -> dict:
-    """Scores whose per-item indicators are right with the given rate per metric (item i is
-    right when i < rate·N, so stages are nested: a higher rate keeps the lower rate's items)."""
-    ids = lambda m: [f"{m}-{i}" for i in range(N)]  # noqa: E731
-    hit = lambda r: [i < round(r * N) for i in range(N)]  # noqa: E731
-    return {"Mvis": score_mvis(ids("v"), hit(rates["Mvis"]), [False] * N),
-            "Mv2r": score_mv2r(ids("r"), hit(rates["Mv2r"]), [True] * N),
-            "Mrea": score_mrea(ids("t"), hit(rates["Mrea"]))}
-
-
 def table(*stages) -> AbilityTable:
     labels = ("Base", "IN", "RL")[3 - len(stages):]
-    return AbilityTable({label: stage(rates, i) for i, (label, rates) in enumerate(zip(labels, stages))})
+    return AbilityTable({label: scores_at(rates) for label, rates in zip(labels, stages)})
 
 
 def judge(m, shipped):

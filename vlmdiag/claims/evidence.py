@@ -179,11 +179,10 @@ class Evidence:
         base, rl = self.checkpoint("base"), self.checkpoint("rl")
         loaded = self.loaded("base")
         scores = {}
-        for variant, _ in Splicer(loaded.model, base, rl, regions=regions).sweep():
-            label = variant.label("IN", "RL")
-            fingerprint = {"IN": base.fingerprint, "RL": rl.fingerprint}.get(
-                label, f"{base.fingerprint}+{rl.fingerprint}:{label}@{regions.cuts}")
-            scores[label] = self._abilities(loaded, fingerprint, items, max_new_tokens)
+        splicer = Splicer(loaded.model, base, rl, regions=regions)
+        for variant, _ in splicer.sweep():
+            scores[variant.label("IN", "RL")] = self._abilities(loaded, splicer.fingerprint(variant), items,
+                                                                max_new_tokens)
         return AbilityTable(scores, (f"splices at cuts {regions.cuts} ({regions.preset}); non-decoder "
                                      "components from the Early source",))
 

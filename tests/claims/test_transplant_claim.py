@@ -1,0 +1,55 @@
+"""transplant.mid_late_carries_gain: the verdict rule on planted Table-2 scores, and end to end."""
+
+from __future__ import annotations
+
+from claim_helpers import run, scores_at, small
+
+from vlmdiag.claims import all_claims
+from vlmdiag.claims.inference import AbilityTable
+from vlmdiag.regions import regions_for
+
+CLAIM = "transplant.mid_late_carries_gain"
+LABELS = ("IN", "IN:RL:RL", "IN:IN:RL", "RL:RL:IN", "RL:IN:IN", "IN:RL:IN", "RL:IN:RL", "RL")
+
+
+def table(gain_kept_by: set[str], *, rl_gain: float = 0.3) -> AbilityTable:
+    """IN at 0.3 on every metric; RL and the splices in ``gain_kept_by`` gain ``rl_gain`` on
+    Mv2r and Mrea; the others stay at IN's level."""
+    rates = {label: {"Mvis": 0.5, "Mv2r": 0.3, "Mrea": 0.3} for label in LABELS}
+    for label in {"RL"} | gain_kept_by:
+        rates[label].update(Mv2r=0.3 + rl_gain, Mrea=0.3 + rl_gain)
+    return AbilityTable({label: scores_at(r) for label, r in rates.items()}, ("synthetic",))
+
+
+def judge(m, shipped):
+    return all_claims()[CLAIM].judge(m, regions_for("paper", 6), shipped.get(CLAIM))
+
+
+def test_a_mid_late_splice_that_keeps_the_gain_is_found(shipped):
+    out = judge(table({"IN:RL:RL"}), shipped)
+    assert out.verdict == "reproduced" and out.interval.low > 0
+    assert out.metrics["rl_gains"] == ["Mv2r", "Mrea"]
+    assert out.metrics["splices_keeping_the_gain"] == ["IN:RL:RL"]
+    assert out.metrics["models"] == list(LABELS)  # all eight models, Table 2 order
+
+
+def test_a_gain_carried_by_Early_only_is_not_the_claim(shipped):
+    out = judge(table({"RL:IN:IN"}), shipped)
+    assert out.verdict == "not_reproduced" and out.metrics["splices_keeping_the_gain"] == ["RL:IN:IN"]
+
+
+def test_without_an_RL_gain_there_is_nothing_to_carry(shipped):
+    out = judge(table(set(), rl_gain=0.0), shipped)
+    assert out.verdict == "inconclusive" and "no resolved" in out.reason
+
+
+def test_weight_only_checkpoints_skip_with_a_reason(planted, shipped):
+    result = run(CLAIM, planted("paper"), shipped.get(CLAIM))
+    assert result.verdict == "skipped" and "tokenizer" in result.reason
+
+
+def test_end_to_end_on_tiny_models(runnable, shipped):
+    result = run(CLAIM, runnable, small(shipped, CLAIM, n_items=1))
+    assert result.verdict not in ("error", "skipped"), result.reason + result.metrics.get("traceback", "")
+    assert result.metrics["models"] == list(LABELS)
+    assert result.metrics["robust_to_cut"] is None and result.metrics["verdicts_by_cut"] == {}
