@@ -144,3 +144,24 @@ def test_padded_batch_equals_single_rows(qwen_loaded, images):
         qwen_loaded.model.model.rope_deltas = None
         m1, _, _ = att.attention_on_sequence(qwen_loaded, single, q1)
         np.testing.assert_allclose(mass[row], m1[0], atol=1e-5, rtol=0)
+
+
+def test_own_generation_rows_equal_generation_time_attention(qwen_loaded, qwen_eager, images):
+    """The rows recomputed in one pass are the rows eager attention had while generating: for
+    each generated token fed back at step t, generate(output_attentions=True)[t] gives its row."""
+    prompt = image_prompt("What color is the square?", images["blue_corner"])
+    inputs = build_inputs(qwen_eager, [prompt])
+    with torch.no_grad():
+        out = qwen_eager.model.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False,
+                                        output_attentions=True, return_dict_in_generate=True,
+                                        pad_token_id=0, suppress_tokens=[qwen_eager.image_token_id])
+    generated = out.sequences[0, inputs["input_ids"].shape[1]:]
+    cols = (inputs["input_ids"][0] == qwen_eager.image_token_id).numpy()
+    # Steps 1..5 feed generated tokens 0..4 as queries.
+    during = np.stack([[step[layer][0, :, 0].double().numpy()[:, :len(cols)][:, cols].sum(-1)
+                        for layer in range(4)] for step in out.attentions[1:]])      # [5, L, H]
+    full = att._extend_inputs(inputs, generated[:5])
+    query = torch.zeros_like(full["input_ids"], dtype=torch.bool)
+    query[0, -5:] = True
+    mass, _, _ = att.attention_on_sequence(qwen_loaded, full, query)
+    np.testing.assert_allclose(mass[0], during.mean(0), atol=1e-5, rtol=0)

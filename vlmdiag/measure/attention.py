@@ -243,12 +243,12 @@ def reasoning_token_mask(tokenizer, response_ids: Sequence[int]) -> np.ndarray:
         bool array [T].
     """
     ids = list(int(i) for i in response_ids)
+    if _THINK.search(tokenizer.decode(ids, skip_special_tokens=False)) is None:
+        return np.ones(len(ids), dtype=bool)
     ends, text = [], ""
-    for i in range(len(ids)):
+    for i in range(len(ids)):     # O(T^2) decoding, only for responses with a <think> block
         text = tokenizer.decode(ids[:i + 1], skip_special_tokens=False)
         ends.append(len(text))
-    if _THINK.search(text) is None:
-        return np.ones(len(ids), dtype=bool)
     start, end = reasoning_char_span(text)
     mask = np.zeros(len(ids), dtype=bool)
     begin = 0
