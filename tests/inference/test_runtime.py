@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -97,3 +99,22 @@ def test_load_model_without_image_token_is_a_clear_error(saved_checkpoint, tmp_p
 def test_load_model_missing_folder(tmp_path):
     with pytest.raises(CheckpointError, match="no config.json"):
         load_model(tmp_path / "nope")
+
+
+def test_llava_processor_path(images):
+    """A second family through its own processor and chat template: LLaVA batches (left padding)
+    equal single runs, and the attention measurement finds its 16 visual tokens."""
+    from vlmdiag.measure.attention import attention_teacher_forced
+    from vlmdiag.runtime.model import wrap_model
+
+    model, processor = tiny_models.llava_with_processor()
+    loaded = wrap_model(model, processor)
+    assert loaded.adapter.family == "llava" and loaded.image_token_id == processor.tokenizer.convert_tokens_to_ids("<image>")
+    prompts = [image_prompt("What color is the square?", images["red"]),
+               image_prompt("How many items are there in the image?", images["green_wide"]),
+               text_prompt("Please solve 2 + 3.")]
+    batched = generate(loaded, prompts, max_new_tokens=6)
+    single = [generate(loaded, [p], max_new_tokens=6)[0] for p in prompts]
+    assert [g.token_ids.tolist() for g in batched] == [g.token_ids.tolist() for g in single]
+    result = attention_teacher_forced(loaded, prompts[:1], ["<think> red </think> red"])[0]
+    assert result.n_visual == 16 and result.mass.shape == (4, 4) and np.isfinite(result.mass).all()

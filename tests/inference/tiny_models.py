@@ -253,3 +253,34 @@ def arch_inputs(model, family: str, image_seed: int = 0, text_len: int = 6) -> d
 
 ARCH_FAMILIES = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "llava", "llava_onevision", "internvl", "gemma3",
                  "idefics3", "smolvlm")
+
+
+LLAVA_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n"
+    "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}\n{% endfor %}"
+    "{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+def llava_with_processor():
+    """The tiny LLaVA with an offline ``LlavaProcessor`` (PIL CLIP image processor, local BPE
+    tokenizer whose ``<image>`` token is the model's image token). Returns (model, processor)."""
+    from transformers import LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(CORPUS, trainer=trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", "<s>", "</s>", "<image>"], show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<unk>", additional_special_tokens=["<image>"], padding_side="left")
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=fast, chat_template=LLAVA_TEMPLATE,
+                               patch_size=8, vision_feature_select_strategy="default",
+                               num_additional_image_tokens=1)
+    model = arch_model("llava")
+    model.config.image_token_id = fast.convert_tokens_to_ids("<image>")
+    return model, processor
