@@ -43,6 +43,11 @@ def test_uniform_monotone_gains_are_not_the_claim(shipped):
     assert out.verdict == "not_reproduced" and out.metrics["non_monotone"] is False
 
 
+def test_without_any_RL_gain_there_is_nothing_to_explain(shipped):
+    out = judge(table(R(0.0, 0.0, 0.0), R(0.0, 0.0, 0.0)), shipped)
+    assert out.verdict == "inconclusive" and "no resolved Mv2r/Mrea gain" in out.reason
+
+
 def test_small_differences_are_inconclusive(shipped):
     assert judge(table(R(0.5, 0.5, 0.5), R(0.56, 0.5, 0.5)), shipped).verdict == "inconclusive"
 

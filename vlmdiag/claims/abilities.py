@@ -30,7 +30,9 @@ def no_uniform_vision_gain(table: AbilityTable, regions: Regions, t: NoUniformVi
     Two pieces of evidence, each true, false or unknown:
 
     * **no vision gain**: the RL − IN Mvis interval lies entirely below ``min_vision_gain``
-      (true), entirely above it (false: RL's vision clearly improved), else unknown;
+      while RL has a gain to explain (an RL − IN Mv2r or Mrea interval entirely above 0) (true),
+      the Mvis interval lies entirely above ``min_vision_gain`` (false: RL's vision clearly
+      improved), else unknown;
     * **non-monotone** (only with Base): some metric *declines* at some step, i.e. a Base→IN or
       IN→RL interval lies entirely below 0 (true); every metric's every step lies entirely above
       0 (false: a uniform, monotone improvement); else unknown.
@@ -46,6 +48,10 @@ def no_uniform_vision_gain(table: AbilityTable, regions: Regions, t: NoUniformVi
     vision = table.compare("IN", "RL", "Mvis", level=level, n_resamples=n, threshold=t.min_vision_gain)
     no_gain = (True if vision.interval.high < t.min_vision_gain else
                False if vision.interval.low > t.min_vision_gain else None)
+    reasoning = [c for m in ("Mv2r", "Mrea") if (c := table.compare("IN", "RL", m, level=level, n_resamples=n))]
+    has_gain = any(c.interval.low > 0 for c in reasoning)
+    if no_gain and not has_gain:
+        no_gain = None  # no end-to-end gain to explain: "not from vision" says nothing
     steps = [("Base", "IN"), ("IN", "RL")] if "Base" in table.scores else [("IN", "RL")]
     comparisons = {f"{m} {b} − {a}": table.compare(a, b, m, level=level, n_resamples=n)
                    for a, b in steps for m in METRICS}
@@ -61,13 +67,14 @@ def no_uniform_vision_gain(table: AbilityTable, regions: Regions, t: NoUniformVi
     else:
         verdict = "inconclusive"
     parts = [f"vision: {comparison_text(vision)} vs gain threshold {t.min_vision_gain:g} ("
-             + {True: "no clear vision gain", False: "a clear vision gain", None: "unresolved"}[no_gain] + ")"]
+             + {True: "no clear vision gain", False: "a clear vision gain",
+                None: "unresolved" if has_gain else "no resolved Mv2r/Mrea gain of RL to explain"}[no_gain] + ")"]
     if "Base" in table.scores:
         parts.append("declines: " + ("; ".join(comparison_text(c) for c in declines) if declines else
                                      "none resolved" + (" (every step improves every ability)" if non_monotone is False else "")))
     parts += list(table.notes)
     metrics = {"scores": table.table(), "transitions": table.transitions(),
                "comparisons": comparisons_dict(comparisons), "no_vision_gain": no_gain,
-               "non_monotone": non_monotone, "stages": list(table.scores),
+               "non_monotone": non_monotone, "rl_has_reasoning_gain": has_gain, "stages": list(table.scores),
                "n_needed": vision.n_needed}
     return Outcome(verdict, "; ".join(parts), vision.delta, vision.interval, t.min_vision_gain, metrics)
