@@ -238,6 +238,8 @@ class ReportWriter:
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when != "call":  # setup/teardown reports carry the same user_properties
+            return
         for key, value in report.user_properties:
             if key == RESULT_PROPERTY:
                 self.state.results.append(json.loads(value))

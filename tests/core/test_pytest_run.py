@@ -31,6 +31,7 @@ def test_reproducing_recipe_passes_and_writes_json_plots_and_junit(planted, tmp_
     data = json.loads(report.read_text())
     assert data["schema_version"] == 1
     assert {"environment", "checkpoints", "regions", "claims"} <= set(data)
+    assert len(data["claims"]) == 3
     assert {c["id"] for c in data["claims"]} == {"updates.energy_mid", "updates.rl_smaller_than_in",
                                                  "updates.rl_steeper_mid_late"}
     for claim in data["claims"]:
