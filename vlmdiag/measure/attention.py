@@ -121,7 +121,9 @@ def _capture_attention_forward(module, query, key, value, attention_mask, **kwar
                     else:
                         scores = scores + mask_rows
                 probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
-                total += ((probs * key_mask).sum(-1) * valid[:, None, :]).sum(-1)
+                on_visual = torch.matmul(probs, key_mask.transpose(-1, -2)).squeeze(-1)   # [B,H,r]
+                del probs, scores
+                total += (on_visual * valid[:, None, :]).sum(-1)
         state.mass[layer] = state.mass.get(layer, 0) + total
     return out, weights
 
