@@ -1,8 +1,8 @@
 """Seeded synthetic tasks of the model organism, drawn with PIL, with programmatic ground truth.
 
-Every image is 112x112 px (8x8 patches of 14 px, 4x4 merged visual tokens of 28 px), white
-background. The top row holds a number written in the top-left corner (one digit per 28 px cell);
-rows 1-3 (12 cells) hold at most one shape per cell: a square, circle or triangle in red, green
+Every image is 112x112 px (8x8 patches of 14 px, 4x4 merged visual tokens of 28 px) on a faint
+coordinate-gradient background. A one-digit number is written large over the top-left 2x2 cells;
+the other 12 cells hold at most one shape per cell: a square, circle or triangle in red, green
 or blue, drawn inside the cell with a 4 px margin, so each shape's box is
 ``(28*col + 4, 28*row + 4, 28*col + 24, 28*row + 24)`` (x1, y1, x2, y2 in pixels, x2/y2 exclusive).
 
@@ -10,7 +10,7 @@ Tasks (question -> short answer):
 
 * ``recognition``: "Is there a triangle?" -> ``yes`` / ``no``
 * ``counting``: "How many blue shapes are there?" -> ``0`` .. ``6``
-* ``reading``: "What number is written in the corner?" -> ``0`` .. ``99``
+* ``reading``: "What number is written in the corner?" -> ``0`` .. ``9``
 * ``grounding``: "Where is the circle?" (exactly one) -> ``[x1,y1,x2,y2]``
 * ``arithmetic`` (visual arithmetic, needs perception and reasoning): "Count the red shapes and add
   the number written in the corner." -> red count + corner digit. Its reasoning trace is
@@ -40,13 +40,14 @@ from vlmdiag.probes.types import AbilityItem, SwapPair
 IMAGE_SIZE = 112
 CELL = 28
 MARGIN = 4
-SHAPE_ROWS = (1, 2, 3)
-SHAPE_CELLS = tuple((r, c) for r in SHAPE_ROWS for c in range(4))
+#: The number is written large over the top-left 2x2 cells (56x56 px); shapes go in the other 12.
+NUMBER_CELLS = ((0, 0), (0, 1), (1, 0), (1, 1))
+SHAPE_CELLS = tuple((r, c) for r in range(4) for c in range(4) if (r, c) not in NUMBER_CELLS)
 SHAPES = ("square", "circle", "triangle")
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220)}
-BACKGROUND = (255, 255, 255)
+BACKGROUND = (128, 128, 128)
 TEXT_COLOR = (0, 0, 0)
-FONT_SIZE = 26
+FONT_SIZE = 52
 MAX_SHAPES = 7
 MAX_COUNT = 6
 
@@ -147,13 +148,17 @@ def render(scene: Scene) -> Image.Image:
     """Draw ``scene`` as a 112x112 RGB image (deterministic for a given Pillow version)."""
     im = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), BACKGROUND)
     draw = ImageDraw.Draw(im)
+    for r in range(4):
+        for c in range(4):
+            draw.rectangle([CELL * c, CELL * r, CELL * c + CELL - 1, CELL * r + CELL - 1],
+                           fill=cell_background(r, c))
     font = _font()
-    for i, ch in enumerate(str(scene.number)):
-        # centre the glyph in cell (0, i)
-        left, top, right, bottom = draw.textbbox((0, 0), ch, font=font)
-        x = CELL * i + (CELL - (right - left)) // 2 - left
-        y = (CELL - (bottom - top)) // 2 - top
-        draw.text((x, y), ch, fill=TEXT_COLOR, font=font)
+    text = str(scene.number)
+    # centre the number in the top-left 2x2 block of cells
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    x = (2 * CELL - (right - left)) // 2 - left
+    y = (2 * CELL - (bottom - top)) // 2 - top
+    draw.text((x, y), text, fill=TEXT_COLOR, font=font)
     for s in scene.shapes:
         x1, y1, x2, y2 = s.bbox
         fill = COLORS[s.color]
@@ -164,6 +169,12 @@ def render(scene: Scene) -> Image.Image:
         else:
             draw.polygon([((x1 + x2 - 1) / 2, y1), (x1, y2 - 1), (x2 - 1, y2 - 1)], fill=fill)
     return im
+
+
+def cell_background(row: int, col: int) -> tuple[int, int, int]:
+    """Background colour of cell (row, col): a faint coordinate gradient (grey-blue), so that a
+    tiny vision tower without absolute position embeddings can tell where a patch is."""
+    return (104 + 12 * col, 104 + 12 * row, 150)
 
 
 def black_image(size: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE)) -> Image.Image:
@@ -207,7 +218,7 @@ def _make(task: str, rng: random.Random) -> TaskItem:
         return TaskItem(task, scene, f"How many {color} shapes are there?", str(k),
                         meta={"color": color})
     if task == "reading":
-        number = rng.randint(0, 99)
+        number = rng.randint(0, 9)
         scene = _random_scene(rng, rng.randint(0, 4), number)
         return TaskItem(task, scene, READING_QUESTION, str(number))
     if task == "grounding":
@@ -362,7 +373,7 @@ def _swap_variant(task: str, item: TaskItem, rng: random.Random) -> Scene | None
     """A source scene equal to ``item.scene`` except for the attribute ``task`` asks about."""
     scene = item.scene
     if task == "reading":
-        choices = [n for n in range(100) if n != scene.number]
+        choices = [n for n in range(10) if n != scene.number]
         return Scene(rng.choice(choices), scene.shapes)
     if task == "counting":
         color = item.meta["color"]

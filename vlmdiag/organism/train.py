@@ -161,7 +161,6 @@ def sft(model, processor, examples: Sequence[T.ChatExample], *, steps: int, batc
         The training loss of every step (mean token cross-entropy, nats).
     """
     pad_id = processor.tokenizer.pad_token_id
-    encoded = [encode(processor, ex) for ex in examples]
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
 
@@ -176,8 +175,9 @@ def sft(model, processor, examples: Sequence[T.ChatExample], *, steps: int, batc
     model.train()
     losses = []
     for step in range(steps):
-        idx = torch.randint(len(encoded), (batch_size,), generator=gen).tolist()
-        batch = collate([encoded[i] for i in idx], pad_id)
+        idx = torch.randint(len(examples), (batch_size,), generator=gen).tolist()
+        # encoded per batch: pre-encoding every example would hold ~300 kB of pixel_values each
+        batch = collate([encode(processor, examples[i]) for i in idx], pad_id)
         out = model(**batch)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

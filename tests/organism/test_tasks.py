@@ -1,0 +1,166 @@
+"""Ground truth of the organism's task generators, checked independently from the pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from vlmdiag.organism import tasks as T
+from vlmdiag.probes.types import AbilityItem, SwapPair
+
+N = 40
+
+
+def _components(img, color: str):
+    """Connected components of pixels of exactly ``color``: list of (bbox, fill ratio)."""
+    a = np.asarray(img.convert("RGB")).astype(int)
+    mask = np.all(a == np.array(T.COLORS[color]), axis=-1)
+    labels, n = ndimage.label(mask)
+    out = []
+    for sl in ndimage.find_objects(labels):
+        ys, xs = sl
+        h, w = ys.stop - ys.start, xs.stop - xs.start
+        if h * w < 30:  # anti-aliasing specks
+            continue
+        fill = mask[sl].sum() / (h * w)
+        out.append(((xs.start, ys.start, xs.stop, ys.stop), fill))
+    return out
+
+
+def _kind(fill: float) -> str:
+    return "square" if fill > 0.95 else ("circle" if fill > 0.65 else "triangle")
+
+
+def _all_shapes(img):
+    return [(box, _kind(fill), color) for color in T.COLORS for box, fill in _components(img, color)]
+
+
+def _read_number(img) -> int:
+    """Template-match the top-left 56x56 block against each digit drawn on an empty scene."""
+    block = np.asarray(img.convert("L"))[:56, :56].astype(float)
+    scores = []
+    for d in range(10):
+        ref = np.asarray(T.render(T.Scene(d, ())).convert("L"))[:56, :56].astype(float)
+        scores.append(-np.abs(block - ref).sum())
+    return int(np.argmax(scores))
+
+
+@pytest.mark.parametrize("held_out", [True, False])
+def test_counting_answer_matches_pixels(held_out):
+    for it in T.generate("counting", N, seed=3, held_out=held_out):
+        color = it.meta["color"]
+        assert len(_components(it.image(), color)) == int(it.answer), it.scene
+
+
+def test_recognition_answer_matches_pixels():
+    answers = set()
+    for it in T.generate("recognition", N, seed=4, held_out=True):
+        kinds = {k for _, k, _ in _all_shapes(it.image())}
+        assert ("yes" if it.meta["kind"] in kinds else "no") == it.answer
+        answers.add(it.answer)
+    assert answers == {"yes", "no"}
+
+
+def test_grounding_box_matches_pixels():
+    for it in T.generate("grounding", N, seed=5, held_out=True):
+        found = [box for box, k, _ in _all_shapes(it.image()) if k == it.meta["kind"]]
+        assert len(found) == 1
+        assert tuple(found[0]) == T.parse_bbox(it.answer) == tuple(it.bbox)
+
+
+def test_reading_answer_matches_pixels():
+    for it in T.generate("reading", N, seed=6, held_out=True):
+        assert _read_number(it.image()) == int(it.answer)
+
+
+def test_arithmetic_answer_matches_pixels_and_description():
+    for it in T.generate("arithmetic", N, seed=7, held_out=True):
+        img = it.image()
+        red = len(_components(img, "red"))
+        assert red + _read_number(img) == int(it.answer)
+        total = sum(len(_components(img, c)) for c in T.COLORS)
+        assert it.distractor_operands == (total, _read_number(img))
+        desc = it.description()
+        assert f"The number {_read_number(img)} " in desc and f"There are {red} red" in desc
+        assert T.reasoning_target(it) == (f"<think>red {red}+{it.operands[1]}={it.answer}</think>"
+                                          f"<answer>{it.answer}</answer>")
+
+
+def test_seeded_and_reproducible():
+    a = T.generate("arithmetic", 10, seed=11, held_out=True)
+    b = T.generate("arithmetic", 10, seed=11, held_out=True)
+    c = T.generate("arithmetic", 10, seed=12, held_out=True)
+    assert [x.fingerprint() for x in a] == [x.fingerprint() for x in b]
+    assert a[0].image().tobytes() == b[0].image().tobytes()
+    assert [x.fingerprint() for x in a] != [x.fingerprint() for x in c]
+
+
+@pytest.mark.parametrize("task", T.TASKS)
+def test_held_out_disjoint_from_training(task):
+    train = {it.fingerprint() for it in T.training_items(task, 400, seed=1234)}
+    held = [it.fingerprint() for it in T.generate(task, 50, seed=1234, held_out=True)]
+    assert len(set(held)) == len(held)
+    assert not train & set(held)
+
+
+@pytest.mark.parametrize("task", ["ocr", "counting", "grounding", "recognition"])
+def test_swap_pairs(task):
+    pairs = T.swap_pairs(task, 12, seed=2)
+    assert len(pairs) == 12 and all(isinstance(p, SwapPair) and p.task == task for p in pairs)
+    for p in pairs:
+        assert p.target_image.size == p.source_image.size == (112, 112)
+        assert p.target_answer != p.source_answer
+        tgt, src = p.target_image, p.source_image
+        if task == "ocr":
+            assert (_read_number(tgt), _read_number(src)) == (int(p.target_answer), int(p.source_answer))
+            # shapes unchanged
+            assert sorted(_all_shapes(tgt)) == sorted(_all_shapes(src))
+        elif task == "counting":
+            color = p.prompt.split()[2]
+            assert len(_components(tgt, color)) == int(p.target_answer)
+            assert len(_components(src, color)) == int(p.source_answer)
+            assert _read_number(tgt) == _read_number(src)
+        elif task == "grounding":
+            kind = p.prompt.rstrip("?").split()[-1]
+            assert [b for b, k, _ in _all_shapes(tgt) if k == kind] == [p.target_bbox]
+            assert [b for b, k, _ in _all_shapes(src) if k == kind] == [p.source_bbox]
+        else:
+            kind = p.prompt.rstrip("?").split()[-1]
+            assert kind in {k for _, k, _ in _all_shapes(tgt)}
+            assert kind not in {k for _, k, _ in _all_shapes(src)}
+            assert (p.target_answer, p.source_answer) == ("yes", "no")
+    assert T.swap_pairs(task, 3, seed=2)[0].target_image.tobytes() == pairs[0].target_image.tobytes()
+
+
+def test_ability_items():
+    vqa = T.ability_items("vqa", 9, seed=1)
+    assert {i.meta["task"] for i in vqa} == set(T.VQA_TASKS)
+    assert all(isinstance(i, AbilityItem) and i.image.size == (112, 112) for i in vqa)
+    math = T.ability_items("math_vqa", 8, seed=1)
+    text = T.ability_items("text_math", 8, seed=1)
+    for m, t in zip(math, text):
+        assert m.kind == "math_vqa" and m.image is not None and m.description
+        assert t.kind == "text_math" and t.image is None and t.answer == m.answer
+        assert t.question == f"Image Description: {m.description}\nQuestion: {m.question}"
+        assert len(_components(m.image, "red")) + _read_number(m.image) == int(m.answer)
+    assert np.asarray(T.black_image()).max() == 0 and T.black_image().size == (112, 112)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="valid"):
+        T.generate("nope", 1, seed=0, held_out=True)
+    with pytest.raises(ValueError, match="ocr"):
+        T.swap_pairs("reading", 1)
+    with pytest.raises(ValueError, match="text_math"):
+        T.ability_items("math", 1)
+
+
+def test_scoring():
+    assert T.is_correct("arithmetic", "<think>red 1+2=3</think><answer>3</answer>", "3")
+    assert not T.is_correct("arithmetic", "<think>all 4+2=6</think><answer>6</answer>", "3")
+    assert T.is_correct("reading", "7", "7")
+    assert T.is_correct("grounding", "<answer>[60,4,80,24]</answer>", "[60,4,80,24]")
+    assert not T.is_correct("grounding", "[4,60,24,80]", "[60,4,80,24]")
+    assert T.has_reasoning_format("<think>x</think><answer>1</answer>")
+    assert not T.has_reasoning_format("<think>x</think>1")
