@@ -45,34 +45,34 @@ class Recipe:
 
     name: str
     seed: int = 1234
-    threads: int = 2
+    threads: int = 1
     vocab_size: int = 640
     # model
     hidden: int = 128
     layers: int = 6
     heads: int = 4
     kv_heads: int = 2
-    intermediate: int = 384
+    intermediate: int = 256
     vision_hidden: int = 64
     vision_depth: int = 2
     # base: SFT on perception, short answers
-    base_items_per_task: int = 1500
-    base_steps: int = 400
-    base_batch: int = 32
-    base_lr: float = 2e-3
+    base_items_per_task: int = 3000
+    base_steps: int = 900
+    base_batch: int = 16
+    base_lr: float = 1e-3
     # in: SFT on the reasoning format (noisy arithmetic traces)
-    in_items_per_task: int = 600
-    in_arith_items: int = 1500
-    in_steps: int = 200
-    in_batch: int = 32
+    in_items_per_task: int = 1000
+    in_arith_items: int = 3000
+    in_steps: int = 300
+    in_batch: int = 16
     in_lr: float = 1e-3
     in_distractor_rate: float = 0.6
     # rl: GRPO on visual arithmetic
     rl_items: int = 2000
-    rl_steps: int = 60
+    rl_steps: int = 40
     rl_prompts_per_step: int = 4
     rl_generations: int = 8
-    rl_lr: float = 2e-4
+    rl_lr: float = 3e-4
     rl_temperature: float = 1.0
     rl_max_completion: int = 20
     # evaluation (held-out)
@@ -88,16 +88,26 @@ class Recipe:
         import transformers
 
         payload = json.dumps({"recipe": self.to_dict(), "pipeline": PIPELINE_VERSION,
+                              "code": _code_hash(),
                               "torch": torch.__version__.split("+")[0],
                               "transformers": transformers.__version__}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def _code_hash() -> str:
+    """SHA-256 of the organism's pipeline sources, so a code change never reuses a stale build."""
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in ("tasks.py", "tokenizer.py", "train.py", "build.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()
+
+
 RECIPES: dict[str, Recipe] = {
     "full": Recipe(name="full"),
-    "fast": Recipe(name="fast", base_items_per_task=400, base_steps=120, in_items_per_task=150,
-                   in_arith_items=400, in_steps=60, rl_items=200, rl_steps=6,
-                   rl_prompts_per_step=2, rl_generations=4, eval_per_task=16, eval_arith=32),
+    "fast": Recipe(name="fast", base_items_per_task=100, base_steps=30, in_items_per_task=50,
+                   in_arith_items=100, in_steps=20, rl_items=50, rl_steps=3,
+                   rl_prompts_per_step=2, rl_generations=4, eval_per_task=8, eval_arith=16),
 }
 
 

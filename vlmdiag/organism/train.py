@@ -150,6 +150,23 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict:
 # --------------------------------------------------------------------------- SFT
 
 
+def example_mean_loss(model, batch: dict) -> torch.Tensor:
+    """Cross-entropy averaged over each example's target tokens, then over examples.
+
+    Token-averaging over the batch would let long targets (grounding boxes: ~14 tokens) outweigh
+    short ones (yes/no, a digit: 2 tokens) seven to one; every example weighs the same here.
+    """
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits[:, :-1].float()
+    target = labels[:, 1:]
+    tok_loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
+        reduction="none").view(target.shape)
+    mask = (target != -100).float()
+    return ((tok_loss * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
 def sft(model, processor, examples: Sequence[T.ChatExample], *, steps: int, batch_size: int,
         lr: float, seed: int, warmup: int = 20, progress: ProgressFn | None = None) -> list[float]:
     """Supervised fine-tuning with loss on the target tokens only.
@@ -178,13 +195,13 @@ def sft(model, processor, examples: Sequence[T.ChatExample], *, steps: int, batc
         idx = torch.randint(len(examples), (batch_size,), generator=gen).tolist()
         # encoded per batch: pre-encoding every example would hold ~300 kB of pixel_values each
         batch = collate([encode(processor, examples[i]) for i in idx], pad_id)
-        out = model(**batch)
-        out.loss.backward()
+        loss = example_mean_loss(model, batch)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(out.loss.detach()))
+        losses.append(float(loss.detach()))
         if progress:
             progress(step + 1, steps)
     model.eval()
