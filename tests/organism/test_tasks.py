@@ -77,14 +77,15 @@ def test_reading_answer_matches_pixels():
 def test_arithmetic_answer_matches_pixels_and_description():
     for it in T.generate("arithmetic", N, seed=7, held_out=True):
         img = it.image()
+        k = int(it.question.split()[1])  # "Add k to the number written in the corner."
+        assert it.question == T.arithmetic_question(k) and 1 <= k <= T.MAX_ADDEND
+        assert _read_number(img) + k == int(it.answer)
         red = len(_components(img, "red"))
-        assert red + _read_number(img) == int(it.answer)
-        total = sum(len(_components(img, c)) for c in T.COLORS)
-        assert it.distractor_operands == (total, _read_number(img))
         desc = it.description()
         assert f"The number {_read_number(img)} " in desc and f"There are {red} red" in desc
-        assert T.reasoning_target(it) == (f"<think>red {red}+{it.operands[1]}={it.answer}</think>"
-                                          f"<answer>{it.answer}</answer>")
+        n = _read_number(img)
+        assert T.reasoning_target(it) == f"<think>{n}+{k}={n + k}</think><answer>{n + k}</answer>"
+        assert T.reasoning_target(it, distractor=True) == f"<think>{n}</think><answer>{n}</answer>"
 
 
 def test_seeded_and_reproducible():
@@ -143,7 +144,7 @@ def test_ability_items():
         assert m.kind == "math_vqa" and m.image is not None and m.description
         assert t.kind == "text_math" and t.image is None and t.answer == m.answer
         assert t.question == f"Image Description: {m.description}\nQuestion: {m.question}"
-        assert len(_components(m.image, "red")) + _read_number(m.image) == int(m.answer)
+        assert _read_number(m.image) + int(m.question.split()[1]) == int(m.answer)
     assert np.asarray(T.black_image()).max() == 0 and T.black_image().size == (112, 112)
 
 
@@ -157,8 +158,8 @@ def test_bad_input():
 
 
 def test_scoring():
-    assert T.is_correct("arithmetic", "<think>red 1+2=3</think><answer>3</answer>", "3")
-    assert not T.is_correct("arithmetic", "<think>all 4+2=6</think><answer>6</answer>", "3")
+    assert T.is_correct("arithmetic", "<think>1+2=3</think><answer>3</answer>", "3")
+    assert not T.is_correct("arithmetic", "<think>1</think><answer>1</answer>", "3")
     assert T.is_correct("reading", "7", "7")
     assert T.is_correct("grounding", "<answer>[60,4,80,24]</answer>", "[60,4,80,24]")
     assert not T.is_correct("grounding", "[4,60,24,80]", "[60,4,80,24]")

@@ -43,7 +43,7 @@ def test_round_trip_offline(saved, monkeypatch):
         assert (path / name).is_file(), name
     proc2 = load_processor(path)
     tok2 = AutoTokenizer.from_pretrained(path)
-    text = "<think>red 2+4=6</think><answer>6</answer>"
+    text = "<think>4+2=6</think><answer>6</answer>"
     assert tok2(text)["input_ids"] == proc.tokenizer(text)["input_ids"]
     assert tok2.decode(tok2(text)["input_ids"]) == text
     it = T.generate("arithmetic", 1, seed=0, held_out=True)[0]

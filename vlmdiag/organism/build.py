@@ -57,22 +57,23 @@ class Recipe:
     vision_depth: int = 2
     # base: SFT on perception, short answers
     base_items_per_task: int = 3000
-    base_steps: int = 900
+    base_steps: int = 800
     base_batch: int = 16
     base_lr: float = 1e-3
     # in: SFT on the reasoning format (noisy arithmetic traces)
     in_items_per_task: int = 1000
     in_arith_items: int = 3000
-    in_steps: int = 300
+    in_steps: int = 400
     in_batch: int = 16
-    in_lr: float = 1e-3
+    in_lr: float = 5e-4
     in_distractor_rate: float = 0.6
+    in_fact_items: int = 1000
     # rl: GRPO on visual arithmetic
     rl_items: int = 2000
     rl_steps: int = 40
     rl_prompts_per_step: int = 4
     rl_generations: int = 8
-    rl_lr: float = 3e-4
+    rl_lr: float = 2e-4
     rl_temperature: float = 1.0
     rl_max_completion: int = 20
     # evaluation (held-out)
@@ -224,6 +225,7 @@ def _eval_sets(recipe: Recipe):
 
 def _sft_examples(recipe: Recipe, stage: str):
     from vlmdiag.organism import tasks as T
+    from vlmdiag.probes.prompts import text_message
 
     rng = random.Random(f"{recipe.seed}:{stage}:mix")
     exs = []
@@ -235,6 +237,12 @@ def _sft_examples(recipe: Recipe, stage: str):
     for task in T.PERCEPTION_TASKS:
         for it in T.training_items(task, recipe.in_items_per_task, seed=recipe.seed + 1):
             exs.append(T.chat_example(it, "image", T.reasoning_target(it)))
+    # clean addition facts in text ("What is 4+2?"), so the reasoning step itself is learnable
+    for i in range(recipe.in_fact_items):
+        n, k = rng.randint(0, 9), rng.randint(1, T.MAX_ADDEND)
+        exs.append(T.ChatExample(text_message(f"What is {n}+{k}?"), None,
+                                 f"<think>{n}+{k}={n + k}</think><answer>{n + k}</answer>",
+                                 "arithmetic", str(n + k), "text"))
     conditions = ("image", "image", "described", "text")
     for i, it in enumerate(T.training_items("arithmetic", recipe.in_arith_items,
                                             seed=recipe.seed + 1)):
@@ -533,6 +541,9 @@ def ensure_built(recipe: Recipe, cache_dir: str | os.PathLike | None = None, *,
         problem = validate_entry(final, recipe)
         if problem is None:  # another process finished it while we waited
             return final
+        # we hold the lock, so temporary folders of this entry are leftovers of killed builders
+        for stale in final.parent.glob(f".tmp-{final.name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         if final.exists():
             trash = final.parent / f".trash-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.rename(final, trash)

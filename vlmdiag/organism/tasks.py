@@ -12,9 +12,9 @@ Tasks (question -> short answer):
 * ``counting``: "How many blue shapes are there?" -> ``0`` .. ``6``
 * ``reading``: "What number is written in the corner?" -> ``0`` .. ``9``
 * ``grounding``: "Where is the circle?" (exactly one) -> ``[x1,y1,x2,y2]``
-* ``arithmetic`` (visual arithmetic, needs perception and reasoning): "Count the red shapes and add
-  the number written in the corner." -> red count + corner digit. Its reasoning trace is
-  ``<think>red 2+4=6</think><answer>6</answer>``.
+* ``arithmetic`` (visual arithmetic, needs perception and reasoning): "Add 2 to the number written
+  in the corner." -> corner number + 2 (addend 1..3). Its reasoning trace is
+  ``<think>4+2=6</think><answer>6</answer>``.
 
 Every item has an exact text description (for Mv2r), a black-image variant (an all-zero image of
 the same size) and, for arithmetic, a text-only counterpart (description + question, for Mrea).
@@ -57,7 +57,13 @@ PERCEPTION_TASKS = ("recognition", "counting", "reading", "grounding")
 SWAP_TASK_OF = {"ocr": "reading", "counting": "counting", "grounding": "grounding",
                 "recognition": "recognition"}
 
-ARITHMETIC_QUESTION = "Count the red shapes and add the number written in the corner."
+MAX_ADDEND = 3
+
+
+def arithmetic_question(k: int) -> str:
+    """The visual-arithmetic question: add ``k`` to the number read from the image."""
+    return f"Add {k} to the number written in the corner."
+
 READING_QUESTION = "What number is written in the corner?"
 HELD_OUT_MODULUS = 10
 
@@ -108,8 +114,8 @@ class Scene:
 class TaskItem:
     """One generated item: the scene, its question and its ground truth.
 
-    ``answer`` is the short answer string; ``bbox`` is set for grounding; ``distractor`` (for
-    arithmetic) is the answer of the wrong strategy "count all shapes" used in noisy IN traces.
+    ``answer`` is the short answer string; ``bbox`` is set for grounding; ``operands`` (for
+    arithmetic) are (number read from the image, addend from the question).
     """
 
     task: str
@@ -118,7 +124,6 @@ class TaskItem:
     answer: str
     bbox: tuple[int, int, int, int] | None = None
     operands: tuple[int, int] | None = None
-    distractor_operands: tuple[int, int] | None = None
     meta: dict = field(default_factory=dict, compare=False)
 
     def fingerprint(self) -> str:
@@ -233,17 +238,9 @@ def _make(task: str, rng: random.Random) -> TaskItem:
         return TaskItem(task, scene, f"Where is the {kind}?", format_bbox(box), bbox=box,
                         meta={"kind": kind})
     if task == "arithmetic":
-        red = rng.randint(0, 5)
-        extra = rng.randint(0, MAX_SHAPES - red)
-        if red + extra == 0 or rng.random() < 0.8:
-            extra = max(extra, 1)  # mostly scenes where "count all" differs from "count red"
-        cells = rng.sample(SHAPE_CELLS, red + extra)
-        shapes = tuple(Shape(r, c, rng.choice(SHAPES), "red" if i < red else
-                             rng.choice(("green", "blue"))) for i, (r, c) in enumerate(cells))
-        number = rng.randint(0, 9)
-        scene = Scene(number, shapes)
-        return TaskItem(task, scene, ARITHMETIC_QUESTION, str(red + number),
-                        operands=(red, number), distractor_operands=(red + extra, number))
+        number, k = rng.randint(0, 9), rng.randint(1, MAX_ADDEND)
+        scene = _random_scene(rng, rng.randint(0, 5), number)
+        return TaskItem(task, scene, arithmetic_question(k), str(number + k), operands=(number, k))
     raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
 
 
@@ -347,16 +344,16 @@ def short_target(item: TaskItem) -> str:
 def reasoning_target(item: TaskItem, *, distractor: bool = False) -> str:
     """IN-stage target ``<think>…</think><answer>…</answer>``.
 
-    For arithmetic with ``distractor=True`` the trace follows the wrong strategy "count all
-    shapes" (``<think>all 5+4=9</think><answer>9</answer>``): the IN stage is trained on such
-    noisy traces, so that RL has something to fix.
+    Arithmetic: ``<think>4+2=6</think><answer>6</answer>``. With ``distractor=True`` the trace
+    follows the wrong strategy "read the number and stop" (``<think>4</think><answer>4</answer>``,
+    the reasoning step skipped): the IN stage is trained on a share of such noisy traces, so that
+    RL has a reasoning error to fix.
     """
     if item.task == "arithmetic":
+        n, k = item.operands
         if distractor:
-            a, b = item.distractor_operands
-            return f"<think>all {a}+{b}={a + b}</think><answer>{a + b}</answer>"
-        a, b = item.operands
-        return f"<think>red {a}+{b}={a + b}</think><answer>{a + b}</answer>"
+            return f"<think>{n}</think><answer>{n}</answer>"
+        return f"<think>{n}+{k}={n + k}</think><answer>{n + k}</answer>"
     think = {
         "recognition": f"look for a {item.meta.get('kind', 'shape')}",
         "counting": f"count the {item.meta.get('color', '')} shapes",

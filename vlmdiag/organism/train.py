@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -272,9 +271,6 @@ def correctness_reward(completions, answer, **kwargs) -> list[float]:
 def format_reward(completions, **kwargs) -> list[float]:
     """0.5 when the completion is exactly ``<think>…</think><answer>…</answer>``, else 0.0."""
     return [0.5 if T.has_reasoning_format(_completion_text(c)) else 0.0 for c in completions]
-
-
-_THINK_STRATEGY = re.compile(r"<think>\s*(\w+)")
 
 
 def grpo(model, processor, items: Sequence[T.TaskItem], *, steps: int, prompts_per_step: int,
