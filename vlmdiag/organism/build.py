@@ -430,8 +430,8 @@ def _plots(report: dict, out: Path) -> None:
     for i, stage in enumerate(STAGES):
         acc = report["accuracy"][stage]
         ys = [acc[n]["accuracy"] for n in names]
-        err = [[acc[n]["accuracy"] - acc[n]["wilson95"][0] for n in names],
-               [acc[n]["wilson95"][1] - acc[n]["accuracy"] for n in names]]
+        err = [[max(0.0, acc[n]["accuracy"] - acc[n]["wilson95"][0]) for n in names],
+               [max(0.0, acc[n]["wilson95"][1] - acc[n]["accuracy"]) for n in names]]
         ax.bar([j + i * width for j in range(len(names))], ys, width, yerr=err, label=stage,
                capsize=2)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))])
