@@ -14,7 +14,6 @@ import dataclasses
 import fcntl
 import hashlib
 import json
-import math
 import os
 import platform
 import random
@@ -28,7 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from vlmdiag.errors import CheckpointError
+from vlmdiag.stats import Interval, bootstrap_interval, wilson_interval
 
 STAGES: tuple[str, ...] = ("base", "in", "rl", "rl-frozen-early", "rl-frozen-mid", "rl-frozen-late")
 RL_STAGES: dict[str, str | None] = {"rl": None, "rl-frozen-early": "early",
@@ -119,33 +121,6 @@ def get_recipe(name: str) -> Recipe:
     except KeyError:
         raise CheckpointError(f"unknown organism recipe {name!r}; valid recipes: "
                               f"{', '.join(RECIPES)}") from None
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def wilson_interval(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95 % Wilson score interval of a binomial proportion k/n (``(0, 1)`` when n == 0)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def paired_bootstrap(a: list[int], b: list[int], *, n_boot: int = 2000,
-                     seed: int = 0) -> tuple[float, float, float]:
-    """Mean of b - a over paired 0/1 outcomes and its 95 % percentile bootstrap interval."""
-    import numpy as np
-
-    x = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
-    if len(x) == 0:
-        return (0.0, 0.0, 0.0)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    return (float(x.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
 
 
 # --------------------------------------------------------------------------- progress
@@ -255,8 +230,8 @@ def _sft_examples(recipe: Recipe, stage: str):
 def _summarise_eval(results: dict) -> dict:
     out = {}
     for name, r in results.items():
-        lo, hi = wilson_interval(r["correct"], r["n"])
-        out[name] = {"n": r["n"], "accuracy": r["accuracy"], "wilson95": [lo, hi],
+        interval = wilson_interval(r["correct"], r["n"]) if r["n"] else Interval(0.0, 1.0, 0.95)
+        out[name] = {"n": r["n"], "accuracy": r["accuracy"], "wilson95": [interval.low, interval.high],
                      "format_rate": r["format_rate"], "samples": r["samples"]}
     return out
 
@@ -377,10 +352,12 @@ def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool
     report["rl_vs_in"] = {}
     for stage in RL_STAGES:
         for name in ("arithmetic", "arithmetic_described", "arithmetic_text"):
-            d, lo, hi = paired_bootstrap(evals["in"][name]["per_item"], evals[stage][name]["per_item"],
-                                         seed=recipe.seed)
+            diff = (np.asarray(evals[stage][name]["per_item"], dtype=float)
+                    - np.asarray(evals["in"][name]["per_item"], dtype=float))
+            interval = bootstrap_interval(diff, seed=recipe.seed)
             report["rl_vs_in"].setdefault(stage, {})[name] = {
-                "diff": d, "bootstrap95": [lo, hi], "in": evals["in"][name]["accuracy"],
+                "diff": float(diff.mean()), "bootstrap95": [interval.low, interval.high],
+                "in": evals["in"][name]["accuracy"],
                 "rl": evals[stage][name]["accuracy"]}
     report["weights_sha256"] = {s: _sha256(out / s / "model.safetensors") for s in STAGES}
     report_dir = out / REPORT_DIR
