@@ -91,7 +91,8 @@ class RunState:
         if recipe not in self._evidence:
             from vlmdiag.claims import Evidence, all_claims
 
-            spectral = any(all_claims()[c].measurement == "weight_spectra" for c in self.selected if c in all_claims())
+            claims = all_claims()
+            spectral = any(claims[c].measurement == "weight_spectra" for c in self.selected if c in claims)
             self._evidence[recipe] = Evidence(self.recipes[recipe], self.checkpoints, wants_spectra=spectral)
         return self._evidence[recipe]
 

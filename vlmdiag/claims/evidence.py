@@ -200,20 +200,18 @@ class Evidence:
             scores[label] = self._abilities(self.loaded(role), self.checkpoint(role).fingerprint, items, max_new_tokens)
         return AbilityTable(scores, tuple(notes))
 
-    def _measure_weight_spectra(self):
+    def _weight_pass(self, spectra: bool):
         from vlmdiag.measure.weights import weight_deltas
 
         origin = self.checkpoint("origin") if self.recipe.origin else None
-        result = weight_deltas(self.checkpoint("base"), self.checkpoint("rl"), origin, spectra=True,
-                               progress=self.progress(f"{self.recipe.name}: weight spectra"))
-        self._memo.setdefault("weight_deltas", result)
+        label = "weight spectra" if spectra else "weight norms"
+        return weight_deltas(self.checkpoint("base"), self.checkpoint("rl"), origin, spectra=spectra,
+                             progress=self.progress(f"{self.recipe.name}: {label}"))
+
+    def _measure_weight_spectra(self):
+        result = self._weight_pass(spectra=True)
+        self._memo.setdefault("weight_deltas", result)  # norms come with spectra
         return result
 
     def _measure_weight_deltas(self):
-        if self.wants_spectra:
-            return self.measure("weight_spectra")
-        from vlmdiag.measure.weights import weight_deltas
-
-        origin = self.checkpoint("origin") if self.recipe.origin else None
-        return weight_deltas(self.checkpoint("base"), self.checkpoint("rl"), origin,
-                             progress=self.progress(f"{self.recipe.name}: weight norms"))
+        return self.measure("weight_spectra") if self.wants_spectra else self._weight_pass(spectra=False)
