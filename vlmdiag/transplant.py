@@ -211,16 +211,35 @@ class SpliceRecord:
 
     Attributes:
         plan: the resolved plan.
-        tensors_copied: parameters overwritten with B's tensors.
+        tensors_copied: parameters whose source changed (overwritten with B's tensor, or put back
+            to A's in a sweep).
         bytes_read: bytes streamed from B's safetensors.
+        bytes_reread: bytes re-read from A's safetensors, to check a tensor can be restored from
+            its file (once per tensor and splicer) and to restore it.
+        tensors_backed_up: tensors that differ from A's file (so are kept as a CPU copy while
+            overwritten); 0 for a model loaded from A and left unchanged.
         seconds_apply / seconds_restore: wall time of the copy and of the restore.
     """
 
     plan: SplicePlan
     tensors_copied: int = 0
     bytes_read: int = 0
+    bytes_reread: int = 0
+    tensors_backed_up: int = 0
     seconds_apply: float = 0.0
     seconds_restore: float = 0.0
+
+
+_INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _same_bits(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """Whether two tensors of one dtype hold the same bits (NaN payloads and -0.0 included)."""
+    if x.shape != y.shape or x.dtype != y.dtype:
+        return False
+    if x.is_floating_point():
+        x, y = x.view(_INT_OF_SIZE[x.element_size()]), y.view(_INT_OF_SIZE[y.element_size()])
+    return torch.equal(x, y)
 
 
 class Splicer:
@@ -229,8 +248,16 @@ class Splicer:
     The model is loaded once by the caller (e.g. :func:`vlmdiag.runtime.model.load_model`).
     :meth:`splice` is a context manager: on entry it streams the tensors the variant takes from B
     (one tensor at a time, cast to the parameter's dtype and device) into the model; on exit,
-    even after an exception, it puts A's exact tensors back (backed up before overwriting, on the
-    CPU). Peak extra memory is the overwritten parameters' size.
+    even after an exception, it puts A's exact tensors back by streaming them again from A's
+    safetensors, the same way. No copy of the model is kept, so the extra memory is one tensor
+    in flight (at 7B the largest, the embedding, is about 1 GB in bf16), not the overwritten
+    parameters (about 13 GB for the RL parent).
+
+    Restoring from A's file is exact only if the model's tensor *is* A's file tensor cast to the
+    parameter's dtype. Before a tensor is first overwritten, the splicer checks this bit for bit
+    (once per tensor and splicer); a tensor that differs (the model was changed after loading, or
+    the loader transformed it) is kept as a CPU copy while it is overwritten instead, and counted
+    in :attr:`SpliceRecord.tensors_backed_up`.
 
     Args:
         model: the model loaded from ``a`` (an ``nn.Module`` or a ``LoadedModel``); its
@@ -263,6 +290,9 @@ class Splicer:
         self._params = self._match_model()
         self._active = False
         self.reads = 0  # tensors streamed from B so far (the splicer never loads a model)
+        self.rereads = 0  # tensors re-read from A so far (to check restorability, and to restore)
+        self._restorable: set[str] = set()  # model tensor == A's file tensor, bit for bit
+        self._modified: set[str] = set()  # model tensor != A's file tensor: back up instead
 
     def _match_model(self) -> dict[str, torch.Tensor]:
         """Map every checkpoint tensor to the model parameter/buffer it fills; tied parameters
@@ -312,6 +342,44 @@ class Splicer:
         digest.update("\n".join(taken).encode())
         return digest.hexdigest()[:16]
 
+    def _read(self, checkpoint: Checkpoint, name: str, target: torch.Tensor) -> torch.Tensor:
+        """One tensor of ``checkpoint`` cast to ``target``'s dtype (on the CPU)."""
+        return checkpoint.get(name).to(dtype=target.dtype)
+
+    def _before_overwrite(self, name: str, backup: dict[str, torch.Tensor], record: SpliceRecord) -> None:
+        """Make sure A's tensor ``name`` (which the model holds now) can be put back exactly: it is
+        A's file tensor (checked once per splicer), or else it is copied into ``backup``."""
+        if name in self._restorable:
+            return
+        target = self._params[name]
+        if name not in self._modified:
+            value = self._read(self.a, name, target)
+            self.rereads += 1
+            record.bytes_reread += value.numel() * value.element_size()
+            if _same_bits(target.detach(), value.to(target.device)):
+                self._restorable.add(name)
+                return
+            self._modified.add(name)
+        backup[name] = target.detach().to("cpu", copy=True)
+        record.tensors_backed_up += 1
+
+    def _set(self, name: str, side: Side, backup: dict[str, torch.Tensor], record: SpliceRecord) -> None:
+        """Overwrite parameter ``name`` with ``side``'s tensor, streamed from that checkpoint's
+        safetensors (A's from ``backup`` when it had to be backed up)."""
+        target = self._params[name]
+        if side == "A" and name in backup:
+            target.data.copy_(backup.pop(name))
+            return
+        value = self._read(self.b if side == "B" else self.a, name, target)
+        nbytes = value.numel() * value.element_size()
+        if side == "B":
+            self.reads += 1
+            record.bytes_read += nbytes
+        else:
+            self.rereads += 1
+            record.bytes_reread += nbytes
+        target.data.copy_(value)
+
     @contextlib.contextmanager
     def splice(self, variant: Variant | str) -> Iterator[SpliceRecord]:
         """Apply ``variant`` to the model for the duration of the ``with`` block.
@@ -321,6 +389,8 @@ class Splicer:
 
         Raises:
             UsageError: a splice is already active on this splicer (splices do not nest).
+            CheckpointError: a tensor cannot be read back from A or B (the model is then left
+                partly spliced: reload it).
         """
         if isinstance(variant, str):
             variant = parse_variant(variant)
@@ -329,25 +399,23 @@ class Splicer:
         plan = self.plan(variant)
         record = SpliceRecord(plan)
         backup: dict[str, torch.Tensor] = {}
+        taken: list[str] = []
         self._active = True
         try:
             start = time.perf_counter()
             with torch.no_grad():
                 for name in self.tensors_from_b(plan):
-                    target = self._params[name]
-                    backup[name] = target.detach().to("cpu", copy=True)
-                    value = self.b.get(name)
-                    self.reads += 1
-                    record.bytes_read += value.numel() * value.element_size()
-                    target.data.copy_(value.to(dtype=target.dtype))
+                    self._before_overwrite(name, backup, record)
+                    taken.append(name)
+                    self._set(name, "B", backup, record)
                     record.tensors_copied += 1
             record.seconds_apply = time.perf_counter() - start
             yield record
         finally:
             start = time.perf_counter()
             with torch.no_grad():
-                for name, saved in backup.items():
-                    self._params[name].data.copy_(saved)
+                for name in taken:
+                    self._set(name, "A", backup, record)
             record.seconds_restore = time.perf_counter() - start
             self._active = False
 
@@ -355,11 +423,11 @@ class Splicer:
         """Apply each variant in turn (default: :func:`all_variants`, the paper's Table 2 order)
         and yield it while the model is in that state.
 
-        Incremental: between two variants only the tensors whose source changes are touched; a
-        tensor going back to A is copied from the CPU backup (no read), one going to B is streamed
-        from B's safetensors. A's exact tensors are restored when the sweep ends, raises, or is
-        closed (wrap it in :func:`contextlib.closing` when breaking out of the loop early).
-        Extra memory: a CPU copy of every tensor the sweep has taken from B.
+        Incremental: between two variants only the tensors whose source changes are touched, each
+        streamed from its source's safetensors (B's, or A's when it goes back to A). A's exact
+        tensors are restored when the sweep ends, raises, or is closed (wrap it in
+        :func:`contextlib.closing` when breaking out of the loop early). Extra memory: one tensor
+        in flight (plus CPU copies of tensors that differ from A's file, see :class:`Splicer`).
 
         Yields:
             ``(variant, SpliceRecord)``; ``tensors_copied`` / ``bytes_read`` count this step only.
@@ -379,28 +447,23 @@ class Splicer:
                 record = SpliceRecord(plan)
                 start = time.perf_counter()
                 with torch.no_grad():
-                    for name, target in self._params.items():
+                    for name in self._params:
                         want = plan.source_of(name, self.a)
                         if want == current[name]:
                             continue
                         if want == "B":
-                            if name not in backup:
-                                backup[name] = target.detach().to("cpu", copy=True)
-                            value = self.b.get(name)
-                            self.reads += 1
-                            record.bytes_read += value.numel() * value.element_size()
-                            target.data.copy_(value.to(dtype=target.dtype))
-                        else:
-                            target.data.copy_(backup[name])
+                            self._before_overwrite(name, backup, record)
+                        self._set(name, want, backup, record)
                         current[name] = want
                         record.tensors_copied += 1
                 record.seconds_apply = time.perf_counter() - start
                 yield variant, record
         finally:
+            final = SpliceRecord(self.plan(Variant(("A", "A", "A"))))  # the restore's reads
             with torch.no_grad():
-                for name, saved in backup.items():
-                    if current[name] != "A":
-                        self._params[name].data.copy_(saved)
+                for name, side in current.items():
+                    if side != "A":
+                        self._set(name, "A", backup, final)
             self._active = False
 
 

@@ -151,6 +151,53 @@ class TestSplicer:
         assert record.plan.layers_from("B") == (2, 3)
 
 
+class TestRestoreFromFile:
+    """A's tensors are put back by re-reading A's safetensors, not from a copy kept in memory."""
+
+    def test_no_copy_of_the_model_is_kept(self, ckpt_a, ckpt_b):
+        model = load(ckpt_a)
+        before = snapshot(model)
+        splicer = Splicer(model, ckpt_a, ckpt_b)
+        with splicer.splice("RL") as record:  # every tensor overwritten: the old way kept them all
+            assert record.tensors_backed_up == 0
+            assert record.tensors_copied == len(before)
+        assert record.bytes_reread > 0 and splicer.rereads == 2 * len(before)  # check once + restore
+        assert_identical(before, model)
+        for variant, record in splicer.sweep():
+            assert record.tensors_backed_up == 0
+        assert_identical(before, model)
+        # restorability is checked once per splicer: later splices only re-read to restore
+        rereads = splicer.rereads
+        with splicer.splice("IN:RL:RL") as record:
+            pass
+        assert splicer.rereads - rereads == record.tensors_copied
+
+    def test_a_tensor_changed_after_loading_is_backed_up_and_restored(self, ckpt_a, ckpt_b):
+        model = load(ckpt_a)
+        name = "model.language_model.layers.5.mlp.up_proj.weight"
+        with torch.no_grad():
+            model.state_dict()[name].add_(1.0)  # no longer A's file tensor
+        before = snapshot(model)
+        splicer = Splicer(model, ckpt_a, ckpt_b)
+        with splicer.splice("IN:RL:RL") as record:
+            assert record.tensors_backed_up == 1
+        assert_identical(before, model)
+        for variant, record in splicer.sweep(["IN:IN:RL", "IN", "RL", "IN:RL:RL"]):
+            pass
+        assert_identical(before, model)
+
+    def test_restore_is_exact_in_another_dtype(self, ckpt_a, ckpt_b):
+        """A bf16 model loaded from fp32 files: restore re-casts A's tensors the way loading did."""
+        from transformers import AutoModelForImageTextToText
+
+        model = AutoModelForImageTextToText.from_pretrained(ckpt_a, dtype=torch.bfloat16).eval()
+        before = snapshot(model)
+        splicer = Splicer(model, ckpt_a, ckpt_b)
+        for variant, record in splicer.sweep():
+            assert record.tensors_backed_up == 0, variant.label()
+        assert_identical(before, model)
+
+
 class TestPlantedLateCapability:
     """B = A plus a capability placed only in the Late layers (conftest.plant_late_capability)."""
 
