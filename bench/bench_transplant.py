@@ -214,9 +214,9 @@ for every variant (checked by the script).
 | naive (authors' §8.4: load Early source + donor per variant) | {n['loads']} | {load_med['naive']:.2f} | {build['naive']:.2f} | {med['naive']:.2f} | – | – |
 
 Build time (getting the 8 variants into memory) is {build['naive'] / build['splicer']:.1f}x lower with `Splicer.sweep`
-than with the naive way ({build['naive'] / build['per_variant']:.1f}x with one `splice` per variant). Extra memory: the sweep keeps
-a CPU copy of every IN tensor it has overwritten (at most the whole model, reached at the RL parent);
-`splice` holds one variant's overwritten tensors; the naive way holds two full models at once. Checkpoint
+than with the naive way ({build['naive'] / build['per_variant']:.1f}x with one `splice` per variant). Extra memory: the splicer
+keeps no copy of IN; it re-reads IN's tensors from IN's safetensors to restore them, so it holds one tensor in
+flight (`bench/bench_splicer_memory.py`, next section); the naive way holds two full models at once. Checkpoint
 loads are cheap here because safetensors are memory-mapped and the files sit in the page cache; on a cold
 disk, or for 7B models (about 16 GB each), every naive reload reads the whole checkpoint again.
 """
