@@ -46,8 +46,8 @@ def test_a_model_that_cannot_solve_the_items_is_inconclusive(shipped):
     assert out.verdict == "inconclusive" and "cannot cost accuracy" in out.reason
 
 
-def swap_results(rate_by_start_layer, *, seed=0):
-    """Pairs whose answer changes, when the swap starts at layer L, with probability
+def swap_results(rate_by_start_layer, *, seed=0, mode="from"):
+    """Pairs whose answer changes, when the swap is at layer L, with probability
     ``rate_by_start_layer[L]`` (shared uniform draw, so the curve is monotone per pair)."""
     rng = np.random.default_rng(seed)
     out = []
@@ -55,7 +55,7 @@ def swap_results(rate_by_start_layer, *, seed=0):
         u = rng.random()
         changed = np.array([u < p for p in rate_by_start_layer] + [False])
         out.append(SimpleNamespace(task=task, changed=changed,
-                                   run=SimpleNamespace(layers=np.arange(L + 1), mode="from")))
+                                   run=SimpleNamespace(layers=np.arange(L + 1), mode=mode)))
     return out
 
 
@@ -68,6 +68,27 @@ def test_vision_read_in_early_mid_layers_is_found(shipped):
 def test_vision_read_in_late_layers_only_is_not_the_claim(shipped):
     out = judge("localization.vision_early", swap_results([0.9] * L), shipped)
     assert out.verdict == "not_reproduced"
+
+
+def test_single_layer_mode_is_a_setting_and_reported(shipped):
+    t = shipped.get("localization.vision_early")
+    assert t.swap_mode == "from" and t.probe_settings()["mode"] == "from"
+    only = t.model_copy(update={"swap_mode": "only"})
+    assert only.probe_settings()["mode"] == "only"
+    # single-layer swaps that matter only in Early-Mid layers
+    out = all_claims()["localization.vision_early"].judge(
+        swap_results([0.0, 0.6, 0.6, 0.3, 0.0, 0.0], mode="only"), REGIONS, only)
+    assert out.verdict == "reproduced" and out.metrics["swap_mode"] == "only" and "mode only" in out.reason
+    # in "only" mode the rate at L = 0 is one layer's, not every layer's: no false "does not read"
+    assert "does not read" not in out.reason
+    with pytest.raises(ValueError, match="swap_mode is 'from'"):
+        judge("localization.vision_early", swap_results([0.9] * L, mode="only"), shipped)
+
+
+def test_no_single_layer_that_matters_is_inconclusive_in_only_mode(shipped):
+    only = shipped.get("localization.vision_early").model_copy(update={"swap_mode": "only"})
+    out = all_claims()["localization.vision_early"].judge(swap_results([0.0] * L, mode="only"), REGIONS, only)
+    assert out.verdict == "inconclusive" and "any single layer" in out.reason
 
 
 def test_answers_that_never_change_are_inconclusive(shipped):

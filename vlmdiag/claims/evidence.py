@@ -143,13 +143,13 @@ class Evidence:
         # The items' own question, as Mrea asks them (the paper's GSM8K prefix is for real math sets).
         return skip_sweep(self.loaded("base"), items, max_new_tokens=max_new_tokens, prefix="")
 
-    def _measure_swap(self, *, n_items: int, max_new_tokens: int, seed: int):
+    def _measure_swap(self, *, n_items: int, max_new_tokens: int, seed: int, mode: str = "from"):
         from vlmdiag.measure.swap import swap_pairs
         from vlmdiag.organism.tasks import SWAP_TASK_OF, swap_pairs as organism_pairs
 
         loaded = self.loaded("base")
         return [r for task in SWAP_TASK_OF
-                for r in swap_pairs(loaded, organism_pairs(task, n_items, seed=seed), mode="from",
+                for r in swap_pairs(loaded, organism_pairs(task, n_items, seed=seed), mode=mode,
                                     max_new_tokens=max_new_tokens)]
 
     def _measure_abilities(self, *, n_items: int, max_new_tokens: int, seed: int):

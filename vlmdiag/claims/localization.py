@@ -4,6 +4,7 @@ swapping (vision) and layer skipping (reasoning)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -67,12 +68,19 @@ def reasoning_late(m, regions: Regions, t: ReasoningLateThresholds) -> Outcome:
 
 
 class VisionEarlyThresholds(ProbeThresholds):
+    swap_mode: Literal["from", "only"] = Field(
+        "from", description="where the source's visual keys/values go for a swap at layer L: every "
+                            "layer >= L (from: the authors' code) or layer L alone (only: the paper's text)")
     min_early_mid_minus_late: float = Field(
-        description="change rate (fraction of pairs) with the swap starting in Early–Mid layers "
-                    "minus with it starting in Late layers, that the interval must exceed")
+        description="change rate (fraction of pairs) with the swap at Early–Mid layers minus at Late "
+                    "layers, that the interval must exceed")
     min_full_swap_rate: float = Field(
-        ge=0, le=1, description="change rate when swapping every layer (L = 0) below which the model "
-                                "does not read the attribute at all: inconclusive")
+        ge=0, le=1, description="below this change rate the model does not read the attribute at all: "
+                                "inconclusive (from: swapping every layer, L = 0; only: the largest "
+                                "single-layer change rate)")
+
+    def probe_settings(self) -> dict:
+        return {**super().probe_settings(), "mode": self.swap_mode}
 
 
 @claim("localization.vision_early",
@@ -80,20 +88,29 @@ class VisionEarlyThresholds(ProbeThresholds):
        source="§3.1.1, Fig. 4a", measurement="swap", needs=("probes", "inference"),
        thresholds=VisionEarlyThresholds)
 def vision_early(results: Sequence, regions: Regions, t: VisionEarlyThresholds) -> Outcome:
-    """Visual-token swapping on the base checkpoint, swapping at every layer ≥ L (the authors'
-    code; prefill only), over OCR, counting, grounding and recognition pairs.
+    """Visual-token swapping on the base checkpoint (prefill only) over OCR, counting, grounding
+    and recognition pairs, in the ``swap_mode`` of the thresholds: the source's visual K/V at
+    every layer ≥ L (``from``, the authors' code) or at layer L alone (``only``, the paper's text).
 
     ``changed[n, L]`` says whether pair n's answer changed as the task defines it (App. D.2.2).
-    When vision is read in Early–Mid layers, starting the swap inside Early–Mid changes answers
-    and starting it in Late does not. Per pair, the statistic is the mean of ``changed`` over
-    start layers L in Early ∪ Mid minus its mean over L in Late, averaged over all pairs (tasks
-    pooled; each task's curve is reported). Reproduced when its bootstrap interval (over pairs)
-    lies entirely above ``min_early_mid_minus_late``; not_reproduced when entirely at or below;
-    inconclusive otherwise, or when swapping every layer (L = 0) changes fewer than
-    ``min_full_swap_rate`` of the answers (the model does not read the attribute).
+    When vision is read in Early–Mid layers, swapping there changes answers and swapping in Late
+    does not (``from``: a swap starting in Late comes after the reading). Per pair, the statistic
+    is the mean of ``changed`` over L in Early ∪ Mid minus its mean over L in Late, averaged over
+    all pairs (tasks pooled; each task's curve is reported). Reproduced when its bootstrap
+    interval (over pairs) lies entirely above ``min_early_mid_minus_late``; not_reproduced when
+    entirely at or below; inconclusive otherwise, or when the model does not read the attributes:
+    the change rate is below ``min_full_swap_rate`` when swapping every layer (``from``, L = 0), or
+    at every single layer (``only``). The mode is reported (``swap_mode``) and named in the reason.
+
+    Raises:
+        ValueError: no pairs, or the pairs were swapped in another mode than ``swap_mode``.
     """
     if not results:
         raise ValueError("localization.vision_early: no swap pairs were measured")
+    mode = results[0].run.mode
+    if {r.run.mode for r in results} != {t.swap_mode}:
+        raise ValueError(f"localization.vision_early: swap_mode is {t.swap_mode!r} but the pairs were "
+                         f"swapped in mode {sorted({r.run.mode for r in results})}")
     layers = list(results[0].run.layers)
     changed = np.stack([r.changed for r in results]).astype(float)            # [N, n_layers_tested]
     columns = [layers.index(k) for k in range(regions.num_layers)]
@@ -104,19 +121,22 @@ def vision_early(results: Sequence, regions: Regions, t: VisionEarlyThresholds) 
     statistic = float(per_item.mean())
     interval = bootstrap_interval(per_item, level=t.confidence, n_resamples=t.bootstrap_resamples)
     tasks = sorted({r.task for r in results})
-    metrics = {"swap_change_rate": layer_list(per_layer.mean(axis=0)), "swap_mode": results[0].run.mode,
+    metrics = {"swap_change_rate": layer_list(per_layer.mean(axis=0)), "swap_mode": mode,
                "n_pairs": len(results),
                **{f"swap_change_rate_{task}": layer_list(
                    np.stack([r.changed[columns] for r in results if r.task == task]).mean(axis=0)) for task in tasks},
                **{f"{r.lower()}_change_rate": float(v.mean()) for r, v in by_region.items()}}
-    full = float(per_layer[:, 0].mean())
+    where = {"from": "swap from layer L on", "only": "swap at layer L alone"}[mode]
+    # from: L = 0 swaps every layer; only: no single layer may matter on its own.
+    full = float(per_layer[:, 0].mean()) if mode == "from" else float(per_layer.mean(axis=0).max())
     if full < t.min_full_swap_rate:
-        return Outcome("inconclusive", f"swapping the visual tokens at every layer changes {full:.0%} of the "
-                       f"answers (< {t.min_full_swap_rate:.0%}): the model does not read these attributes, so "
-                       "where it reads them cannot be located", statistic, interval, t.min_early_mid_minus_late,
-                       metrics, series="swap_change_rate")
+        what = "at every layer" if mode == "from" else "at any single layer"
+        return Outcome("inconclusive", f"swapping the visual tokens {what} changes at most {full:.0%} of the "
+                       f"answers (< {t.min_full_swap_rate:.0%}; mode {mode}): the model does not read these "
+                       "attributes, so where it reads them cannot be located", statistic, interval,
+                       t.min_early_mid_minus_late, metrics, series="swap_change_rate")
     verdict = decide(interval, t.min_early_mid_minus_late, "above")
-    reason = (f"change rate with the swap starting in Early–Mid {early_mid.mean():.0%} vs Late "
+    reason = (f"{where} (mode {mode}): change rate with L in Early–Mid {early_mid.mean():.0%} vs Late "
               f"{by_region['Late'].mean():.0%}: difference {statistic:+.2f} ({t.confidence:.0%} CI "
               f"[{interval.low:+.2f}, {interval.high:+.2f}], threshold {t.min_early_mid_minus_late:g}); "
               f"{len(results)} pairs over {', '.join(tasks)}")
