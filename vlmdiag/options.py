@@ -12,8 +12,8 @@ from vlmdiag.regions import REGION_NAMES, parse_regions
 __all__ = ["parse_recipe", "parse_regions", "parse_rl_frozen", "recipes_from"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][\w.-]*$")
-EXAMPLE = ("pytest --base organism:in --rl organism:rl --origin organism:base\n"
-           "  or: pytest --recipe NAME=BASE,RL[,ORIGIN] (repeatable)")
+EXAMPLE = ("pytest --base organism:in --rl organism:rl --origin organism:base, "
+           "or pytest --recipe NAME=BASE,RL[,ORIGIN] (repeatable)")
 
 
 def parse_recipe(text: str) -> Recipe:

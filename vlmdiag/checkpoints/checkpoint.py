@@ -42,11 +42,20 @@ class Checkpoint:
         self._config_bytes = config_file.read_bytes()
         try:
             self.config: dict = json.loads(self._config_bytes)
-        except ValueError as error:
+        except (ValueError, RecursionError) as error:
             raise CheckpointError(f"{config_file}: not valid JSON ({error})") from error
-        self.adapter: Adapter = adapter_for(self.config, source=str(config_file))
-        self.num_llm_layers = self.adapter.num_llm_layers(self.config)
-        self.num_vision_layers = self.adapter.num_vision_layers(self.config)
+        if not isinstance(self.config, dict):
+            raise CheckpointError(f"{config_file}: expected a JSON object, got {type(self.config).__name__}")
+        try:
+            self.adapter: Adapter = adapter_for(self.config, source=str(config_file))
+            self.num_llm_layers = self.adapter.num_llm_layers(self.config)
+            self.num_vision_layers = self.adapter.num_vision_layers(self.config)
+        except CheckpointError as error:
+            message = str(error)
+            raise CheckpointError(message if str(config_file) in message else f"{config_file}: {message}") from None
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as error:  # odd value types
+            raise CheckpointError(f"{config_file}: unexpected value ({type(error).__name__}: {error}); "
+                                  f"layer counts must be integers") from error
         self._entries, self._headers, self._pickled = self._index(allow_pickle)
 
     def _index(self, allow_pickle: bool):
@@ -63,7 +72,7 @@ class Checkpoint:
                     raise CheckpointError(
                         f"{self.path}: only pickle weights ({file.name}); pickle files can run code "
                         f"when loaded. Convert to safetensors, or pass --allow-pickle if you trust them")
-                state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+                state = _load_pickle(file)
                 raw = json.dumps({k: [str(v.dtype), list(v.shape)] for k, v in state.items()},
                                  sort_keys=True).encode()
                 locations = {name: (file, name) for name in state}
@@ -126,7 +135,7 @@ class Checkpoint:
             return read_tensor(self._entries[name])
         if name in self._pickled:
             file, key = self._pickled[name]
-            return torch.load(file, map_location="cpu", weights_only=True, mmap=True)[key].clone()
+            return _load_pickle(file)[key].clone()
         raise KeyError(f"{self.path}: no tensor {name!r}")
 
     @cached_property
@@ -147,6 +156,34 @@ class Checkpoint:
 
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.path)!r}, {self.adapter.family}, L={self.num_llm_layers})"
+
+
+def _load_pickle(file: Path) -> dict[str, torch.Tensor]:
+    """A pickle weights file read with ``weights_only=True`` (tensors and plain containers only: a
+    pickle that names any other object is refused, since unpickling it could run code).
+
+    Raises:
+        CheckpointError: unreadable or refused file, or not a mapping of names to tensors.
+    """
+    import pickle
+
+    state = None
+    for mmap in (True, False):  # mmap needs the zip format of torch >= 1.6; older files load without
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
+            break
+        except pickle.UnpicklingError as error:
+            raise CheckpointError(f"{file}: refused: the pickle holds objects other than tensors, and "
+                                  f"unpickling them could run code; convert it to safetensors") from error
+        except Exception as error:  # noqa: BLE001 — corrupt zip, truncated file, legacy format, ...
+            if mmap:
+                continue
+            first = (str(error).strip().splitlines() or [""])[0]
+            raise CheckpointError(f"{file}: cannot read pickle weights ({type(error).__name__}: {first})") from error
+    if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in state.items())):
+        raise CheckpointError(f"{file}: not a state dict (a mapping of tensor names to tensors)")
+    return state
 
 
 def check_compatible(*checkpoints: Checkpoint) -> None:

@@ -23,16 +23,30 @@ def resolve_checkpoint(spec: str) -> Path:
     if spec.startswith("organism:"):
         from vlmdiag import organism  # builds with trl; import only when asked for
 
-        return organism.checkpoint_path(spec.split(":", 1)[1])
-    path = Path(spec).expanduser()
-    if path.exists():
+        return organism.resolve_spec(spec)  # organism:STAGE or organism:STAGE@RECIPE
+    try:
+        path = Path(spec).expanduser()
+    except RuntimeError:  # "~user/..." for a user that does not exist: take the text literally
+        path = Path(spec)
+    try:
+        exists = path.exists()
+    except OSError as error:  # e.g. a name longer than the file system allows
+        raise CheckpointError(f"{spec!r}: not a usable checkpoint path ({error.strerror})") from error
+    if exists:
         if not path.is_dir():
-            raise CheckpointError(f"{path}: a checkpoint must be a folder (config.json + safetensors), "
+            raise CheckpointError(f"{_shown(path)}: a checkpoint must be a folder (config.json + safetensors), "
                                   f"this is a file")
         return path
     if _HUB_ID.match(spec) and not spec.startswith("."):
         return _download(spec)
-    raise CheckpointError(f"{path}: checkpoint folder does not exist")
+    raise CheckpointError(f"{_shown(path)}: checkpoint folder does not exist")
+
+
+def _shown(path: Path) -> str:
+    """The path as typed, or its repr when it holds a newline or another unprintable character
+    (so the error stays one readable line)."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
 
 
 def _download(repo_id: str) -> Path:

@@ -70,19 +70,24 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], bytes]:
         header = json.loads(raw)
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
-    except (UnicodeDecodeError, ValueError) as error:
-        raise CheckpointError(f"{path}: corrupt safetensors header ({error})") from error
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:  # RecursionError: absurdly deep nesting
+        raise CheckpointError(f"{path}: corrupt safetensors header ({type(error).__name__}: {error})") from error
     data_start = 8 + length
     entries = {}
     for name, spec in header.items():
         if name == "__metadata__":
             continue
         try:
-            dtype, shape, (begin, end) = spec["dtype"], tuple(spec["shape"]), spec["data_offsets"]
+            dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+            if not isinstance(shape, list) or not all(map(_is_count, shape)):
+                raise ValueError(f"shape {shape!r} is not a list of non-negative integers")
+            if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(_is_count, offsets)):
+                raise ValueError(f"data_offsets {offsets!r} are not two non-negative integers")
+            begin, end = offsets
             numel = 1
             for dim in shape:
-                numel *= int(dim)
-            if dtype not in DTYPES:
+                numel *= dim
+            if not isinstance(dtype, str) or dtype not in DTYPES:
                 raise ValueError(f"unsupported dtype {dtype!r}")
             if end - begin != numel * DTYPES[dtype].itemsize or begin < 0:
                 raise ValueError(f"byte range {begin}..{end} does not fit shape {list(shape)} {dtype}")
@@ -95,6 +100,11 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], bytes]:
         entries[name] = TensorEntry(path, dtype, tuple(int(d) for d in shape),
                                     data_start + begin, data_start + end)
     return entries, raw
+
+
+def _is_count(value) -> bool:
+    """A JSON non-negative integer (``true`` is not one, though Python says bool is an int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def read_tensor(entry: TensorEntry) -> torch.Tensor:

@@ -40,9 +40,11 @@ def load_thresholds(path: str | Path) -> Thresholds:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ThresholdsError(f"{path}: cannot read the thresholds file ({error.strerror})") from error
+    except UnicodeDecodeError as error:
+        raise ThresholdsError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from error
     try:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
@@ -74,7 +76,8 @@ def _message(path: Path, root, error: ValidationError, prefix: tuple) -> str:
     problems = []
     for item in error.errors():
         loc = prefix + tuple(str(x) for x in item["loc"])
-        problems.append(f"{path}:{_line(root, loc)}: {'.'.join(loc)}: {item['msg']}")
+        shown = ".".join(part if part.isprintable() else repr(part) for part in loc)  # keep it one line
+        problems.append(f"{path}:{_line(root, loc)}: {shown}: {item['msg']}")
     return "; ".join(problems)
 
 

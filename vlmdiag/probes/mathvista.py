@@ -45,7 +45,7 @@ def _metadata(record: Record) -> dict:
             meta = json.loads(meta)
         except ValueError as error:
             raise ProbeError(f"{record.where}: metadata is not a JSON object ({error})") from error
-    if not isinstance(meta, dict) or not meta.get("category"):
+    if not isinstance(meta, dict) or not isinstance(meta.get("category"), str) or not meta["category"]:
         raise ProbeError(f"{record.where}: missing field metadata.category "
                          "(general-vqa or math-targeted-vqa)")
     return meta
@@ -58,6 +58,8 @@ def _question(record: Record, use_query: bool) -> str:
         return str(data["query"])
     question = str(data["question"])
     choices = data.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        raise ProbeError(f"{record.where}: choices must be a list, got {type(choices).__name__}")
     if data.get("question_type") == "multi_choice" or choices:
         if not choices:
             raise ProbeError(f"{record.where}: a multi_choice question without choices")

@@ -63,23 +63,29 @@ def read_records(path: str | Path) -> Iterator[Record]:
         raise ProbeError(f"{path}: probe file does not exist")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    data = json.loads(line)
-                except ValueError as error:
-                    raise ProbeError(f"{path}:{number}: not valid JSON ({error})") from error
-                if not isinstance(data, dict):
-                    raise ProbeError(f"{path}:{number}: expected a JSON object, got {type(data).__name__}")
-                yield Record(data, f"{path}:{number}")
+        for number, line in jsonl_lines(path):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except (ValueError, RecursionError) as error:
+                raise ProbeError(f"{path}:{number}: not valid JSON ({error})") from error
+            if not isinstance(data, dict):
+                raise ProbeError(f"{path}:{number}: expected a JSON object, got {type(data).__name__}")
+            yield Record(data, f"{path}:{number}")
     elif suffix == ".json":
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = raw[:error.start].count(b"\n") + 1
+            raise ProbeError(f"{path}:{line}: not UTF-8 text (byte {error.start}); save the file as UTF-8") from error
         try:
             document = json.loads(text)
         except json.JSONDecodeError as error:
             raise ProbeError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from error
+        except RecursionError as error:
+            raise ProbeError(f"{path}: not valid JSON (nested too deeply)") from error
         entries = document.items() if isinstance(document, dict) else enumerate(document) \
             if isinstance(document, list) else None
         if entries is None:
@@ -104,6 +110,21 @@ def read_records(path: str | Path) -> Iterator[Record]:
             yield Record(data, f"{path}:row {number}")
     else:
         raise ProbeError(f"{path}: unknown probe file type {suffix!r}; expected .jsonl, .json or .parquet")
+
+
+def jsonl_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(1-based line number, text)`` of each line of a UTF-8 file (lines end at ``\\n``).
+
+    Raises:
+        ProbeError: a line that is not UTF-8 (file and line named).
+    """
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ProbeError(f"{path}:{number}: not UTF-8 text (byte {error.start} of the line); "
+                                 f"save the file as UTF-8") from error
 
 
 def _key_lines(text: str) -> dict[str, int]:

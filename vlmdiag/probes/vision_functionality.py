@@ -20,6 +20,7 @@ from typing import Sequence
 from PIL import Image
 
 from vlmdiag.errors import ProbeError
+from vlmdiag.probes.records import jsonl_lines
 from vlmdiag.probes.types import SwapPair
 
 TASKS = ("counting", "grounding", "ocr", "recognition")
@@ -66,6 +67,8 @@ def parse_line(line: str, *, where: str, folder: Path) -> dict:
         record = json.loads(line)
     except json.JSONDecodeError as error:
         raise ProbeError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+    except RecursionError:
+        raise ProbeError(f"{where}: not valid JSON (nested too deeply)") from None
     if not isinstance(record, dict):
         raise ProbeError(f"{where}: expected a JSON object, got {type(record).__name__}")
     missing = [k for k in _REQUIRED if k not in record]
@@ -129,24 +132,23 @@ def load_vision_functionality(root: str | os.PathLike, *, tasks: Sequence[str] |
         if not path.is_file():
             raise ProbeError(f"{path}: not found")
         used = 0
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                if limit is not None and used >= limit:
-                    break
-                where = f"{path}:{number}"
-                record = parse_line(line, where=where, folder=path.parent)
-                answers = _answers(record, where)
-                used += 1
-                try:
-                    target = _open_image(record["target_path"])
-                    source = _open_image(record["source_path"])
-                except (OSError, ValueError, Image.DecompressionBombError) as error:
-                    reasons.append(f"{where}: image not readable ({type(error).__name__}: {error})")
-                    continue
-                prompt = record["prompt"].replace("<image>", "").strip()
-                pairs.append(SwapPair(id=record["id"], task=record["task"], target_image=target,
-                                      source_image=source, prompt=prompt,
-                                      meta=dict(record["meta"], file=str(path), line=number), **answers))
+        for number, line in jsonl_lines(path):
+            if not line.strip():
+                continue
+            if limit is not None and used >= limit:
+                break
+            where = f"{path}:{number}"
+            record = parse_line(line, where=where, folder=path.parent)
+            answers = _answers(record, where)
+            used += 1
+            try:
+                target = _open_image(record["target_path"])
+                source = _open_image(record["source_path"])
+            except (OSError, ValueError, Image.DecompressionBombError) as error:
+                reasons.append(f"{where}: image not readable ({type(error).__name__}: {error})")
+                continue
+            prompt = record["prompt"].replace("<image>", "").strip()
+            pairs.append(SwapPair(id=record["id"], task=record["task"], target_image=target,
+                                  source_image=source, prompt=prompt,
+                                  meta=dict(record["meta"], file=str(path), line=number), **answers))
     return LoadedPairs(pairs=tuple(pairs), skipped=len(reasons), skipped_reasons=tuple(reasons))
