@@ -4,6 +4,7 @@
 ``vlmdiag planted OUT``     write a Base/IN/RL triple with planted weight updates
 ``vlmdiag transplant ...``  write a Frankenstein splice of two checkpoints
 ``vlmdiag report PATH``     re-render a saved JSON report in the terminal
+``vlmdiag cache info|clear`` show or empty the results cache
 """
 
 from __future__ import annotations
@@ -49,6 +50,30 @@ def _report(argv: Sequence[str]) -> int:
     return 0
 
 
+def _cache(argv: Sequence[str]) -> int:
+    from vlmdiag.cache import ResultsCache
+
+    parser = argparse.ArgumentParser(
+        prog="vlmdiag cache",
+        description="The results cache: measurements kept between runs, under $VLMDIAG_CACHE_DIR/results "
+                    "(default ~/.cache/vlmdiag/results). Model organism builds are not touched.")
+    parser.add_argument("action", choices=("info", "clear"), help="info: what it holds; clear: delete every entry")
+    args = parser.parse_args(argv)
+    cache = ResultsCache()
+    if args.action == "clear":
+        count = cache.clear()
+        print(f"deleted {count} cached measurement{'s' if count != 1 else ''} from {cache.root}")
+        return 0
+    info = cache.info()
+    print(f"results cache: {info['root']}")
+    print(f"{info['entries']} entries, {info['bytes'] / 1e6:.2f} MB")
+    for name, stat in sorted(info["by_measurement"].items()):
+        print(f"  {name:<16} {stat['entries']:>5} entries {stat['bytes'] / 1e6:>9.2f} MB")
+    if info["leftovers"]:
+        print(f"{info['leftovers']} temporary files of interrupted writes (`vlmdiag cache clear` removes them)")
+    return 0
+
+
 def _organism(argv: Sequence[str]) -> int:
     from vlmdiag.organism.cli import main
 
@@ -61,7 +86,8 @@ def _transplant(argv: Sequence[str]) -> int:
     return main(list(argv))
 
 
-COMMANDS = {"organism": _organism, "planted": _planted, "transplant": _transplant, "report": _report}
+COMMANDS = {"organism": _organism, "planted": _planted, "transplant": _transplant, "report": _report,
+            "cache": _cache}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,8 +7,13 @@ that writes the report sees every result whether tests ran in it or in xdist wor
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import shutil
+import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +54,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             ("--report-only", "report_only", "report verdicts but fail no test"),
             ("--allow-pickle", "allow_pickle", "load pickle (.bin) weights; pickle can run code: only for "
                                                "checkpoints you trust"),
-            ("--trust-remote-code", "trust_remote_code", "let transformers run code shipped with a checkpoint")):
+            ("--trust-remote-code", "trust_remote_code", "let transformers run code shipped with a checkpoint"),
+            ("--no-cache", "no_cache", "measure everything again: neither read nor write the results cache "
+                                       "($VLMDIAG_CACHE_DIR or ~/.cache/vlmdiag, under results/)")):
         group.addoption(flag, dest=f"vlmdiag_{dest}", action="store_true", default=False, help=help_text)
         parser.addini(f"vlmdiag_{dest}", help_text, type="bool", default=False)
 
@@ -65,11 +72,25 @@ class RunState:
     report_only: bool
     allow_pickle: bool
     trust_remote_code: bool
+    use_cache: bool = True
+    progress: object = None  # a vlmdiag.report.progress.StepProgress, set in pytest_configure
+    usage_error: str | None = None  # an xdist worker's usage error, reported once by the controller
+    current_nodeid: str | None = None  # the test running now (progress lines resume its line)
     results: list[dict] = field(default_factory=list)
     selected: set[str] = field(default_factory=set)
     _thresholds: object = None
     _evidence: dict = field(default_factory=dict)
     _checkpoints: object = None
+    _results_cache: object = None
+
+    @property
+    def results_cache(self):
+        """The :class:`~vlmdiag.cache.ResultsCache`, or None under ``--no-cache``."""
+        if self.use_cache and self._results_cache is None:
+            from vlmdiag.cache import ResultsCache
+
+            self._results_cache = ResultsCache()
+        return self._results_cache if self.use_cache else None
 
     @property
     def thresholds(self):
@@ -84,7 +105,8 @@ class RunState:
         if self._checkpoints is None:
             from vlmdiag.claims import CheckpointCache
 
-            self._checkpoints = CheckpointCache(allow_pickle=self.allow_pickle)
+            self._checkpoints = CheckpointCache(allow_pickle=self.allow_pickle,
+                                                trust_remote_code=self.trust_remote_code)
         return self._checkpoints
 
     def evidence(self, recipe: str):
@@ -93,7 +115,9 @@ class RunState:
 
             claims = all_claims()
             spectral = any(claims[c].measurement == "weight_spectra" for c in self.selected if c in claims)
-            self._evidence[recipe] = Evidence(self.recipes[recipe], self.checkpoints, wants_spectra=spectral)
+            self._evidence[recipe] = Evidence(self.recipes[recipe], self.checkpoints, wants_spectra=spectral,
+                                              results=self.results_cache,
+                                              progress=self.progress or (lambda label: None))
         return self._evidence[recipe]
 
     def validate_inputs(self) -> None:
@@ -108,6 +132,22 @@ class RunState:
             check_compatible(*opened)
             if self.regions != "localized":
                 regions_for(self.regions, opened[0].num_llm_layers)
+        self._check_inference_inputs()
+
+    def _check_inference_inputs(self) -> None:
+        """When an inference claim is selected: the tokenizer, processor and image token of every
+        checkpoint that can run (no weights are read), so a bad one is a usage error up front."""
+        from vlmdiag.claims import all_claims
+        from vlmdiag.claims.evidence import can_run
+
+        claims = all_claims()
+        if not any("inference" in claims[c].needs for c in self.selected if c in claims):
+            return
+        from vlmdiag.runtime.model import inference_parts
+
+        paths = {self.checkpoints.get(spec).path for r in self.recipes.values() for spec in r.specs().values()}
+        for path in sorted(p for p in paths if can_run(p)):
+            inference_parts(path, trust_remote_code=self.trust_remote_code)
 
     def checkpoint_table(self) -> dict:
         table = {}
@@ -134,7 +174,11 @@ def _value(config: pytest.Config, dest: str):
     return value or None
 
 
+@pytest.hookimpl(tryfirst=True)  # before anything may initialise CUDA in a worker
 def pytest_configure(config: pytest.Config) -> None:
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        _configure_worker(config, workerinput)
     config.addinivalue_line("markers", "slow: takes minutes (the full organism build, benchmarks)")
     config.addinivalue_line("markers", "claim(id): the vlmdiag claim a diagnostic checks")
     from vlmdiag.options import parse_recipe, parse_regions, parse_rl_frozen, recipes_from
@@ -157,6 +201,9 @@ def pytest_configure(config: pytest.Config) -> None:
     report_json = _value(config, "report_json")
     if report_json:
         report_json = Path(report_json).absolute()
+        if report_json.is_dir():
+            raise pytest.UsageError(f"--report-json {report_json}: is a folder; name a file, e.g. "
+                                    f"--report-json={report_json / 'report.json'}")
         if not report_json.parent.is_dir():
             raise pytest.UsageError(f"--report-json {report_json}: folder {report_json.parent} does not exist")
         if not os.access(report_json.parent, os.W_OK):
@@ -165,8 +212,151 @@ def pytest_configure(config: pytest.Config) -> None:
         recipes={r.name: r for r in recipes}, regions=regions, thresholds_path=thresholds,
         report_json=report_json, report_only=bool(_value(config, "report_only")),
         allow_pickle=bool(_value(config, "allow_pickle")),
-        trust_remote_code=bool(_value(config, "trust_remote_code")))
+        trust_remote_code=bool(_value(config, "trust_remote_code")),
+        use_cache=not _value(config, "no_cache"))
     config.pluginmanager.register(ReportWriter(state, config), "vlmdiag-report-writer")
+    if _xdist_controller(config):
+        if config.getoption("dist", "no") == "load" and not _dist_given(config):
+            # -n without --dist: keep each checkpoint's work on one worker (see pytest_collection_modifyitems)
+            config.option.dist = "loadgroup"
+        if state.recipes and not config.getoption("help", False):
+            # Workers collect, the controller does not: check the inputs here, once, rather
+            # than as one crash per worker.
+            try:
+                state.validate_inputs()
+            except VlmdiagError as error:
+                raise pytest.UsageError(str(error)) from None
+
+
+# ---------------------------------------------------------------------------- pytest-xdist
+
+#: Claims whose measurements share work (a weight pass; answers of IN and RL; a loaded base
+#: model) run in one xdist group per recipe, so that work is done once, on one worker.
+XDIST_GROUPS = {"weight_deltas": "weights", "weight_spectra": "weights", "abilities": "abilities",
+                "transplant": "abilities", "freezing": "abilities", "attention": "attention",
+                "skip": "localization", "swap": "localization"}
+
+
+def worker_cuda_visible_devices(worker_id: str | None, current: str | None, device_count: int) -> str | None:
+    """The ``CUDA_VISIBLE_DEVICES`` value for pytest-xdist worker ``worker_id`` (``gwN``): GPU
+    ``N mod device_count``, so each worker has a GPU of its own (round robin when there are more
+    workers than GPUs).
+
+    Returns None, meaning leave the environment alone, outside a worker, without CUDA devices,
+    or when ``current`` (the user's ``CUDA_VISIBLE_DEVICES``, even empty) is set.
+    """
+    if not worker_id or device_count < 1 or current is not None:
+        return None
+    match = re.fullmatch(r"gw(\d+)", worker_id)
+    return str(int(match.group(1)) % device_count) if match else None
+
+
+def _cuda_device_count() -> int:
+    """CUDA devices visible to this process; 0 without an NVIDIA driver (torch is not even
+    imported then)."""
+    if not (Path("/proc/driver/nvidia").exists() or shutil.which("nvidia-smi")):
+        return 0
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 — a broken driver means no GPU to pin
+        return 0
+
+
+def _xdist_controller(config: pytest.Config) -> bool:
+    return (getattr(config, "workerinput", None) is None and config.getoption("dist", "no") != "no"
+            and bool(config.getoption("tx", None)))
+
+
+def _dist_given(config: pytest.Config) -> bool:
+    """Whether the user chose an xdist ``--dist`` mode (command line, PYTEST_ADDOPTS or addopts)."""
+    args = [*config.invocation_params.args, *os.environ.get("PYTEST_ADDOPTS", "").split(),
+            *config.getini("addopts")]
+    return any(a in ("--dist", "-d", "--distload") or a.startswith("--dist=") for a in map(str, args))
+
+
+def _configure_worker(config: pytest.Config, workerinput: dict) -> None:
+    """In an xdist worker: pin it to its GPU before torch initialises CUDA, and group its items
+    as the controller schedules them."""
+    pin = worker_cuda_visible_devices(workerinput.get("workerid"), os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                      int(workerinput.get("vlmdiag_cuda_devices", 0)))
+    if pin is not None:
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_initialized():
+            warnings.warn(f"vlmdiag: CUDA was initialised before worker {workerinput.get('workerid')} could be "
+                          f"pinned to GPU {pin}; set CUDA_VISIBLE_DEVICES yourself", pytest.PytestConfigWarning)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = pin
+    if workerinput.get("vlmdiag_loadgroup"):
+        config.option.loadgroup = True  # xdist's worker flag for --dist loadgroup
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """Controller side: tell each worker how many GPUs there are and how it is scheduled."""
+    config = node.config
+    if _CUDA_COUNT not in config.stash:
+        config.stash[_CUDA_COUNT] = _cuda_device_count()
+    node.workerinput["vlmdiag_cuda_devices"] = config.stash[_CUDA_COUNT]
+    node.workerinput["vlmdiag_loadgroup"] = config.getoption("dist", "no") == "loadgroup"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    """Controller side: a worker's usage error (no checkpoints given), to report once."""
+    message = (getattr(node, "workeroutput", None) or {}).get("vlmdiag_usage_error")
+    state = node.config.stash.get(STATE, None)
+    if message and state is not None:
+        state.usage_error = message
+
+
+_CUDA_COUNT = pytest.StashKey[int]()
+
+
+def _step_progress(config: pytest.Config):
+    """The progress display of the long measurement steps (:mod:`vlmdiag.report.progress`)."""
+    from vlmdiag.report.progress import StepProgress, choose_mode
+
+    worker = os.environ.get("PYTEST_XDIST_WORKER") if getattr(config, "workerinput", None) is not None else None
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    capman = config.pluginmanager.getplugin("capturemanager")
+    suspend = capman.global_and_fixture_disabled if capman is not None else contextlib.nullcontext
+    interactive = reporter is not None and bool(reporter.isatty) and reporter.hasmarkup
+    mode = choose_mode(verbosity=config.get_verbosity(), worker=worker is not None, interactive=interactive)
+    if worker is not None:
+        # A worker's stdout is xdist's channel; its stderr is the terminal the controller runs in.
+        def write_line(text: str) -> None:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+
+        return StepProgress(mode, write_line=write_line, suspend=suspend, prefix=f"[{worker}] ")
+    if reporter is None:
+        return StepProgress("off")
+
+    def console():
+        from rich.console import Console
+
+        return Console(force_terminal=True, width=reporter._tw.fullwidth)
+
+    def resume() -> None:
+        # Without -v pytest writes a file's result letters after its path on one line: put
+        # the path back so the letters that follow the step are not left on a line alone.
+        nodeid = config.stash[STATE].current_nodeid
+        if nodeid and config.get_verbosity() <= 0:
+            fspath = config.rootpath / nodeid.split("::")[0]
+            reporter.currentfspath = fspath
+            reporter.write(os.path.relpath(fspath, reporter.startpath) + " ")
+
+    return StepProgress(mode, write_line=reporter.write_line, console=console, suspend=suspend,
+                        begin=reporter.ensure_newline, end=resume)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # After pytest_configure: the terminal reporter and the capture manager exist now.
+    state = session.config.stash.get(STATE, None)
+    if state is not None:
+        state.progress = _step_progress(session.config)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -175,20 +365,44 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("recipe", names, ids=names)
 
 
+@pytest.hookimpl(tryfirst=True)  # the xdist_group marks must be there before xdist reads them
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     diagnostics = [item for item in items if "diagnose" in getattr(item, "fixturenames", ())]
     state = config.stash[STATE]
     if not diagnostics:
         return
+    worker = getattr(config, "workerinput", None) is not None
     if not state.recipes:
         from vlmdiag.options import EXAMPLE
 
-        raise pytest.UsageError(f"the vlmdiag diagnostics need checkpoints: {EXAMPLE}")
+        message = f"the vlmdiag diagnostics need checkpoints: {EXAMPLE}"
+        if worker:  # the controller reports it once (pytest_testnodedown), not each worker
+            config.workeroutput["vlmdiag_usage_error"] = message
+            items[:] = []
+            return
+        raise pytest.UsageError(message)
     state.selected = {m.args[0] for item in diagnostics for m in item.iter_markers("claim") if m.args}
-    try:
-        state.validate_inputs()
-    except VlmdiagError as error:
-        raise pytest.UsageError(str(error)) from None
+    if not worker:  # under xdist the controller checked them (pytest_configure)
+        try:
+            state.validate_inputs()
+        except VlmdiagError as error:
+            raise pytest.UsageError(str(error)) from None
+    _mark_xdist_groups(diagnostics)
+
+
+def _mark_xdist_groups(diagnostics: list) -> None:
+    """Give each diagnostic an ``xdist_group`` (recipe + :data:`XDIST_GROUPS` of its claim's
+    measurement), so ``--dist loadgroup`` keeps work that is shared on one worker."""
+    from vlmdiag.claims import all_claims
+
+    claims = all_claims()
+    for item in diagnostics:
+        marker = item.get_closest_marker("claim")
+        claim = claims.get(marker.args[0]) if marker is not None and marker.args else None
+        recipe = getattr(item, "callspec", None) and item.callspec.params.get("recipe")
+        if claim is None or recipe is None:
+            continue
+        item.add_marker(pytest.mark.xdist_group(f"{recipe}-{XDIST_GROUPS.get(claim.measurement, claim.measurement)}"))
 
 
 @pytest.fixture
@@ -211,8 +425,11 @@ def diagnose(request: pytest.FixtureRequest, record_property):
         claims = all_claims()
         if claim_id not in claims:
             raise pytest.UsageError(f"unknown claim {claim_id!r}; known: {', '.join(sorted(claims))}")
-        result = run_claim(claims[claim_id], state.evidence(recipe), state.regions, state.thresholds.get(claim_id))
+        evidence = state.evidence(recipe)
+        first = len(evidence.cache_log)
+        result = run_claim(claims[claim_id], evidence, state.regions, state.thresholds.get(claim_id))
         data = _jsonable(result.as_dict())
+        data["cache"] = cache_record(evidence.cache_log[first:], enabled=state.use_cache)
         record_property("vlmdiag.verdict", result.verdict)
         record_property("vlmdiag.reason", result.reason)
         for key in ("statistic", "threshold", "robust_to_cut"):
@@ -229,6 +446,15 @@ def diagnose(request: pytest.FixtureRequest, record_property):
     return run
 
 
+def cache_record(log: list[tuple[str, str]], *, enabled: bool) -> dict:
+    """A claim's ``cache`` entry in the report: ``enabled`` (no ``--no-cache``), ``measurements``
+    (``{name: "hit" | "miss" | "off"}``: read from the results cache, measured now and stored,
+    measured now without caching) and ``from_cache`` (every measurement it read was a hit)."""
+    measurements = dict(log)
+    return {"enabled": enabled, "measurements": measurements,
+            "from_cache": bool(measurements) and all(v == "hit" for v in measurements.values())}
+
+
 class ReportWriter:
     """Collects every result from the test reports and writes the JSON report and plots.
 
@@ -236,6 +462,10 @@ class ReportWriter:
 
     def __init__(self, state: RunState, config: pytest.Config):
         self.state, self.config = state, config
+
+    @pytest.hookimpl
+    def pytest_runtest_logstart(self, nodeid: str, location) -> None:
+        self.state.current_nodeid = nodeid
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -248,6 +478,8 @@ class ReportWriter:
     @pytest.hookimpl
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         state = self.state
+        if state.usage_error and getattr(self.config, "workerinput", None) is None:
+            session.exitstatus = exitstatus = pytest.ExitCode.USAGE_ERROR
         if getattr(self.config, "workerinput", None) is not None or not state.report_json:
             return
         if exitstatus == pytest.ExitCode.USAGE_ERROR:
@@ -257,14 +489,17 @@ class ReportWriter:
         from vlmdiag.report.document import build_report, dumps, write_atomic
         from vlmdiag.report.plots import write_plots
 
+        cache = {"enabled": state.use_cache, "dir": str(state.results_cache.root) if state.use_cache else None}
         report = build_report(state.results, checkpoints=state.checkpoint_table(), regions=state.regions,
-                              thresholds=str(state.thresholds_path))
+                              thresholds=str(state.thresholds_path), cache=cache)
         write_atomic(state.report_json, dumps(report))
         write_plots(report, state.report_json.parent / f"{state.report_json.stem}_plots")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
+    if state is not None and state.usage_error:
+        terminalreporter.write_line(f"ERROR: {state.usage_error}", red=True)
     if state is None or not state.results:
         return
     from vlmdiag.report.terminal import render
@@ -272,5 +507,20 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.section("vlmdiag")
     report = {"claims": state.results, "regions": state.regions}
     terminalreporter.write(render(report, width=terminalreporter._tw.fullwidth, color=terminalreporter.hasmarkup))
+    line = _cache_line(state)
+    if line:
+        terminalreporter.write_line(line)
     if state.report_json:
         terminalreporter.write_line(f"report: {state.report_json}")
+
+
+def _cache_line(state: RunState) -> str | None:
+    """``cache: 7 of 9 claims from .../results (--no-cache measures again)``."""
+    measured = [r for r in state.results if (r.get("cache") or {}).get("measurements")]
+    if not measured:
+        return None
+    if not state.use_cache:
+        return "cache: off (--no-cache)"
+    hits = sum(1 for r in measured if r["cache"]["from_cache"])
+    return (f"cache: {hits} of {len(measured)} measured claims read their measurements from "
+            f"{state.results_cache.root} (--no-cache measures again; `vlmdiag cache clear` empties it)")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from vlmdiag.checkpoints import Checkpoint, open_checkpoint
@@ -48,8 +52,9 @@ class Recipe:
 class CheckpointCache:
     """Opened checkpoints by spec, shared by every recipe of a run (a spec is opened once)."""
 
-    def __init__(self, *, allow_pickle: bool = False):
+    def __init__(self, *, allow_pickle: bool = False, trust_remote_code: bool = False):
         self.allow_pickle = allow_pickle
+        self.trust_remote_code = trust_remote_code  # for loading models (--trust-remote-code)
         self._open: dict[str, Checkpoint] = {}
 
     def get(self, spec: str) -> Checkpoint:
@@ -58,21 +63,48 @@ class CheckpointCache:
         return self._open[spec]
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """How to make one measurement: the checkpoint roles it reads, the probe items it asks (part
+    of the cache key, by content), where it computes, and ``compute()``."""
+
+    roles: tuple[str, ...]
+    compute: Callable[[], Any]
+    device: Callable[[], str]
+    probes: Any = None
+    also_in: tuple[str, ...] = ()  # measurements whose cached value holds this one (spectra hold norms)
+
+
+def _no_progress(done: int, total: int) -> None:
+    pass
+
+
 @dataclass
 class Evidence:
     """Lazily computed, memoized measurements of one recipe.
 
-    ``progress(label)`` returns a ``(done, total)`` callback for a long step, or None.
+    A measurement is made once per run (memo) and, when ``results`` is a
+    :class:`~vlmdiag.cache.ResultsCache`, read from or stored in the persistent cache, keyed by
+    the checkpoints' identities, the settings, the probe items, the measuring code and the
+    environment (see :mod:`vlmdiag.cache`). ``cache_log`` records ``(measurement, status)`` for
+    every :meth:`measure` call, status ``hit`` (read from the cache), ``miss`` (measured now and
+    stored) or ``off`` (measured now, not cached).
+
+    ``progress(label)`` returns a ``(done, total)`` callback for a long step (optionally with a
+    ``close()`` method, called when the step ends), or None.
     """
 
     recipe: Recipe
     checkpoints: CheckpointCache
     progress: Callable[[str], Callable[[int, int], None] | None] = lambda label: None
     wants_spectra: bool = False  # a spectral claim is selected: make one weight pass, not two
-    _memo: dict[str, Any] = field(default_factory=dict)
+    results: Any = None  # a vlmdiag.cache.ResultsCache, or None for no persistent cache
+    cache_log: list[tuple[str, str]] = field(default_factory=list)
+    _memo: dict[Any, tuple[Any, str]] = field(default_factory=dict)
 
     _models: dict[str, Any] = field(default_factory=dict)
     _answers: dict[str, str] = field(default_factory=dict)  # run_abilities answer cache, shared
+    _identities: dict[str, dict] = field(default_factory=dict)
 
     def has(self, need: str) -> bool:
         """Whether the recipe supplies what a claim ``needs``: ``origin``, ``rl_frozen``,
@@ -92,16 +124,89 @@ class Evidence:
         return self.checkpoint("base").num_llm_layers
 
     def measure(self, name: str, settings: dict | None = None) -> Any:
-        """The named measurement, computed on first use.
+        """The named measurement, computed on first use (or read from the results cache).
 
         ``settings`` (a claim's :meth:`~vlmdiag.claims.registry.ClaimThresholds.probe_settings`,
-        plus ``regions`` for claims measured at the cuts) are passed to ``_measure_<name>`` as
-        keyword arguments and are part of the memo key.
+        plus ``regions`` for claims measured at the cuts) are passed to ``_plan_<name>`` as
+        keyword arguments and are part of the memo and cache keys.
         """
         key = name if not settings else (name, tuple(sorted(settings.items())))
         if key not in self._memo:
-            self._memo[key] = getattr(self, f"_measure_{name}")(**(settings or {}))
-        return self._memo[key]
+            self._memo[key] = self._obtain(name, dict(settings or {}))
+        value, status = self._memo[key]
+        self.cache_log.append((name, status))
+        return value
+
+    def _obtain(self, name: str, settings: dict) -> tuple[Any, str]:
+        if name == "weight_deltas" and self.wants_spectra:
+            value = self.measure("weight_spectra")  # norms come with spectra: one pass
+            return value, self.cache_log[-1][1]
+        plan: _Plan = getattr(self, f"_plan_{name}")(**settings)
+        material = None
+        if self.results is not None:
+            from vlmdiag.cache import CacheWarning
+
+            try:
+                material = self._material(name, settings, plan)
+            except (TypeError, OSError) as error:
+                warnings.warn(f"measurement {name!r} not cached: its key cannot be computed ({error})",
+                              CacheWarning, stacklevel=2)
+            if material is not None:
+                for candidate in (name, *plan.also_in):
+                    hit, value = self.results.get(candidate, {**material, "measurement": candidate})
+                    if hit:
+                        return value, "hit"
+        start = time.perf_counter()
+        value = plan.compute()
+        if material is not None:
+            self.results.put(name, material, value, seconds=round(time.perf_counter() - start, 3))
+        if name == "weight_spectra":
+            self._memo.setdefault("weight_deltas", (value, "miss" if material is not None else "off"))
+        return value, "miss" if material is not None else "off"
+
+    def _material(self, name: str, settings: dict, plan: _Plan) -> dict:
+        """The cache key material of a measurement (see :mod:`vlmdiag.cache`)."""
+        import vlmdiag
+        from vlmdiag.cache import FORMAT, canonical, checkpoint_identity, code_fingerprint, content_digest, \
+            environment_key
+
+        for role in plan.roles:
+            if role not in self._identities:
+                self._identities[role] = checkpoint_identity(self.checkpoint(role))
+        return {"measurement": name, "format": FORMAT, "vlmdiag": vlmdiag.__version__, "code": code_fingerprint(),
+                "environment": environment_key(plan.device()),
+                "checkpoints": {role: self._identities[role] for role in plan.roles},
+                "settings": canonical(settings),
+                "probes": content_digest(plan.probes) if plan.probes is not None else None}
+
+    @contextmanager
+    def _step(self, label: str, total: int | None = None) -> Iterator[Callable[[int, int], None]]:
+        """A long step's progress callback (a no-op without a display), closed when it ends."""
+        callback = self.progress(f"{self.recipe.name}: {label}")
+        if callback is not None and total is not None:
+            callback(0, total)
+        try:
+            yield callback or _no_progress
+        finally:
+            close = getattr(callback, "close", None)
+            if close is not None:
+                close()
+
+    @staticmethod
+    def _model_device() -> str:
+        from vlmdiag.cache import device_description
+        from vlmdiag.runtime.model import default_device, default_dtype
+
+        device = default_device()
+        return device_description(device, default_dtype(device))
+
+    @staticmethod
+    def _weight_device() -> str:
+        import torch
+
+        from vlmdiag.cache import device_description
+
+        return device_description("cuda" if torch.cuda.is_available() else "cpu", "torch.float32")
 
     # ------------------------------------------------------------------ models and probe answers
 
@@ -112,106 +217,198 @@ class Evidence:
         if spec not in self._models:
             from vlmdiag.runtime.model import load_model
 
-            self._models[spec] = load_model(self.checkpoint(role).path)
+            self._models[spec] = load_model(self.checkpoint(role).path,
+                                            trust_remote_code=self.checkpoints.trust_remote_code)
         return self._models[spec]
 
-    def _abilities(self, loaded, fingerprint: str, items, max_new_tokens: int) -> dict:
+    def _abilities(self, loaded, fingerprint: str, items, max_new_tokens: int,
+                   tick: Callable[[int], None] = lambda n: None) -> dict:
         """Mvis/Mv2r/Mrea of one model state (``score_abilities``), with answers cached by
         fingerprint, prompt and decoding, so a model state asked twice (IN in the stage table
-        and in the transplant sweep) generates once."""
+        and in the transplant sweep) generates once. ``tick(n)`` is called after each batch of
+        ``n`` answers generated."""
         from vlmdiag.measure.abilities import make_predict, run_abilities, score_abilities
 
         predict, decoding = make_predict(loaded, max_new_tokens=max_new_tokens)
-        outcomes = run_abilities(items, predict, cache=self._answers, fingerprint=fingerprint, decoding=decoding)
+
+        def counted(messages_batch, images_batch):
+            answers = predict(messages_batch, images_batch)
+            tick(len(answers))
+            return answers
+
+        outcomes = run_abilities(items, counted, cache=self._answers, fingerprint=fingerprint, decoding=decoding)
         return score_abilities(outcomes)
+
+    def _ability_sweep(self, label: str, items, max_new_tokens: int, count: int,
+                       states: Iterator[tuple[str, Callable[[], Any], Callable[[], str]]]) -> dict:
+        """``{label: scores}`` of ``count`` model states on the same items, as one progress step.
+
+        ``states`` yields ``(label, loaded(), fingerprint())`` and keeps the model in that state
+        until the next item is asked for (a splice sweep); it is closed when done or on error."""
+        from vlmdiag.measure.abilities import build_prompts
+
+        per_state = sum(len(build_prompts(item)[0]) for item in items)
+        total = per_state * count
+        scores = {}
+        with self._step(label, total) as progress, closing(states):
+            for index, (name, loaded, fingerprint) in enumerate(states):
+                done = [index * per_state]
+
+                def tick(n: int, done=done, end=(index + 1) * per_state) -> None:
+                    done[0] = min(done[0] + n, end)
+                    progress(done[0], total)
+
+                scores[name] = self._abilities(loaded(), fingerprint(), items, max_new_tokens, tick)
+                progress((index + 1) * per_state, total)
+        return scores
 
     # ------------------------------------------------------------------ inference measurements
 
-    def _measure_attention(self, *, n_items: int, max_new_tokens: int, seed: int):
-        from vlmdiag.claims.inference import measure_attention
+    def _plan_attention(self, *, n_items: int, max_new_tokens: int, seed: int) -> _Plan:
         from vlmdiag.organism.tasks import ability_items
 
-
         items = ability_items("math_vqa", n_items, seed=seed)
-        return measure_attention(self.loaded("base"), self.loaded("rl"), items, max_new_tokens=max_new_tokens)
 
-    def _measure_skip(self, *, n_items: int, max_new_tokens: int, seed: int):
-        from vlmdiag.measure.skip import skip_sweep
+        def compute():
+            from vlmdiag.claims.inference import measure_attention
+
+            base, rl = self.loaded("base"), self.loaded("rl")
+            with self._step("attention (IN, RL; own and teacher-forced)") as progress:
+                return measure_attention(base, rl, items, max_new_tokens=max_new_tokens, progress=progress)
+
+        return _Plan(("base", "rl"), compute, self._model_device, probes=items)
+
+    def _plan_skip(self, *, n_items: int, max_new_tokens: int, seed: int) -> _Plan:
         from vlmdiag.organism.tasks import ability_items
 
         items = ability_items("text_math", n_items, seed=seed)
-        # The items' own question, as Mrea asks them (the paper's GSM8K prefix is for real math sets).
-        return skip_sweep(self.loaded("base"), items, max_new_tokens=max_new_tokens, prefix="")
 
-    def _measure_swap(self, *, n_items: int, max_new_tokens: int, seed: int, mode: str = "from"):
-        from vlmdiag.measure.swap import swap_pairs
+        def compute():
+            import numpy as np
+
+            from vlmdiag.measure.skip import SkipResult, skip_sweep
+
+            loaded = self.loaded("base")
+            settings = [-1, *range(loaded.num_layers)]
+            parts = []
+            # One setting per call (each is generated on its own anyway), so progress moves per layer.
+            with self._step("layer-skip sweep", len(settings)) as progress:
+                for done, k in enumerate(settings, 1):
+                    # The items' own question, as Mrea asks them (the paper's GSM8K prefix is for real math sets).
+                    parts.append(skip_sweep(loaded, items, layers=[] if k < 0 else [k], include_baseline=k < 0,
+                                            max_new_tokens=max_new_tokens, prefix=""))
+                    progress(done, len(settings))
+            return SkipResult(layers=np.concatenate([p.layers for p in parts]),
+                              correct=np.concatenate([p.correct for p in parts]),
+                              answers=tuple(a for p in parts for a in p.answers),
+                              item_ids=parts[0].item_ids)
+
+        return _Plan(("base",), compute, self._model_device, probes=items)
+
+    def _plan_swap(self, *, n_items: int, max_new_tokens: int, seed: int, mode: str = "from") -> _Plan:
         from vlmdiag.organism.tasks import SWAP_TASK_OF, swap_pairs as organism_pairs
 
-        loaded = self.loaded("base")
-        return [r for task in SWAP_TASK_OF
-                for r in swap_pairs(loaded, organism_pairs(task, n_items, seed=seed), mode=mode,
-                                    max_new_tokens=max_new_tokens)]
+        pairs = [pair for task in SWAP_TASK_OF for pair in organism_pairs(task, n_items, seed=seed)]
 
-    def _measure_abilities(self, *, n_items: int, max_new_tokens: int, seed: int):
-        from vlmdiag.claims.inference import AbilityTable
+        def compute():
+            from vlmdiag.measure.swap import swap_pairs
+
+            loaded = self.loaded("base")
+            results = []
+            with self._step("visual-token swap sweep", len(pairs)) as progress:
+                for done, pair in enumerate(pairs, 1):  # pairs are independent: one call each, for progress
+                    results += swap_pairs(loaded, [pair], mode=mode, max_new_tokens=max_new_tokens)
+                    progress(done, len(pairs))
+            return results
+
+        return _Plan(("base",), compute, self._model_device, probes=pairs)
+
+    def _plan_abilities(self, *, n_items: int, max_new_tokens: int, seed: int) -> _Plan:
         from vlmdiag.probes.organism import organism_probe_set
 
         items = organism_probe_set(n_items, seed=seed).all_items()
-        scores, notes = {}, []
+        roles, notes = [], []
         if self.recipe.origin is not None:
             if can_run(self.checkpoint("origin").path):
-                scores["Base"] = self._abilities(self.loaded("origin"), self.checkpoint("origin").fingerprint,
-                                                 items, max_new_tokens)
+                roles.append(("Base", "origin"))
             else:
                 notes.append("Base (--origin) left out: its folder has no tokenizer/processor")
         else:
             notes.append("Base stage left out: no --origin")
-        for label, role in (("IN", "base"), ("RL", "rl")):
-            scores[label] = self._abilities(self.loaded(role), self.checkpoint(role).fingerprint, items, max_new_tokens)
-        return AbilityTable(scores, tuple(notes))
+        roles += [("IN", "base"), ("RL", "rl")]
 
-    def _measure_transplant(self, *, n_items: int, max_new_tokens: int, seed: int, regions):
-        from vlmdiag.claims.inference import AbilityTable
-        from vlmdiag.probes.organism import organism_probe_set
-        from vlmdiag.transplant import Splicer
+        def compute():
+            from vlmdiag.claims.inference import AbilityTable
 
-        items = organism_probe_set(n_items, seed=seed).all_items()
-        base, rl = self.checkpoint("base"), self.checkpoint("rl")
-        loaded = self.loaded("base")
-        scores = {}
-        splicer = Splicer(loaded.model, base, rl, regions=regions)
-        for variant, _ in splicer.sweep():
-            scores[variant.label("IN", "RL")] = self._abilities(loaded, splicer.fingerprint(variant), items,
-                                                                max_new_tokens)
-        return AbilityTable(scores, (f"splices at cuts {regions.cuts} ({regions.preset}); non-decoder "
-                                     "components from the Early source",))
+            states = ((label, partial(self.loaded, role), partial(self._fingerprint, role)) for label, role in roles)
+            scores = self._ability_sweep("abilities (" + ", ".join(label for label, _ in roles) + ")",
+                                         items, max_new_tokens, len(roles), states)
+            return AbilityTable(scores, tuple(notes))
 
-    def _measure_freezing(self, *, n_items: int, max_new_tokens: int, seed: int, regions):
-        from vlmdiag.claims.inference import AbilityTable
+        return _Plan(tuple(role for _, role in roles), compute, self._model_device, probes=items)
+
+    def _plan_transplant(self, *, n_items: int, max_new_tokens: int, seed: int, regions) -> _Plan:
         from vlmdiag.probes.organism import organism_probe_set
 
         items = organism_probe_set(n_items, seed=seed).all_items()
-        scores, notes = {}, []
-        roles = [("IN", "base"), ("RL", "rl")] + [(f"RL-frozen-{r}", f"rl_frozen_{r}") for r, _ in self.recipe.rl_frozen]
-        for label, role in roles:
+
+        def compute():
+            from vlmdiag.claims.inference import AbilityTable
+            from vlmdiag.transplant import Splicer, all_variants
+
+            loaded = self.loaded("base")
+            splicer = Splicer(loaded.model, self.checkpoint("base"), self.checkpoint("rl"), regions=regions)
+            count = len(all_variants())
+            # The splicer's incremental sweep holds each variant while its answers are generated.
+            states = ((variant.label("IN", "RL"), lambda: loaded, partial(splicer.fingerprint, variant))
+                      for variant, _ in splicer.sweep())
+            scores = self._ability_sweep(f"transplant sweep ({count} models)", items, max_new_tokens, count, states)
+            return AbilityTable(scores, (f"splices at cuts {regions.cuts} ({regions.preset}); non-decoder "
+                                         "components from the Early source",))
+
+        return _Plan(("base", "rl"), compute, self._model_device, probes=items)
+
+    def _plan_freezing(self, *, n_items: int, max_new_tokens: int, seed: int, regions) -> _Plan:
+        from vlmdiag.probes.organism import organism_probe_set
+
+        items = organism_probe_set(n_items, seed=seed).all_items()
+        roles, notes = [], []
+        for label, role in [("IN", "base"), ("RL", "rl")] + [(f"RL-frozen-{r}", f"rl_frozen_{r}")
+                                                            for r, _ in self.recipe.rl_frozen]:
             if role.startswith("rl_frozen_") and not can_run(self.checkpoint(role).path):
                 notes.append(f"{label} left out: its folder has no tokenizer/processor")
                 continue
-            scores[label] = self._abilities(self.loaded(role), self.checkpoint(role).fingerprint, items, max_new_tokens)
-        return AbilityTable(scores, tuple(notes))
+            roles.append((label, role))
+
+        def compute():
+            from vlmdiag.claims.inference import AbilityTable
+
+            states = ((label, partial(self.loaded, role), partial(self._fingerprint, role)) for label, role in roles)
+            scores = self._ability_sweep("freezing (" + ", ".join(label for label, _ in roles) + ")",
+                                         items, max_new_tokens, len(roles), states)
+            return AbilityTable(scores, tuple(notes))
+
+        return _Plan(tuple(role for _, role in roles), compute, self._model_device, probes=items)
+
+    def _fingerprint(self, role: str) -> str:
+        return self.checkpoint(role).fingerprint
+
+    # ------------------------------------------------------------------ weight measurements
+
+    def _weight_roles(self) -> tuple[str, ...]:
+        return ("base", "rl", "origin") if self.recipe.origin else ("base", "rl")
 
     def _weight_pass(self, spectra: bool):
         from vlmdiag.measure.weights import weight_deltas
 
         origin = self.checkpoint("origin") if self.recipe.origin else None
-        label = "weight spectra" if spectra else "weight norms"
-        return weight_deltas(self.checkpoint("base"), self.checkpoint("rl"), origin, spectra=spectra,
-                             progress=self.progress(f"{self.recipe.name}: {label}"))
+        with self._step("weight spectra" if spectra else "weight norms") as progress:
+            return weight_deltas(self.checkpoint("base"), self.checkpoint("rl"), origin, spectra=spectra,
+                                 progress=progress)
 
-    def _measure_weight_spectra(self):
-        result = self._weight_pass(spectra=True)
-        self._memo.setdefault("weight_deltas", result)  # norms come with spectra
-        return result
+    def _plan_weight_spectra(self) -> _Plan:
+        return _Plan(self._weight_roles(), partial(self._weight_pass, True), self._weight_device)
 
-    def _measure_weight_deltas(self):
-        return self.measure("weight_spectra") if self.wants_spectra else self._weight_pass(spectra=False)
+    def _plan_weight_deltas(self) -> _Plan:
+        return _Plan(self._weight_roles(), partial(self._weight_pass, False), self._weight_device,
+                     also_in=("weight_spectra",))

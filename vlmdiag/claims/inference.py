@@ -8,7 +8,7 @@ a bootstrap over items).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,11 +44,12 @@ class AttentionComparison:
 
 
 def measure_attention(base: LoadedModel, rl: LoadedModel, items: Sequence[AbilityItem], *,
-                      max_new_tokens: int) -> AttentionComparison:
+                      max_new_tokens: int, progress: Callable[[int, int], None] | None = None) -> AttentionComparison:
     """R→V attention of IN (``base``) and RL on image items, in both modes (SPEC §2).
 
     Each model first answers greedily (``own`` mode). The shared teacher-forced sequence of an
     item is RL's own response (IN's when RL's is empty); both models then read it.
+    ``progress(done, 4)`` is called after each of the four passes (own IN, own RL, forced IN, RL).
 
     Raises:
         ValueError: an item has no image.
@@ -59,15 +60,20 @@ def measure_attention(base: LoadedModel, rl: LoadedModel, items: Sequence[Abilit
     if any(item.image is None for item in items):
         raise ValueError("attention: every probe item needs an image")
     prompts = [image_prompt(item.question, item.image) for item in items]
-    own = {"IN": attention_own_generation(base, prompts, max_new_tokens=max_new_tokens),
-           "RL": attention_own_generation(rl, prompts, max_new_tokens=max_new_tokens)}
+    tick = (lambda done: progress(done, 4)) if progress is not None else (lambda done: None)  # noqa: E731
+    own = {"IN": attention_own_generation(base, prompts, max_new_tokens=max_new_tokens)}
+    tick(1)
+    own["RL"] = attention_own_generation(rl, prompts, max_new_tokens=max_new_tokens)
+    tick(2)
     shared, source = [], []
     for a_in, a_rl in zip(own["IN"], own["RL"]):
         use_rl = bool(a_rl.response.strip()) or not a_in.response.strip()
         shared.append(a_rl.response if use_rl else a_in.response)
         source.append("RL" if use_rl else "IN")
-    forced = {"IN": attention_teacher_forced(base, prompts, shared),
-              "RL": attention_teacher_forced(rl, prompts, shared)}
+    forced = {"IN": attention_teacher_forced(base, prompts, shared)}
+    tick(3)
+    forced["RL"] = attention_teacher_forced(rl, prompts, shared)
+    tick(4)
     runs = {"teacher_forced": forced, "own": own}
     head_mean = lambda values: np.stack([v.mean(axis=1) for v in values])  # noqa: E731  [N, L]
     return AttentionComparison(

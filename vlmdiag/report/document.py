@@ -37,11 +37,13 @@ def environment() -> dict[str, Any]:
             "versions": versions}
 
 
-def build_report(results: list[dict], *, checkpoints: dict, regions: str, thresholds: str) -> dict:
+def build_report(results: list[dict], *, checkpoints: dict, regions: str, thresholds: str,
+                 cache: dict | None = None) -> dict:
     """The JSON document: ``schema_version``, ``vlmdiag_version``, ``created``, ``environment``,
-    ``checkpoints`` (per recipe and role: spec, path, fingerprint), ``regions``, ``thresholds`` and
-    ``claims`` (one entry per claim and recipe: ``id``, ``recipe``, ``verdict``, ``metrics``,
-    ``reason``, ...), sorted by recipe then claim id."""
+    ``checkpoints`` (per recipe and role: spec, path, fingerprint), ``regions``, ``thresholds``,
+    ``cache`` (``enabled``, ``dir`` of the results cache; None when not given) and ``claims`` (one
+    entry per claim and recipe: ``id``, ``recipe``, ``verdict``, ``metrics``, ``reason``, ``cache``
+    (whether its measurements came from the results cache), ...), sorted by recipe then claim id."""
     return {
         "schema_version": SCHEMA_VERSION,
         "vlmdiag_version": vlmdiag.__version__,
@@ -50,6 +52,7 @@ def build_report(results: list[dict], *, checkpoints: dict, regions: str, thresh
         "checkpoints": checkpoints,
         "regions": regions,
         "thresholds": thresholds,
+        "cache": cache,
         "claims": sorted(results, key=lambda r: (r["recipe"], r["id"])),
     }
 

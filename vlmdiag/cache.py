@@ -1,0 +1,381 @@
+"""The persistent results cache: measurements kept on disk between runs.
+
+A measurement (a weight pass, a generation sweep, a transplant sweep...) is stored under a key
+derived from everything that determines its value:
+
+* the measurement's name and its settings (probe count, decoding budget, region cuts...);
+* each checkpoint it reads: :attr:`~vlmdiag.checkpoints.Checkpoint.fingerprint` plus every file
+  of the folder (small files by content, weight files by size and modification time, so an edit
+  anywhere in a file is a miss even where the sampled fingerprint does not look);
+* the probe items, by content (question text, answers, image pixels);
+* the code that measures (a hash of vlmdiag's measuring modules, and ``vlmdiag.__version__``);
+* the numerical environment: torch, transformers, tokenizers, numpy, ... versions, the device
+  (and GPU model) and the dtype the models run in.
+
+Verdict rules are not part of the key: the cache holds measurements, and every run judges them
+again, so an edited ``thresholds.yaml`` or verdict rule takes effect at once.
+
+Entries are JSON files ``<root>/<measurement>/<key>.json`` under :func:`results_dir`, written to a
+temporary file and renamed into place (concurrent pytest-xdist workers and Ctrl-C never leave a
+half-written entry). Values are encoded without pickle: vlmdiag dataclasses by name and fields,
+numpy arrays as dtype + shape + raw bytes (base64). An entry that cannot be read or decoded is a
+miss (with a :class:`CacheWarning`) and is overwritten by the new measurement.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import functools
+import hashlib
+import importlib
+import json
+import os
+import platform
+import tempfile
+import time
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import vlmdiag
+
+FORMAT = 1  # bump when the entry layout or the value encoding changes
+_TAG = "__vlmdiag_type__"
+_SMALL_FILE = 1 << 20  # checkpoint files up to 1 MiB (configs, tokenizers) are keyed by content
+_ARRAY_KINDS = "biufcUS"  # numeric, bool and fixed-width strings; never object arrays
+_VERSIONED = ("torch", "transformers", "tokenizers", "safetensors", "accelerate", "numpy", "scipy",
+              "pillow", "math-verify")
+# Modules whose code does not change what a measurement returns: reports, the pytest and
+# command-line front ends, the organism's training pipeline (its checkpoints are keyed by their
+# fingerprints) and the verdict rules (judged again on every run).
+_NOT_MEASURING = ("report/", "plugin.py", "cli.py", "options.py", "organism/build.py",
+                  "organism/train.py", "organism/cli.py", "claims/abilities.py", "claims/attention.py",
+                  "claims/freezing.py", "claims/localization.py", "claims/transplant.py",
+                  "claims/updates.py", "claims/runner.py", "claims/thresholds.py")
+
+
+class CacheWarning(UserWarning):
+    """A cache entry could not be read or written; the measurement is made (again) instead."""
+
+
+def results_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``<root>/results``, where ``<root>`` is the cache root the model organism uses too:
+    ``cache_dir``, else ``$VLMDIAG_CACHE_DIR``, else ``~/.cache/vlmdiag``."""
+    from vlmdiag.organism.build import cache_root
+
+    return cache_root(cache_dir) / "results"
+
+
+# --------------------------------------------------------------------------- value encoding
+
+
+def encode(value: Any) -> Any:
+    """A JSON-ready form of ``value`` that :func:`decode` turns back into an equal value.
+
+    Handles None, bool, int, float (NaN/Inf kept), str, list, tuple, set, frozenset, dict (any
+    encodable keys), numpy arrays and scalars (numeric, bool, fixed-width strings) and instances
+    of dataclasses defined in vlmdiag.
+
+    Raises:
+        TypeError: anything else (an object array, a tensor, a foreign class), naming it.
+    """
+    if value is None or (isinstance(value, (bool, int, float, str)) and not isinstance(value, np.generic)):
+        return value
+    if isinstance(value, list):
+        return [encode(v) for v in value]
+    if isinstance(value, (tuple, set, frozenset)):
+        items = list(value)
+        if not isinstance(value, tuple):
+            items.sort(key=repr)  # deterministic text for equal sets
+        return {_TAG: type(value).__name__, "items": [encode(v) for v in items]}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value) and _TAG not in value:
+            return {k: encode(v) for k, v in value.items()}
+        return {_TAG: "dict", "items": [[encode(k), encode(v)] for k, v in value.items()]}
+    if isinstance(value, (np.ndarray, np.generic)):
+        array = np.asarray(value)
+        if array.dtype.kind not in _ARRAY_KINDS:
+            raise TypeError(f"cannot cache a numpy array of dtype {array.dtype}")
+        return {_TAG: "ndarray" if isinstance(value, np.ndarray) else "npscalar", "dtype": array.dtype.str,
+                "shape": list(array.shape), "data": base64.b64encode(np.ascontiguousarray(array).tobytes()).decode()}
+    cls = type(value)
+    if dataclasses.is_dataclass(value) and cls.__module__.split(".")[0] == "vlmdiag":
+        return {_TAG: "dataclass", "class": f"{cls.__module__}:{cls.__qualname__}",
+                "fields": {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+    raise TypeError(f"cannot cache a value of type {cls.__module__}.{cls.__qualname__}")
+
+
+def decode(data: Any) -> Any:
+    """The value :func:`encode` encoded. Only vlmdiag dataclasses are instantiated; nothing is
+    unpickled or evaluated.
+
+    Raises:
+        ValueError: malformed data (an unknown tag, a class outside vlmdiag, a bad array).
+    """
+    if data is None or isinstance(data, (bool, int, float, str)):
+        return data
+    if isinstance(data, list):
+        return [decode(v) for v in data]
+    if not isinstance(data, dict):
+        raise ValueError(f"unexpected JSON value of type {type(data).__name__}")
+    tag = data.get(_TAG)
+    if tag is None:
+        return {k: decode(v) for k, v in data.items()}
+    if tag in ("tuple", "set", "frozenset"):
+        return {"tuple": tuple, "set": set, "frozenset": frozenset}[tag](decode(v) for v in data["items"])
+    if tag == "dict":
+        return {_hashable(decode(k)): decode(v) for k, v in data["items"]}
+    if tag in ("ndarray", "npscalar"):
+        dtype = np.dtype(data["dtype"])
+        if dtype.kind not in _ARRAY_KINDS:
+            raise ValueError(f"array dtype {dtype} is not allowed")
+        shape = tuple(int(n) for n in data["shape"])
+        array = np.frombuffer(base64.b64decode(data["data"], validate=True), dtype=dtype).reshape(shape).copy()
+        return array if tag == "ndarray" else array[()]
+    if tag == "dataclass":
+        return _build_dataclass(data["class"], {k: decode(v) for k, v in data["fields"].items()})
+    raise ValueError(f"unknown encoded type {tag!r}")
+
+
+def _hashable(key: Any) -> Any:
+    return tuple(_hashable(k) for k in key) if isinstance(key, list) else key
+
+
+def _build_dataclass(name: str, values: dict) -> Any:
+    module_name, _, qualname = name.partition(":")
+    if module_name.split(".")[0] != "vlmdiag" or not qualname:
+        raise ValueError(f"refusing to build {name!r}: not a vlmdiag class")
+    obj: Any = importlib.import_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and dataclasses.is_dataclass(obj)):
+        raise ValueError(f"{name!r} is not a dataclass")
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    if set(values) != set(fields):
+        raise ValueError(f"{name}: stored fields {sorted(values)} differ from the class's {sorted(fields)}")
+    instance = obj(**{k: v for k, v in values.items() if fields[k].init})
+    for k, v in values.items():
+        if not fields[k].init:
+            object.__setattr__(instance, k, v)
+    return instance
+
+
+# --------------------------------------------------------------------------- key material
+
+
+def canonical(value: Any) -> Any:
+    """A JSON-ready description of ``value`` for hashing: like :func:`encode`, but images and
+    arrays become digests of their contents and any dataclass is described by its fields.
+
+    Raises:
+        TypeError: a value whose content cannot be described (an arbitrary object).
+    """
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return repr(value)  # exact, and NaN-safe
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((canonical(v) for v in value), key=lambda v: json.dumps(v, sort_keys=True))
+    if isinstance(value, dict):
+        return {"dict": sorted(([canonical(k), canonical(v)] for k, v in value.items()),
+                               key=lambda kv: json.dumps(kv[0], sort_keys=True))}
+    if isinstance(value, (np.ndarray, np.generic)):
+        array = np.ascontiguousarray(value)
+        return {"array": array.dtype.str, "shape": list(array.shape),
+                "sha256": hashlib.sha256(array.tobytes()).hexdigest()}
+    if isinstance(value, bytes):
+        return {"bytes": hashlib.sha256(value).hexdigest()}
+    if hasattr(value, "tobytes") and hasattr(value, "mode") and hasattr(value, "size"):  # a PIL image
+        return {"image": value.mode, "size": list(value.size), "sha256": hashlib.sha256(value.tobytes()).hexdigest()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        cls = type(value)
+        return {"class": f"{cls.__module__}:{cls.__qualname__}",
+                "fields": {f.name: canonical(getattr(value, f.name)) for f in dataclasses.fields(value)}}
+    raise TypeError(f"cannot describe a {type(value).__module__}.{type(value).__qualname__} for a cache key")
+
+
+def content_digest(value: Any) -> str:
+    """sha256 (hex) of :func:`canonical` ``(value)``: equal for equal contents, whatever the objects."""
+    return hashlib.sha256(json.dumps(canonical(value), sort_keys=True).encode()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """sha256 (hex, 16 chars) of vlmdiag's measuring code: every ``.py``/``.yaml`` file of the
+    package except reports, front ends, the organism's training pipeline and verdict rules."""
+    package = Path(vlmdiag.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*")):
+        relative = path.relative_to(package).as_posix()
+        if path.suffix not in (".py", ".yaml") or "__pycache__" in relative or not _measuring(relative):
+            continue
+        digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _measuring(relative: str) -> bool:
+    return not any(relative.startswith(x) if x.endswith("/") else relative == x for x in _NOT_MEASURING)
+
+
+def environment_key(device: str) -> dict:
+    """The numerical environment of a measurement: Python (major.minor), the versions of the
+    libraries that compute or grade it, and ``device`` (see :func:`device_description`)."""
+    versions = {}
+    for package in _VERSIONED:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {"python": ".".join(platform.python_version_tuple()[:2]), "versions": versions, "device": device}
+
+
+def device_description(device, dtype=None) -> str:
+    """``cpu``, or ``cuda:<GPU model>``, plus ``/<dtype>`` when given (e.g. ``cuda:NVIDIA H100/bfloat16``).
+    On CUDA, whether TF32 matmuls are allowed is part of it (they change the numbers)."""
+    import torch
+
+    device = torch.device(device)
+    text = device.type
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        text = f"cuda:{torch.cuda.get_device_name(index)}:tf32={torch.backends.cuda.matmul.allow_tf32}"
+    return f"{text}/{str(dtype).removeprefix('torch.')}" if dtype is not None else text
+
+
+def checkpoint_identity(checkpoint) -> dict:
+    """A checkpoint's part of a key: its fingerprint, and each file of its folder: files up to
+    1 MiB (config, tokenizer, processor, chat template) by sha256, larger ones (weights) by size
+    and modification time. A checkpoint copied elsewhere with new times is measured again."""
+    files = {}
+    for path in sorted(Path(checkpoint.path).iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        stat = path.stat()
+        if stat.st_size <= _SMALL_FILE:
+            files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            files[path.name] = [stat.st_size, stat.st_mtime_ns]
+    return {"fingerprint": checkpoint.fingerprint, "files": files}
+
+
+def key_of(material: dict) -> str:
+    """The entry key (40 hex characters of sha256) of a key material dict."""
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:40]
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class ResultsCache:
+    """Measurements on disk under ``root`` (default :func:`results_dir`).
+
+    ``get`` and ``put`` never raise for a broken cache: an unreadable entry is a miss and an
+    unwritable folder turns writing off, each with one :class:`CacheWarning`.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else results_dir()
+        self.writable = True
+
+    def path(self, name: str, key: str) -> Path:
+        """Where the entry ``key`` of measurement ``name`` lives."""
+        return self.root / name / f"{key}.json"
+
+    def get(self, name: str, material: dict) -> tuple[bool, Any]:
+        """``(True, value)`` when an intact entry for ``material`` exists, else ``(False, None)``."""
+        key = key_of(material)
+        path = self.path(name, key)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return False, None
+        except OSError as error:
+            warnings.warn(f"{path}: cache entry unreadable ({error}); measuring again", CacheWarning, stacklevel=2)
+            return False, None
+        try:
+            entry = json.loads(raw)
+            if entry.get("format") != FORMAT or entry.get("name") != name or entry.get("key") != key:
+                raise ValueError("its header does not match the key it is stored under")
+            return True, decode(entry["value"])
+        except Exception as error:  # noqa: BLE001 — any damage means: measure again
+            warnings.warn(f"{path}: corrupt cache entry ({type(error).__name__}: {error}); measuring again",
+                          CacheWarning, stacklevel=2)
+            return False, None
+
+    def put(self, name: str, material: dict, value: Any, *, seconds: float | None = None) -> Path | None:
+        """Store ``value`` for ``material`` atomically; returns the entry's path, or None when the
+        value cannot be encoded or the folder is not writable (with a warning)."""
+        if not self.writable:
+            return None
+        key = key_of(material)
+        try:
+            entry = {"format": FORMAT, "name": name, "key": key, "vlmdiag_version": vlmdiag.__version__,
+                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": seconds,
+                     "material": material, "value": encode(value)}
+        except TypeError as error:
+            warnings.warn(f"measurement {name!r} not cached: {error}", CacheWarning, stacklevel=2)
+            return None
+        path = self.path(name, key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(path, json.dumps(entry, separators=(",", ":")).encode())
+        except OSError as error:
+            self.writable = False
+            warnings.warn(f"{self.root}: cannot write the results cache ({error}); caching is off for "
+                          f"this run (set VLMDIAG_CACHE_DIR to a writable folder)", CacheWarning, stacklevel=2)
+            return None
+        return path
+
+    def entries(self) -> list[Path]:
+        """Every complete entry file."""
+        return sorted(self.root.glob("*/*.json")) if self.root.is_dir() else []
+
+    def info(self) -> dict:
+        """``root``, ``entries``, ``bytes``, ``by_measurement`` (``{name: {"entries", "bytes"}}``)
+        and ``leftovers`` (temporary files of interrupted writers)."""
+        by: dict[str, dict[str, int]] = {}
+        for path in self.entries():
+            stat = by.setdefault(path.parent.name, {"entries": 0, "bytes": 0})
+            stat["entries"] += 1
+            stat["bytes"] += path.stat().st_size
+        leftovers = len(list(self.root.glob("*/.*.tmp"))) if self.root.is_dir() else 0
+        return {"root": str(self.root), "entries": sum(s["entries"] for s in by.values()),
+                "bytes": sum(s["bytes"] for s in by.values()), "by_measurement": by, "leftovers": leftovers}
+
+    def clear(self) -> int:
+        """Delete every entry (and leftover temporary file); returns the number of entries deleted."""
+        if not self.root.is_dir():
+            return 0
+        count = 0
+        for path in sorted(self.root.glob("*/*")):
+            if path.is_file() and (path.suffix == ".json" or path.name.endswith(".tmp")):
+                path.unlink(missing_ok=True)
+                count += path.suffix == ".json"
+        for folder in self.root.iterdir():
+            if folder.is_dir():
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass  # holds something that is not ours
+        return count
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync, rename over ``path``; on any
+    exception (Ctrl-C included) the temporary file is removed and ``path`` is untouched."""
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
