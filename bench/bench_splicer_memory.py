@@ -13,7 +13,7 @@ e.g. an older commit unpacked with ``git archive <rev> vlmdiag | tar -x -C DIR``
 
 Usage::
 
-    python bench/bench_splicer_memory.py [--layers 12 --hidden 1024 --vocab 32768] [--tree DIR]
+    python bench/bench_splicer_memory.py [--layers 12 --hidden 1024 --vocab 32768] [--repeats 3] [--tree DIR]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -79,19 +80,25 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--vocab", type=int, default=32768)
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement (median time, "
+                                                                  "largest memory)")
     parser.add_argument("--tree", action="append", default=[],
                         help="also measure the vlmdiag package in this folder")
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         a, b = build_pair(Path(tmp), layers=args.layers, hidden=args.hidden, vocab=args.vocab)
-        for tree in [None, *args.tree]:
-            for way in ("sweep", "splice"):
-                r = measure(tree, a, b, way)
-                rows.append((tree or "this tree", way, r))
+        runs = {(tree, way): [] for tree in [None, *args.tree] for way in ("sweep", "splice")}
+        for _ in range(args.repeats):  # interleaved, so load changes on a shared machine hit every row
+            for (tree, way), results in runs.items():
+                results.append(measure(tree, a, b, way))
+        for (tree, way), results in runs.items():
+            rows.append((tree, way, {**results[0], "extra_bytes": max(r["extra_bytes"] for r in results),
+                                     "seconds": statistics.median(r["seconds"] for r in results)}))
     print(f"model: {rows[0][2]['model_bytes'] / 1e6:.0f} MB of fp32 parameters "
           f"({args.layers} layers, hidden {args.hidden}, vocab {args.vocab})")
-    print("| vlmdiag | way | extra peak RSS (MB) | time (s) |\n|---|---|---|---|")
+    print(f"{args.repeats} runs each, interleaved; load average {os.getloadavg()[0]:.1f} at the end")
+    print("| vlmdiag | way | extra peak RSS (MB), largest | time (s), median |\n|---|---|---|---|")
     for tree, way, r in rows:
         print(f"| {r['vlmdiag']} | {way} | {r['extra_bytes'] / 1e6:.0f} | {r['seconds']:.2f} |")
     return 0
