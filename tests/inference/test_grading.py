@@ -73,3 +73,58 @@ def test_swap_changed_errors():
         g.swap_changed(_pair("colour"), "a", "b")
     with pytest.raises(ValueError, match="needs source_bbox"):
         g.swap_changed(_pair("grounding"), "a", "1,2,3,4")
+
+
+# --------------------------------------------------------------------------- box coordinates
+
+
+@pytest.mark.parametrize("text, box", [
+    ('{"bbox_2d": [10, 20, 30, 40], "label": "cat"}', (10, 20, 30, 40)),            # Qwen2.5-VL / Qwen3-VL
+    ("<|box_start|>(120,340),(560,780)<|box_end|>", (120, 340, 560, 780)),          # Qwen2-VL
+    ("<ref>cat</ref><box>[[120, 340, 560, 780]]</box>", (120, 340, 560, 780)),      # InternVL
+    ("[0.12, 0.34, 0.56, 0.78]", (0.12, 0.34, 0.56, 0.78)),                         # 0-1
+    ("box_2d v2 (3, 1, 1, 3)", (1, 1, 3, 3)),
+    ("bbox_2d only", None),
+])
+def test_parse_box_formats(text, box):
+    assert g.parse_box(text) == (pytest.approx(box) if box else None)
+
+
+@pytest.mark.parametrize("frame, predicted, pixels", [
+    (g.BoxFrame("pixels", (400, 200)), (40, 20, 80, 60), (40, 20, 80, 60)),
+    # Qwen2.5-VL: pixels of the resized input, here 392 x 196 for a 400 x 200 image
+    (g.BoxFrame("resized_pixels", (400, 200), (392, 196)), (39.2, 19.6, 78.4, 58.8), (40, 20, 80, 60)),
+    (g.BoxFrame("grid_1000", (400, 200)), (100, 100, 200, 300), (40, 20, 80, 60)),
+    (g.BoxFrame("unit", (400, 200)), (0.1, 0.1, 0.2, 0.3), (40, 20, 80, 60)),
+])
+def test_box_frames_convert_to_pixels(frame, predicted, pixels):
+    assert frame.to_pixels(predicted) == pytest.approx(pixels)
+
+
+def test_grounding_iou_is_taken_after_the_conversion():
+    pair = _pair("grounding", source_bbox=(40, 20, 80, 60))
+    thousandths = "(100,100),(200,300)"  # the source box on a 0-1000 grid of a 400 x 200 image
+    assert g.swap_changed(pair, "x", thousandths, frame=g.BoxFrame("grid_1000", (400, 200)))
+    assert not g.swap_changed(pair, "x", thousandths)  # read as pixels it misses the box
+    assert g.swap_changed(pair, "x", "[0.1, 0.1, 0.2, 0.3]", frame=g.BoxFrame("unit", (400, 200)))
+    assert not g.swap_changed(pair, "x", "[0.1, 0.1, 0.2, 0.3]", frame=g.BoxFrame("grid_1000", (400, 200)))
+
+
+def test_box_frame_errors():
+    with pytest.raises(ValueError, match="expected one of"):
+        g.BoxFrame("percent", (10, 10))
+    with pytest.raises(ValueError, match="need the resized image size"):
+        g.BoxFrame("resized_pixels", (10, 10))
+    with pytest.raises(ValueError, match="positive"):
+        g.BoxFrame("unit", (0, 10))
+
+
+def test_every_family_declares_its_box_coordinates():
+    """The conventions the families document (Qwen2.5-VL: absolute pixels of the resized image;
+    Qwen2-VL, Qwen3-VL, InternVL: 0-1000; the others: 0-1)."""
+    from vlmdiag.adapters import adapters
+
+    expected = {"qwen2_5_vl": "resized_pixels", "qwen2_vl": "grid_1000", "qwen3_vl": "grid_1000",
+                "internvl": "grid_1000", "llava": "unit", "llava_onevision": "unit", "gemma3": "unit",
+                "idefics3": "unit", "smolvlm": "unit"}
+    assert {name: a.box_coordinates for name, a in adapters().items()} == expected

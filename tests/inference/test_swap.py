@@ -108,3 +108,21 @@ def test_only_mode_and_validation(qwen_loaded, pair_inputs):
         swap.swap_sweep_inputs(qwen_loaded, target, source, layers=[4], mode="only")
     with pytest.raises(ValueError, match="mode="):
         swap.swap_sweep_inputs(qwen_loaded, target, source, mode="at")
+
+
+def test_box_frame_of_qwen25_is_the_resized_image(qwen_loaded):
+    """Qwen2.5-VL writes boxes in pixels of the image its processor resized (smart_resize to
+    multiples of 28 within the pixel bounds): the frame holds that size, from the patch grid."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    from tiny_models import colour_image
+
+    image = colour_image(size=(200, 90))
+    inputs = build_inputs(qwen_loaded, [image_prompt(PROMPT, image)])
+    frame = swap.box_frame(qwen_loaded, inputs, image.size)
+    processor = qwen_loaded.processor.image_processor
+    height, width = smart_resize(90, 200, factor=28, min_pixels=processor.size["shortest_edge"],
+                                 max_pixels=processor.size["longest_edge"])
+    assert frame.coordinates == "resized_pixels" and frame.resized_size == (width, height) != (200, 90)
+    # a box the model writes over the resized image's right half is the original's right half
+    assert frame.to_pixels((width / 2, 0, width, height)) == pytest.approx((100, 0, 200, 90))

@@ -50,6 +50,7 @@ class Adapter:
     vision_layers_keys: tuple[str, ...]
     image_token_keys: tuple[str, ...]
     checkpoint_prefixes: tuple[tuple[str, str], ...]
+    box_coordinates: str  # how the family writes grounding boxes (vlmdiag.measure.grading.BOX_COORDINATES)
 
     def canonical(self, name: str) -> str:
         """Map an on-disk tensor name to its canonical (in-memory) name."""
@@ -96,13 +97,24 @@ def _lookup(config: dict, keys: tuple[str, ...], family: str):
     raise CheckpointError(f"config.json of a {family} checkpoint has none of the keys {list(keys)}")
 
 
+#: Box-coordinate conventions a family may declare (``vlmdiag.measure.grading.BoxFrame`` converts them).
+BOX_COORDINATES = ("pixels", "resized_pixels", "grid_1000", "unit")
+
+
 @functools.cache
 def adapters() -> dict[str, Adapter]:
-    """Every known family, by name."""
+    """Every known family, by name.
+
+    Raises:
+        ValueError: ``families.yaml`` gives a family an unknown ``box_coordinates``.
+    """
     raw = yaml.safe_load(resources.files("vlmdiag.adapters").joinpath("families.yaml").read_text())
     out = {}
     for family, spec in raw.items():
         modules, config = spec["modules"], spec["config"]
+        if spec.get("box_coordinates") not in BOX_COORDINATES:
+            raise ValueError(f"vlmdiag/adapters/families.yaml: {family}: box_coordinates "
+                             f"{spec.get('box_coordinates')!r} is not one of {list(BOX_COORDINATES)}")
         out[family] = Adapter(
             family=family,
             model_types=tuple(spec["model_types"]),
@@ -117,6 +129,7 @@ def adapters() -> dict[str, Adapter]:
             vision_layers_keys=tuple(config["vision_layers"]),
             image_token_keys=tuple(config["image_token_id"]),
             checkpoint_prefixes=tuple((a, b) for a, b in spec.get("checkpoint_prefixes", [])),
+            box_coordinates=spec["box_coordinates"],
         )
     return out
 

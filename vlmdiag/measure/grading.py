@@ -12,13 +12,19 @@ tolerance counts 199 as 200; this one does not).
 
 Swap criteria (paper App. D.2.2, :func:`swap_changed`): OCR text differs; the count differs; the
 predicted box has IoU > 0.5 with the source box; a recognition answer flips Yes → No.
+
+Boxes: models write coordinates in their family's convention (:data:`BOX_COORDINATES`, set per
+family in ``vlmdiag/adapters/families.yaml``); :class:`BoxFrame` converts a predicted box to the
+probe's pixel coordinates before the IoU.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Sequence
 
+from vlmdiag.adapters import BOX_COORDINATES
 from vlmdiag.probes.types import SwapPair
 
 _THINK_BLOCK = re.compile(r"<think>.*?(?:</think>|$)", re.DOTALL | re.IGNORECASE)
@@ -168,13 +174,65 @@ def parse_count(text: str) -> int | None:
     return _NUMBER_WORDS[words[-1]] if words else None
 
 
+# A number standing on its own: not the "2" of a key such as ``bbox_2d`` (Qwen2.5-VL's JSON boxes).
+_BOX_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?")
+
+
 def parse_box(text: str) -> tuple[float, float, float, float] | None:
-    """The first 4 numbers of an answer as a box ``x1, y1, x2, y2`` (corners sorted), else None."""
-    numbers = re.findall(r"-?\d+(?:\.\d+)?", strip_think(text))
+    """The first 4 numbers of an answer as a box ``x1, y1, x2, y2`` (corners sorted), else None.
+    Numbers glued to a word (``bbox_2d``) are not coordinates; the formats of Qwen2.5-VL
+    (``{"bbox_2d": [x1, y1, x2, y2]}``), Qwen2-VL (``(x1,y1),(x2,y2)``) and InternVL
+    (``[[x1, y1, x2, y2]]``) all parse."""
+    numbers = _BOX_NUMBER.findall(strip_think(text))
     if len(numbers) < 4:
         return None
     x1, y1, x2, y2 = (float(n) for n in numbers[:4])
     return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+
+
+# How a model family writes box coordinates (BOX_COORDINATES, declared per family in families.yaml):
+# ``pixels``: pixels of the image as given; ``resized_pixels``: pixels of the image as the
+# processor resized it (Qwen2.5-VL); ``grid_1000``: 0–1000 over each axis (Qwen2-VL, Qwen3-VL,
+# InternVL); ``unit``: 0–1 over each axis.
+
+
+@dataclass(frozen=True)
+class BoxFrame:
+    """The frame of a model's predicted boxes for one image, and its conversion to that image's
+    pixels (the frame of the probes' ground-truth boxes).
+
+    Attributes:
+        coordinates: one of :data:`BOX_COORDINATES`.
+        image_size: ``(width, height)`` of the image as given, pixels.
+        resized_size: ``(width, height)`` the processor resized it to, pixels; needed for
+            ``resized_pixels`` only.
+
+    Raises:
+        ValueError: unknown convention, a non-positive size, or ``resized_pixels`` without
+            ``resized_size``.
+    """
+
+    coordinates: str
+    image_size: tuple[int, int]
+    resized_size: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        if self.coordinates not in BOX_COORDINATES:
+            raise ValueError(f"box coordinates {self.coordinates!r}: expected one of {list(BOX_COORDINATES)}")
+        sizes = [self.image_size] + ([self.resized_size] if self.resized_size is not None else [])
+        if any(len(size) != 2 or min(size) <= 0 for size in sizes):
+            raise ValueError(f"box frame: image sizes must be two positive numbers, got {sizes}")
+        if self.coordinates == "resized_pixels" and self.resized_size is None:
+            raise ValueError("box coordinates 'resized_pixels' need the resized image size")
+
+    def to_pixels(self, box: Sequence[float]) -> tuple[float, float, float, float]:
+        """``x1, y1, x2, y2`` in this frame → the same box in pixels of the image as given."""
+        width, height = self.image_size
+        span = {"pixels": (width, height), "resized_pixels": self.resized_size,
+                "grid_1000": (1000, 1000), "unit": (1, 1)}[self.coordinates]
+        sx, sy = width / span[0], height / span[1]
+        x1, y1, x2, y2 = box
+        return x1 * sx, y1 * sy, x2 * sx, y2 * sy
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -196,13 +254,15 @@ def _norm_text(text: str) -> str:
     return re.sub(r"\s+", " ", extract_answer(text)).strip().lower().rstrip(".,!?;:")
 
 
-def swap_changed(pair: SwapPair, original: str, swapped: str, *, iou_threshold: float = 0.5) -> bool:
+def swap_changed(pair: SwapPair, original: str, swapped: str, *, iou_threshold: float = 0.5,
+                 frame: BoxFrame | None = None) -> bool:
     """Whether a swapped answer counts as changed, by task (paper App. D.2.2).
 
     * ``ocr``: the normalised text differs from the original answer;
     * ``counting``: the parsed count differs (an unparseable answer on one side only counts as a
       change; on both sides, the normalised texts are compared);
-    * ``grounding``: the swapped answer's box has IoU > ``iou_threshold`` with ``pair.source_bbox``;
+    * ``grounding``: the swapped answer's box, converted to pixels by ``frame`` (default: already
+      in pixels), has IoU > ``iou_threshold`` with ``pair.source_bbox`` (pixels);
     * ``recognition``: the original answer is Yes and the swapped answer is No.
 
     Raises:
@@ -220,6 +280,8 @@ def swap_changed(pair: SwapPair, original: str, swapped: str, *, iou_threshold: 
         if pair.source_bbox is None:
             raise ValueError(f"{pair.id}: a grounding pair needs source_bbox")
         box = parse_box(swapped)
+        if box is not None and frame is not None:
+            box = frame.to_pixels(box)
         return box is not None and iou(box, pair.source_bbox) > iou_threshold
     if task == "recognition":
         return yes_no(original) == "yes" and yes_no(swapped) == "no"

@@ -29,7 +29,7 @@ import torch
 from transformers import DynamicCache
 
 from vlmdiag.errors import ProbeError
-from vlmdiag.measure.grading import swap_changed
+from vlmdiag.measure.grading import BoxFrame, swap_changed
 from vlmdiag.probes.types import SwapPair
 from vlmdiag.runtime.generate import build_inputs, greedy_generate_inputs, image_prompt, split_generation
 from vlmdiag.runtime.model import LoadedModel, decoder_layers
@@ -236,12 +236,36 @@ class PairSwapResult:
     changed: np.ndarray
 
 
+def box_frame(loaded: LoadedModel, inputs: dict, image_size: tuple[int, int]) -> BoxFrame:
+    """The frame the model's predicted boxes are in, for an image of ``image_size`` (width,
+    height) built into ``inputs``: the family's ``box_coordinates`` (``families.yaml``) and, for
+    ``resized_pixels``, the size the processor resized the image to (its patch grid
+    ``image_grid_thw`` × the vision ``patch_size``).
+
+    Raises:
+        ProbeError: ``resized_pixels`` but the inputs have no ``image_grid_thw`` or the config no
+            vision ``patch_size``.
+    """
+    convention = loaded.adapter.box_coordinates
+    resized = None
+    if convention == "resized_pixels":
+        grid = inputs.get("image_grid_thw")
+        patch = (loaded.config.get("vision_config") or {}).get("patch_size")
+        if grid is None or patch is None:
+            raise ProbeError(f"{loaded.adapter.family}: boxes are in pixels of the resized image, but the "
+                             "inputs have no image_grid_thw or the config no vision_config.patch_size")
+        _, rows, cols = (int(v) for v in grid[0])
+        resized = (cols * int(patch), rows * int(patch))
+    return BoxFrame(convention, (int(image_size[0]), int(image_size[1])), resized)
+
+
 def swap_pairs(loaded: LoadedModel, pairs: Sequence[SwapPair], *, layers: Sequence[int] | None = None,
                mode: SwapMode = "from", max_new_tokens: int = 64, layer_batch: int = 8) -> list[PairSwapResult]:
     """Visual-token swap sweep over probe pairs (paper Eq. 2).
 
     The change rate at layer ``layers[j]`` is ``mean(r.changed[j] for r in results)``
-    (:func:`change_rates`).
+    (:func:`change_rates`). Grounding boxes are converted from the family's coordinates to the
+    pair's pixels (:func:`box_frame`) before the IoU.
 
     Raises:
         ProbeError: a pair's target and source have different visual-token spans.
@@ -252,7 +276,9 @@ def swap_pairs(loaded: LoadedModel, pairs: Sequence[SwapPair], *, layers: Sequen
         source = build_inputs(loaded, [image_prompt(pair.prompt, pair.source_image)])
         run = swap_sweep_inputs(loaded, target, source, layers=layers, mode=mode,
                                 max_new_tokens=max_new_tokens, layer_batch=layer_batch, pair_id=pair.id)
-        changed = np.array([swap_changed(pair, run.target_answer, answer) for answer in run.swapped], dtype=bool)
+        frame = box_frame(loaded, target, pair.target_image.size) if pair.task == "grounding" else None
+        changed = np.array([swap_changed(pair, run.target_answer, answer, frame=frame) for answer in run.swapped],
+                           dtype=bool)
         results.append(PairSwapResult(pair_id=pair.id, task=pair.task, run=run, changed=changed))
     return results
 
