@@ -230,6 +230,7 @@ def test_mathvista_file_parses_or_names_the_file(scratch, content, with_descript
     if probes is not None:
         for item in probes.all_items():
             assert item.image is not None and item.image.mode == "RGB"
+        assert all(skip.startswith(f"{path}:") and "image not decodable" in skip for skip in probes.skipped_items)
 
 
 VF_KEYS = ["id", "task", "target_image", "source_image", "prompt", "meta"]

@@ -73,8 +73,11 @@ def run_claim(claim: Claim, evidence: Evidence, regions_spec: str,
         raise
     except BaseException as error:  # noqa: BLE001 — a claim that raises must not stop the others
         result.verdict = "error"
-        result.reason = f"{type(error).__name__}: {error}"
+        result.reason = f"{type(error).__name__}: {' '.join(str(error).split())}"  # one line
         result.metrics = {"traceback": traceback.format_exc(limit=8)}
+        if _out_of_memory(error):
+            result.reason += " [out of memory: fewer probe items (n_items) or a larger device may help]"
+            _release_memory()
         return result
     # A measurement made at the cuts cannot be re-judged at others: robustness is unknown (None).
     robust = None if claim.regions_in_measurement else all(v == outcome.verdict for v in by_cut.values())
@@ -92,3 +95,24 @@ def run_claim(claim: Claim, evidence: Evidence, regions_spec: str,
         flips = sorted(k for k, v in by_cut.items() if v != outcome.verdict)
         result.reason += f" [not robust to the cut: differs at {', '.join(flips)}]"
     return result
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """Host ``MemoryError`` or torch's (CUDA/MPS) ``OutOfMemoryError``."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    return isinstance(error, MemoryError) or (oom is not None and isinstance(error, oom))
+
+
+def _release_memory() -> None:
+    """After an out-of-memory error: drop the failed claim's garbage and the CUDA cache, so the
+    claims that follow start with the memory back."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

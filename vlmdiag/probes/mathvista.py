@@ -67,24 +67,33 @@ def _question(record: Record, use_query: bool) -> str:
     return question
 
 
+class _Undecodable(ProbeError):
+    """The image exists but cannot be decoded: the item is skipped and counted, not fatal."""
+
+
 def _image(record: Record, base: Path) -> Image.Image:
     data = record.data
     decoded = data.get("decoded_image")
-    try:
-        if isinstance(decoded, dict) and decoded.get("bytes"):
-            return Image.open(io.BytesIO(decoded["bytes"])).convert("RGB")
-        if isinstance(decoded, (bytes, bytearray)):
-            return Image.open(io.BytesIO(decoded)).convert("RGB")
+    if isinstance(decoded, dict) and decoded.get("bytes"):
+        if not isinstance(decoded["bytes"], (bytes, bytearray)):
+            raise ProbeError(f"{record.where}: decoded_image.bytes must be bytes, got "
+                             f"{type(decoded['bytes']).__name__}")
+        source = io.BytesIO(decoded["bytes"])
+    elif isinstance(decoded, (bytes, bytearray)):
+        source = io.BytesIO(decoded)
+    else:
         name = data.get("image") or (decoded.get("path") if isinstance(decoded, dict) else None)
         if not name:
             raise ProbeError(f"{record.where}: no image (neither image nor decoded_image)")
-        path = base / str(name)
-        if not path.is_file():
-            raise ProbeError(f"{record.where}: image {path} does not exist (set image_root to the "
+        source = base / str(name)
+        if not source.is_file():
+            raise ProbeError(f"{record.where}: image {source} does not exist (set image_root to the "
                              "folder that holds MathVista's images/)")
-        return Image.open(path).convert("RGB")
-    except (UnidentifiedImageError, OSError) as error:
-        raise ProbeError(f"{record.where}: unreadable image ({error})") from error
+    try:
+        with Image.open(source) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
+        raise _Undecodable(f"{record.where}: image not decodable ({type(error).__name__}: {error})") from error
 
 
 def load_mathvista(path: str | Path, *, descriptions: str | Path | dict[str, str] | None = None,
@@ -104,10 +113,12 @@ def load_mathvista(path: str | Path, *, descriptions: str | Path | dict[str, str
     Returns:
         :class:`~vlmdiag.probes.records.ProbeSet` with ``vqa`` and ``math_vqa`` items; only the
         sampled items' images are decoded. ``skipped["Mv2r"]`` is set when no descriptions are given.
+        A sampled item whose image exists but cannot be decoded is left out and listed in
+        ``skipped_items`` (file, line and reason).
 
     Raises:
         ProbeError: a malformed record (missing pid/question/answer/metadata.category, multiple
-            choice without choices, missing or unreadable image), a duplicate pid, or a sampled
+            choice without choices, missing image), a duplicate pid, or a sampled
             math-targeted-vqa item with no description in a given descriptions file; the message
             names the file and line.
     """
@@ -130,6 +141,7 @@ def load_mathvista(path: str | Path, *, descriptions: str | Path | dict[str, str
         if kind is not None:
             pools[kind].append((record, meta))
     items: dict[str, tuple[AbilityItem, ...]] = {}
+    undecodable: list[str] = []
     for kind, pool in pools.items():
         chosen = sample(pool, n, seed)
         if kind == "math_vqa" and texts is not None:
@@ -144,9 +156,14 @@ def load_mathvista(path: str | Path, *, descriptions: str | Path | dict[str, str
             data = record.data
             pid = str(data["pid"])
             choices = tuple(str(c) for c in data["choices"]) if data.get("choices") else None
+            try:
+                image = _image(record, base)
+            except _Undecodable as error:
+                undecodable.append(str(error))
+                continue
             built.append(AbilityItem(
                 id=f"mathvista-{pid}", kind=kind, question=_question(record, use_query),
-                answer=str(data["answer"]), image=_image(record, base),
+                answer=str(data["answer"]), image=image,
                 description=texts.get(pid) if (texts is not None and kind == "math_vqa") else None,
                 choices=choices,
                 meta={"source": "mathvista", "pid": pid, "where": record.where, "category": meta["category"],
@@ -163,4 +180,4 @@ def load_mathvista(path: str | Path, *, descriptions: str | Path | dict[str, str
     if "math_vqa" not in items:
         skipped["Mv2r"] = f"{path}: no math-targeted-vqa items"
     source = (str(path),) + ((str(descriptions),) if isinstance(descriptions, (str, Path)) else ())
-    return ProbeSet(items=items, skipped=skipped, source=source)
+    return ProbeSet(items=items, skipped=skipped, source=source, skipped_items=tuple(undecodable))

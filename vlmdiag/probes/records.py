@@ -31,11 +31,14 @@ class ProbeSet:
         skipped: metric -> reason it cannot be scored from this set (e.g. ``{"Mv2r": "no
             descriptions file given ..."}``).
         source: the files read.
+        skipped_items: one ``"<file>:<line>: <reason>"`` per item left out because its image
+            could not be decoded (their count is ``len(skipped_items)``).
     """
 
     items: dict[str, tuple[AbilityItem, ...]]
     skipped: dict[str, str] = field(default_factory=dict)
     source: tuple[str, ...] = ()
+    skipped_items: tuple[str, ...] = ()
 
     def all_items(self) -> list[AbilityItem]:
         """Every item, kinds in the order vqa, math_vqa, text_math."""

@@ -133,6 +133,32 @@ def wrap_model(model, processor=None, *, path: str | None = None) -> LoadedModel
                        image_token_id=token_id, device=param.device, dtype=param.dtype, path=path)
 
 
+def inference_parts(path: str | os.PathLike, *, trust_remote_code: bool = False):
+    """What inference needs from a checkpoint folder besides the weights, checked without reading
+    any weight: ``(config, adapter, processor, image_token_id)``. The pytest plugin calls it on
+    every checkpoint before a claim runs, so a bad tokenizer is a usage error, not a claim error.
+
+    Raises:
+        CheckpointError: no ``config.json``; ``auto_map`` needs remote code and
+            ``trust_remote_code`` is False; unknown architecture; no loadable processor; the
+            processor or tokenizer has no image token.
+    """
+    from vlmdiag.runtime.processor import load_processor
+
+    path = Path(path)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"{path}: no config.json; a checkpoint is a Hugging Face model folder")
+    config = json.loads(config_file.read_text())
+    if config.get("auto_map") and not trust_remote_code:
+        raise CheckpointError(
+            f"{config_file}: auto_map needs custom modelling code from the checkpoint; pass "
+            "--trust-remote-code (trust_remote_code=True in Python) only if you trust its author")
+    adapter = adapter_for(config, source=str(config_file))
+    processor = load_processor(path, trust_remote_code=trust_remote_code)
+    return config, adapter, processor, _image_token_id(adapter, config, processor, str(path))
+
+
 def load_model(path: str | os.PathLike, *, device: str | torch.device | None = None,
                dtype: torch.dtype | None = None, trust_remote_code: bool = False,
                attn_implementation: str = "sdpa") -> LoadedModel:
@@ -156,22 +182,10 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     """
     from transformers import AutoModelForImageTextToText
 
-    from vlmdiag.runtime.processor import load_processor
-
     path = Path(path)
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"{path}: no config.json; a checkpoint is a Hugging Face model folder")
-    config = json.loads(config_file.read_text())
-    if config.get("auto_map") and not trust_remote_code:
-        raise CheckpointError(
-            f"{config_file}: auto_map needs custom modelling code from the checkpoint; "
-            "pass trust_remote_code=True only if you trust its author")
-    adapter = adapter_for(config, source=str(config_file))
+    config, adapter, processor, token_id = inference_parts(path, trust_remote_code=trust_remote_code)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or default_dtype(device)
-    processor = load_processor(path, trust_remote_code=trust_remote_code)
-    token_id = _image_token_id(adapter, config, processor, str(path))
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             path, dtype=dtype, trust_remote_code=trust_remote_code,

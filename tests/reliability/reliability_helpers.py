@@ -1,0 +1,96 @@
+"""Helpers of the reliability tests: running pytest on vlmdiag's diagnostics (in this process or
+in a subprocess), damaging checkpoint copies, and snapshots of folders."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+DIAGNOSTICS = ROOT / "diagnostics"
+UPDATES = DIAGNOSTICS / "test_updates.py"  # the weight claims: runnable on weight-only folders
+ATTENTION = DIAGNOSTICS / "test_attention.py"  # an inference claim: needs a tokenizer and processor
+
+
+def run_inprocess(pytester, *args, diagnostics: Path = UPDATES) -> tuple[int, str]:
+    """``pytest DIAGNOSTICS ARGS`` inside this process (fast: torch is imported already);
+    returns the exit code and stdout + stderr."""
+    result = pytester.runpytest_inprocess(str(diagnostics), f"--rootdir={ROOT}", "-p", "no:randomly",
+                                          "-p", "no:cacheprovider", *map(str, args))
+    return int(result.ret), "\n".join(result.outlines + result.errlines)
+
+
+def run_subprocess(*args, env: dict | None = None, cwd: Path = ROOT, timeout: int = 600) -> tuple[int, str]:
+    """``python -m pytest ARGS`` in a fresh process, as a user runs it."""
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def error_line(output: str) -> str:
+    """The one ``ERROR: ...`` line pytest prints for a usage error (asserts there is exactly one)."""
+    lines = [line for line in output.splitlines() if line.startswith("ERROR: ")]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def snapshot(folder: Path) -> dict[str, tuple]:
+    """Every file and folder under ``folder`` (itself included): size, sha256 and mtime (ns) of
+    files, mtime of folders. Equal snapshots: nothing was written, touched, added or removed."""
+    out = {".": ("dir", folder.stat().st_mtime_ns)}
+    for path in sorted(folder.rglob("*")):
+        stat = path.stat()
+        key = str(path.relative_to(folder))
+        if path.is_dir():
+            out[key] = ("dir", stat.st_mtime_ns)
+        else:
+            out[key] = (stat.st_size, hashlib.sha256(path.read_bytes()).hexdigest(), stat.st_mtime_ns)
+    return out
+
+
+def runnable_checkpoint(folder: Path, *, image_token: bool = True, auto_map: bool = False) -> Path:
+    """A tiny random Qwen2.5-VL saved with its tokenizer and image processor, so it can run
+    inference. ``image_token=False`` saves a plain-text tokenizer instead (no image token);
+    ``auto_map=True`` makes config.json ask for remote modelling code."""
+    import json
+
+    sys.path.insert(0, str(ROOT / "tests" / "inference"))
+    import tiny_models
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    processor = tiny_models.qwen25_processor()
+    model = tiny_models.qwen25_model(processor.tokenizer, layers=3, seed=0)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    processor.tokenizer.save_pretrained(folder)
+    if not image_token:
+        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            (folder / name).unlink(missing_ok=True)
+        tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        tok.train_from_iterator(["plain text only"], trainer=trainers.BpeTrainer(
+            vocab_size=50, special_tokens=["<unk>", "<|im_end|>"], show_progress=False))
+        PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", unk_token="<unk>").save_pretrained(folder)
+    if auto_map:
+        config = json.loads((folder / "config.json").read_text())
+        config["auto_map"] = {"AutoModel": "modeling_custom.CustomModel"}
+        (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def comparable(report: dict) -> dict:
+    """A report without what legitimately differs between two runs on the same inputs: the
+    creation time, the environment block, and the results-cache bookkeeping."""
+    out = {k: v for k, v in report.items() if k not in ("created", "environment", "cache")}
+    out["claims"] = [{k: v for k, v in claim.items() if k != "cache"} for claim in report["claims"]]
+    return out

@@ -1,0 +1,225 @@
+"""Fault containment (issue 7): a claim that raises — out of memory included — becomes an ``error``
+verdict with its reason while the other claims run and the JSON report is still written; an
+interrupt (Ctrl-C) during the report write leaves the old report or none, never half of one, and
+no temporary file."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlmdiag.claims import run_claim
+from vlmdiag.claims.evidence import Recipe
+from vlmdiag.claims.registry import Claim, ClaimThresholds, Outcome
+from vlmdiag.report.document import write_atomic
+
+from reliability_helpers import ROOT, run_subprocess
+
+# ----------------------------------------------------------------------------- run_claim on a stub
+
+class StubEvidence:
+    """What :func:`run_claim` reads from an Evidence, with a measurement that raises ``error``."""
+
+    def __init__(self, error: BaseException | None):
+        self.recipe = Recipe("main", "base", "rl")
+        self.num_llm_layers = 6
+        self.error = error
+
+    def has(self, need: str) -> bool:
+        return True
+
+    def measure(self, name, settings=None):
+        if self.error is not None:
+            raise self.error
+        return 1.0
+
+
+def _claim() -> Claim:
+    def judge(measurement, regions, thresholds):
+        return Outcome("reproduced", f"measured {measurement}", statistic=measurement)
+
+    return Claim("test.contained", "a test claim", "§0", frozenset(), "anything", ClaimThresholds, judge)
+
+
+THRESHOLDS = ClaimThresholds(gate=True, confidence=0.95)
+
+RAISES = {
+    "cuda out of memory": (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\n"
+                                                       "(GPU 0; 79.1 GiB total capacity)"), "OutOfMemoryError"),
+    "host out of memory": (MemoryError(), "MemoryError"),
+    "a bug": (ZeroDivisionError("division by zero"), "ZeroDivisionError: division by zero"),
+    "recursion": (RecursionError("maximum recursion depth exceeded"), "RecursionError"),
+}
+
+
+@pytest.mark.parametrize("case", RAISES, ids=list(RAISES))
+def test_a_claim_that_raises_is_an_error_verdict_with_its_reason(case):
+    error, expected = RAISES[case]
+    result = run_claim(_claim(), StubEvidence(error), "paper", THRESHOLDS)
+    assert result.verdict == "error" and result.reason.startswith(expected)
+    assert "\n" not in result.reason  # the terminal shows it on one line
+    assert type(error).__name__ in result.metrics["traceback"]
+    if "memory" in case:
+        assert "out of memory" in result.reason
+
+
+def test_the_same_claim_without_the_fault_is_judged():
+    result = run_claim(_claim(), StubEvidence(None), "paper", THRESHOLDS)
+    assert result.verdict == "reproduced" and result.metrics["statistic"] == 1.0
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_interrupts_are_not_swallowed(interrupt):
+    with pytest.raises(interrupt):
+        run_claim(_claim(), StubEvidence(interrupt()), "paper", THRESHOLDS)
+
+
+# ----------------------------------------------------------------------------- a whole run with a failing claim
+
+CONFTEST = '''
+"""Registers a claim that runs out of memory while judging the real weight measurement."""
+import torch
+from vlmdiag.claims.registry import ClaimThresholds, claim
+
+
+@claim("test.out_of_memory", statement="a claim that runs out of memory", source="test",
+       measurement="weight_deltas", thresholds=ClaimThresholds)
+def judge(measurement, regions, thresholds):
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB")
+'''
+
+DIAGNOSTICS = '''
+import pytest
+
+
+@pytest.mark.claim("updates.energy_mid")
+def test_energy(diagnose, recipe):
+    diagnose(recipe)
+
+
+@pytest.mark.claim("test.out_of_memory")
+def test_out_of_memory(diagnose, recipe):
+    diagnose(recipe)
+
+
+@pytest.mark.claim("updates.rl_smaller_than_in")
+def test_size(diagnose, recipe):
+    diagnose(recipe)
+'''
+
+
+def _project(folder: Path) -> Path:
+    """A user project: a conftest that registers a failing claim, three diagnostics, thresholds."""
+    folder.mkdir()
+    (folder / "conftest.py").write_text(CONFTEST)
+    (folder / "test_diagnostics.py").write_text(DIAGNOSTICS)
+    (folder / "thresholds.yaml").write_text((ROOT / "thresholds.yaml").read_text()
+                                            + "  test.out_of_memory:\n    gate: false\n    confidence: 0.95\n")
+    return folder
+
+
+def test_an_out_of_memory_claim_fails_alone_and_the_report_is_written(planted, tmp_path):
+    paths = planted("paper")
+    project = _project(tmp_path / "project")
+    report = tmp_path / "out" / "report.json"
+    report.parent.mkdir()
+    code, out = run_subprocess("test_diagnostics.py", f"--origin={paths['origin']}", f"--base={paths['base']}",
+                               f"--rl={paths['rl']}", f"--report-json={report}", "-p", "no:cacheprovider",
+                               cwd=project, env={"VLMDIAG_CACHE_DIR": str(tmp_path / "cache")})
+    assert code == 1 and "1 failed, 2 passed" in out, out
+    verdicts = {c["id"]: c for c in json.loads(report.read_text())["claims"]}
+    assert verdicts["test.out_of_memory"]["verdict"] == "error"
+    assert verdicts["test.out_of_memory"]["reason"].startswith("OutOfMemoryError: CUDA out of memory")
+    assert verdicts["updates.energy_mid"]["verdict"] == verdicts["updates.rl_smaller_than_in"]["verdict"] == "reproduced"
+    # nothing but the report and its plots: no temporary file left behind
+    assert sorted(p.name for p in report.parent.iterdir()) == ["report.json", "report_plots"]
+    assert not [p for p in (report.parent / "report_plots").iterdir() if p.suffix != ".png"]
+
+
+# ----------------------------------------------------------------------------- Ctrl-C during the report write
+
+class Interrupting:
+    """A file object that writes ``limit`` bytes, then raises KeyboardInterrupt (Ctrl-C mid-write)."""
+
+    def __init__(self, raw, limit: int):
+        self.raw, self.limit = raw, limit
+
+    def write(self, data: bytes) -> int:
+        self.raw.write(data[:self.limit])
+        self.raw.flush()
+        raise KeyboardInterrupt
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.raw.close()
+
+
+def _interrupt(monkeypatch, where: str):
+    real_fdopen = os.fdopen
+    if where == "write":
+        monkeypatch.setattr(os, "fdopen", lambda fd, mode: Interrupting(real_fdopen(fd, mode), 100))
+    else:  # "fsync" or "replace": the data is complete in the temporary file, not yet in place
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(os, where, interrupted)
+
+
+@pytest.mark.parametrize("where", ["write", "fsync", "replace"])
+@pytest.mark.parametrize("old", [True, False], ids=["old-report", "no-report"])
+def test_interrupted_report_write_leaves_the_old_report_or_none(where, old, tmp_path, monkeypatch):
+    target = tmp_path / "report.json"
+    if old:
+        target.write_text('{"old": true}')
+    new = json.dumps({"claims": ["x" * 10_000]})
+    with monkeypatch.context() as patch:
+        _interrupt(patch, where)
+        with pytest.raises(KeyboardInterrupt):
+            write_atomic(target, new)
+    assert [p.name for p in tmp_path.iterdir()] == (["report.json"] if old else [])  # no temporary file
+    if old:
+        assert json.loads(target.read_text()) == {"old": True}
+    write_atomic(target, new)  # and the next write goes through
+    assert target.read_text() == new and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+INTERRUPTING_CONFTEST = '''
+"""Ctrl-C arrives while vlmdiag writes the JSON report (inside its fsync)."""
+import os
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    os.fsync = interrupted
+'''
+
+
+def test_ctrl_c_during_a_real_runs_report_write_keeps_the_old_report(planted, tmp_path):
+    paths = planted("paper")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "conftest.py").write_text(textwrap.dedent(INTERRUPTING_CONFTEST))
+    (project / "test_updates.py").write_text((ROOT / "diagnostics" / "test_updates.py").read_text())
+    report = tmp_path / "out" / "report.json"
+    report.parent.mkdir()
+    report.write_text('{"old": true}')
+    code, out = run_subprocess("test_updates.py", f"--origin={paths['origin']}", f"--base={paths['base']}",
+                               f"--rl={paths['rl']}", f"--report-json={report}", f"--thresholds={ROOT / 'thresholds.yaml'}",
+                               "-p", "no:cacheprovider", cwd=project, env={"VLMDIAG_CACHE_DIR": str(tmp_path / "cache")})
+    assert code != 0 and "KeyboardInterrupt" in out, out
+    assert json.loads(report.read_text()) == {"old": True}
+    assert [p.name for p in report.parent.iterdir()] == ["report.json"]
