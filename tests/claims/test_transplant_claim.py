@@ -53,3 +53,29 @@ def test_end_to_end_on_tiny_models(runnable, shipped):
     assert result.verdict not in ("error", "skipped"), result.reason + result.metrics.get("traceback", "")
     assert result.metrics["models"] == list(LABELS)
     assert result.metrics["robust_to_cut"] is None and result.metrics["verdicts_by_cut"] == {}
+
+
+def test_splice_table_is_table_2_as_data_and_in_the_terminal(shipped):
+    from vlmdiag.report.document import _jsonable
+    from vlmdiag.report.terminal import render
+
+    out = judge(table({"IN:RL:RL"}), shipped)
+    data = out.metrics["splice_table"]
+    assert data["rows"] == ["Mvis", "Mv2r", "Mrea"] and data["columns"] == list(LABELS)
+    assert data["cells"]["Mv2r"]["IN"] == {"score": 0.3, "delta": None, "interval": None, "p_value": None}
+    kept = data["cells"]["Mv2r"]["IN:RL:RL"]
+    assert kept["score"] == 0.6 and kept["delta"] == 0.3 and kept["interval"]["low"] > 0
+    assert data["cells"]["Mrea"]["RL:IN:IN"]["delta"] == 0
+    result = {"id": CLAIM, "recipe": "rec[1]", "verdict": out.verdict, "gate": False, "reason": out.reason,
+              "metrics": _jsonable({"regions": regions_for("paper", 6).as_dict(), **out.metrics})}
+    text = render({"claims": [result], "regions": "paper"}, width=160, color=False)
+    assert f"{CLAIM} [rec[1]]: Early:Mid:Late splices" in text
+    assert "Δ vs IN in points [95% interval]; cuts 2,4 (paper)" in text
+    header = next(line for line in text.splitlines() if "IN:RL:RL" in line and "ability" in line)
+    assert [c.strip() for c in header.strip("┃ ").split("┃")] == ["ability", *LABELS]
+    mv2r = [line for line in text.splitlines() if "│ Mv2r" in line or "Mv2r " in line][0]
+    assert "30.0" in mv2r and "60.0" in mv2r
+    assert "+30.0" in text and "[+21, +39]" in text  # Δ vs IN with its interval, in points
+    # no table without the transplant metrics
+    other = dict(result, id="x", metrics={"statistic": 0.1})
+    assert "splices" not in render({"claims": [other], "regions": "paper"}, color=False)

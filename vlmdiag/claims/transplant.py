@@ -10,6 +10,7 @@ from vlmdiag.regions import Regions
 from vlmdiag.stats import decide
 
 GAIN_METRICS = ("Mv2r", "Mrea")
+ABILITY_ROWS = ("Mvis", *GAIN_METRICS)
 SPLICE = "IN:RL:RL"
 
 
@@ -17,6 +18,23 @@ class MidLateCarriesGainThresholds(ProbeThresholds):
     min_kept_gain: float = Field(
         description="IN:RL:RL − IN (fraction of items) whose interval must lie above this, for each "
                     "of Mv2r / Mrea on which RL gains over IN")
+
+
+def splice_table(table: AbilityTable, versus_in: dict) -> dict:
+    """The paper's Table 2 as data: ``rows`` (Mvis, Mv2r, Mrea), ``columns`` (the models in
+    measurement order: IN, the six splices, RL) and ``cells[row][column]`` = ``{"score",
+    "delta", "interval", "p_value"}`` (fractions; ``delta`` = column − IN with its paired
+    interval; None where IN itself or where a metric was not scored)."""
+    scores = table.table()
+    cells = {}
+    for metric in ABILITY_ROWS:
+        cells[metric] = {}
+        for label in table.scores:
+            c = versus_in.get(f"{metric} {label} − IN")
+            cells[metric][label] = {"score": scores[label].get(metric), "delta": c.delta if c else None,
+                                    "interval": c.interval.as_dict() if c else None,
+                                    "p_value": c.p_value if c else None}
+    return {"rows": list(ABILITY_ROWS), "columns": list(table.scores), "reference": "IN", "cells": cells}
 
 
 @claim("transplant.mid_late_carries_gain",
@@ -40,7 +58,8 @@ def mid_late_carries_gain(table: AbilityTable, regions: Regions, t: MidLateCarri
     versus_in = {f"{m} {label} − IN": table.compare("IN", label, m, level=level, n_resamples=n)
                  for label in table.scores if label != "IN" for m in ("Mvis", *GAIN_METRICS)}
     metrics = {"scores": table.table(), "transitions": table.transitions(),
-               "comparisons": comparisons_dict(versus_in), "models": list(table.scores)}
+               "comparisons": comparisons_dict(versus_in), "models": list(table.scores),
+               "splice_table": splice_table(table, versus_in)}
     gains = [m for m in GAIN_METRICS if (c := versus_in.get(f"{m} RL − IN")) is not None and c.interval.low > 0]
     metrics["rl_gains"] = gains
     kept = lambda label, m: versus_in.get(f"{m} {label} − IN")  # noqa: E731

@@ -1,4 +1,5 @@
-"""The terminal summary: one rich table, claims × recipes (SPEC §5)."""
+"""The terminal summary: one rich table, claims × recipes (SPEC §5), and a Table-2-style table of
+the splices for each transplant result (paper §3.3)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,51 @@ def _effect(result: dict) -> str:
     return text
 
 
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def splice_table(result: dict) -> Table | None:
+    """The splices of one transplant result like the paper's Table 2: rows Mvis/Mv2r/Mrea,
+    columns the models (IN, the six Early:Mid:Late splices, RL), each cell the score in % and,
+    below it, Δ vs IN in points with its interval (green when the interval lies above 0, red
+    when below). None when the result has no ``splice_table`` metric."""
+    data = (result.get("metrics") or {}).get("splice_table")
+    if not data:
+        return None
+    regions = (result.get("metrics") or {}).get("regions") or {}
+    levels = {cell["interval"].get("level") for row in data["cells"].values() for cell in row.values()
+              if cell and cell.get("interval")}
+    level = f"{levels.pop():.0%} " if len(levels) == 1 else ""
+    caption = f"cells: score %; Δ vs {data['reference']} in points [{level}interval]"
+    if regions.get("cuts"):
+        caption += f"; cuts {regions['cuts'][0]},{regions['cuts'][1]} ({regions.get('preset')})"
+    # Text, not a str: "[recipe]" must not be read as rich markup
+    table = Table(title=Text(f"{result['id']} [{result['recipe']}]: Early:Mid:Late splices"),
+                  caption=Text(caption), show_lines=True)
+    table.add_column("ability", no_wrap=True)
+    for column in data["columns"]:
+        table.add_column(column, justify="right")
+    for row in data["rows"]:
+        cells = [Text(row)]
+        for column in data["columns"]:
+            cell = data["cells"].get(row, {}).get(column) or {}
+            if cell.get("score") is None:
+                cells.append(Text("—", style="dim"))
+                continue
+            text = Text(_percent(cell["score"]))
+            if cell.get("delta") is not None:
+                interval = cell.get("interval") or {}
+                low, high = interval.get("low"), interval.get("high")
+                style = "green" if low is not None and low > 0 else "red" if high is not None and high < 0 else ""
+                text.append(f"\n{100 * cell['delta']:+.1f}", style=style)
+                if low is not None and high is not None:
+                    text.append(f"\n[{100 * low:+.0f}, {100 * high:+.0f}]", style=style or "dim")
+            cells.append(text)
+        table.add_row(*cells)
+    return table
+
+
 def render(report: dict, *, width: int = 120, color: bool = True) -> str:
     """The summary table and one line per skipped/errored claim, as text (ANSI when ``color``)."""
     results = report["claims"]
@@ -83,4 +129,8 @@ def render(report: dict, *, width: int = 120, color: bool = True) -> str:
     console.print(table)
     for note in notes:
         console.print(note)
+    for result in sorted(results, key=lambda r: (r["recipe"], r["id"])):
+        splices = splice_table(result)
+        if splices is not None:
+            console.print(splices)
     return buffer.getvalue()
