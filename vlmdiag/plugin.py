@@ -141,7 +141,8 @@ class RunState:
         from vlmdiag.claims.evidence import can_run
 
         claims = all_claims()
-        if not any("inference" in claims[c].needs for c in self.selected if c in claims):
+        # An xdist controller checks before any test is selected (selected is empty): check all.
+        if self.selected and not any("inference" in claims[c].needs for c in self.selected if c in claims):
             return
         from vlmdiag.runtime.model import inference_parts
 

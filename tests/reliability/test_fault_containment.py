@@ -223,3 +223,31 @@ def test_ctrl_c_during_a_real_runs_report_write_keeps_the_old_report(planted, tm
     assert code != 0 and "KeyboardInterrupt" in out, out
     assert json.loads(report.read_text()) == {"old": True}
     assert [p.name for p in report.parent.iterdir()] == ["report.json"]
+
+
+@pytest.mark.parametrize("where", ["write", "fsync", "replace"])
+def test_interrupted_cache_write_leaves_no_entry_or_the_old_one(where, tmp_path, monkeypatch):
+    """The results cache (``vlmdiag.cache``): Ctrl-C while storing a measurement leaves the old
+    entry (or none, so the next run measures again) and no temporary file."""
+    import numpy as np
+
+    from vlmdiag.cache import ResultsCache
+
+    cache = ResultsCache(tmp_path)
+    material = {"measurement": "weight_deltas", "checkpoints": {"base": "a", "rl": "b"}}
+    old, new = {"ratio": np.arange(4.0)}, {"ratio": np.arange(4.0) * 2}
+    cache.put("weight_deltas", material, old)
+    with monkeypatch.context() as patch:
+        _interrupt(patch, where)
+        with pytest.raises(KeyboardInterrupt):
+            cache.put("weight_deltas", material, new)
+    hit, value = cache.get("weight_deltas", material)
+    assert hit and np.array_equal(value["ratio"], old["ratio"])
+    assert cache.info()["leftovers"] == 0 and len(cache.entries()) == 1
+    other = {**material, "checkpoints": {"base": "a", "rl": "c"}}
+    with monkeypatch.context() as patch:
+        _interrupt(patch, where)
+        with pytest.raises(KeyboardInterrupt):
+            cache.put("weight_deltas", other, new)
+    assert cache.get("weight_deltas", other) == (False, None)
+    assert cache.info()["leftovers"] == 0 and len(cache.entries()) == 1
