@@ -444,3 +444,27 @@ def monkeypatch_session():
     mp.setattr(huggingface_hub, "snapshot_download", offline)
     yield
     mp.undo()
+
+
+# ----------------------------------------------------------------------------- saved reports (vlmdiag report PATH)
+
+def _reports():
+    claim = st.fixed_dictionaries({"id": st.just("updates.energy_mid") | values, "recipe": st.just("main") | values,
+                                   "verdict": st.just("reproduced") | values},
+                                  optional={"metrics": values, "reason": values})
+    report = st.fixed_dictionaries({"schema_version": st.integers(0, 3) | values,
+                                    "claims": st.lists(claim | values, max_size=3) | values},
+                                   optional={"regions": values, "checkpoints": values})
+    return (report | values).map(lambda r: json.dumps(r).encode()) | st.binary(max_size=60)
+
+
+@fuzz(200)
+@given(content=_reports())
+def test_saved_report_loads_or_names_the_file(scratch, content):
+    from vlmdiag.report.document import SCHEMA_VERSION, load_report
+
+    path = scratch.folder() / "report.json"
+    path.write_bytes(content)
+    report = attempt(lambda: load_report(path), UsageError, str(path))
+    if report is not None:
+        assert report["schema_version"] <= SCHEMA_VERSION and isinstance(report["claims"], list)

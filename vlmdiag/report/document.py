@@ -101,12 +101,24 @@ def load_report(path: str | Path) -> dict:
     """Read a saved report.
 
     Raises:
-        ValueError: not a vlmdiag report, or a schema newer than this vlmdiag reads.
+        UsageError (a ``ValueError``): unreadable, not JSON, not a vlmdiag report (no integer
+            ``schema_version``, ``claims`` not a list of objects with ``id``, ``recipe`` and
+            ``verdict``), or a schema newer than this vlmdiag reads.
     """
-    data = json.loads(Path(path).read_text())
-    if not isinstance(data, dict) or "schema_version" not in data or "claims" not in data:
-        raise ValueError(f"{path}: not a vlmdiag report (no schema_version/claims)")
+    from vlmdiag.errors import UsageError
+
+    try:
+        data = json.loads(Path(path).read_bytes())
+    except OSError as error:
+        raise UsageError(f"{path}: cannot read the report ({error.strerror})") from error
+    except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, absurdly deep
+        raise UsageError(f"{path}: not a JSON report ({type(error).__name__})") from error
+    if not (isinstance(data, dict) and type(data.get("schema_version")) is int and isinstance(data.get("claims"), list)
+            and all(isinstance(c, dict) and all(isinstance(c.get(k), str) for k in ("id", "recipe", "verdict"))
+                    for c in data["claims"])):
+        raise UsageError(f"{path}: not a vlmdiag report (no integer schema_version, or claims that are not "
+                         f"objects with id, recipe and verdict)")
     if data["schema_version"] > SCHEMA_VERSION:
-        raise ValueError(f"{path}: report schema_version {data['schema_version']} is newer than this "
+        raise UsageError(f"{path}: report schema_version {data['schema_version']} is newer than this "
                          f"vlmdiag reads ({SCHEMA_VERSION}); upgrade vlmdiag")
     return data
