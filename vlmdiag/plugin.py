@@ -35,7 +35,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ("--origin", "origin", "CKPT", "the checkpoint before the base's SFT (the paper's Base), for the "
                                         "claims that compare IN with RL updates, e.g. organism:base"),
         ("--regions", "regions", "SPEC", "Early/Mid/Late cuts of the LLM decoder: paper (10/9/9 of 28), "
-                                          "thirds (cuts at L//3, 2L//3) or A,B. Default: paper"),
+                                          "thirds (cuts at L//3, 2L//3), A,B, or localized (from the base "
+                                          "checkpoint's swap and skip curves). Default: paper"),
         ("--thresholds", "thresholds", "PATH", "verdict thresholds file. Default: thresholds.yaml in the "
                                                "rootdir"),
         ("--report-json", "report_json", "PATH", "write the versioned JSON report here (atomically), with "
@@ -120,6 +121,16 @@ class RunState:
                                               progress=self.progress or (lambda label: None))
         return self._evidence[recipe]
 
+    def regions_of(self, recipe: str):
+        """What :func:`~vlmdiag.claims.run_claim` gets as regions: the ``--regions`` value, or for
+        ``localized`` a function deriving the cuts from the recipe's base checkpoint (its curves
+        are measured once, in the recipe's evidence)."""
+        if self.regions != "localized":
+            return self.regions
+        from vlmdiag.claims.localized import localized_regions_for
+
+        return lambda: localized_regions_for(self.evidence(recipe), self.thresholds)
+
     def validate_inputs(self) -> None:
         """Open every checkpoint, check each recipe's are comparable and its regions fit, and
         read the thresholds: bad input fails here, before any claim runs."""
@@ -130,7 +141,11 @@ class RunState:
         for recipe in self.recipes.values():
             opened = [self.checkpoints.get(spec) for spec in recipe.specs().values()]
             check_compatible(*opened)
-            if self.regions != "localized":
+            if self.regions == "localized":
+                from vlmdiag.claims.localized import check_localized_inputs
+
+                check_localized_inputs(self.thresholds, opened[0].path, recipe.base)
+            else:
                 regions_for(self.regions, opened[0].num_llm_layers)
         self._check_inference_inputs()
 
@@ -428,7 +443,7 @@ def diagnose(request: pytest.FixtureRequest, record_property):
             raise pytest.UsageError(f"unknown claim {claim_id!r}; known: {', '.join(sorted(claims))}")
         evidence = state.evidence(recipe)
         first = len(evidence.cache_log)
-        result = run_claim(claims[claim_id], evidence, state.regions, state.thresholds.get(claim_id))
+        result = run_claim(claims[claim_id], evidence, state.regions_of(recipe), state.thresholds.get(claim_id))
         data = _jsonable(result.as_dict())
         data["cache"] = cache_record(evidence.cache_log[first:], enabled=state.use_cache)
         record_property("vlmdiag.verdict", result.verdict)

@@ -3,12 +3,20 @@
 Layers here are 0-based LLM decoder indices ``0 … L-1`` (the unified index of the report is
 ``layer + 1``). A region set is two cuts ``(a, b)``: Early = ``[0, a)``, Mid = ``[a, b)``,
 Late = ``[b, L)``.
+
+The ``localized`` preset derives the cuts from the base checkpoint's own localization curves
+(paper §3.1, Fig. 4): Early ends where visual-token swapping stops changing answers, Late starts
+where skipping a layer starts to hurt reasoning (:func:`localized_regions` has the exact rule).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from vlmdiag.errors import UsageError
 
@@ -24,6 +32,8 @@ class Regions:
     num_layers: int
     cuts: tuple[int, int]
     preset: str
+    # How ``localized`` cuts were derived (rule, curves, fallbacks); None for the other presets.
+    derivation: dict | None = field(default=None, compare=False)
 
     def __post_init__(self):
         a, b = self.cuts
@@ -56,8 +66,13 @@ class Regions:
         return out
 
     def as_dict(self) -> dict:
-        return {"preset": self.preset, "num_layers": self.num_layers, "cuts": list(self.cuts),
-                **{name: [r.start, r.stop - 1] for name, r in self.ranges.items()}}
+        """``preset``, ``num_layers``, ``cuts``, each region's first and last layer, and for
+        ``localized`` the ``derivation`` (see :func:`localized_regions`)."""
+        out = {"preset": self.preset, "num_layers": self.num_layers, "cuts": list(self.cuts),
+               **{name: [r.start, r.stop - 1] for name, r in self.ranges.items()}}
+        if self.derivation is not None:
+            out["derivation"] = self.derivation
+        return out
 
 
 def parse_regions(text: str) -> str:
@@ -84,7 +99,7 @@ def regions_for(spec: str, num_layers: int) -> Regions:
     ``paper``: sizes L//3 each, the remainder to Early first, then Mid (28 → 10/9/9, App. E).
     ``thirds``: cuts at L//3 and 2L//3 (the authors' code: 28 → 9/9/10).
     ``A,B``: explicit cuts. ``localized`` needs the base checkpoint's localization curves and is
-    resolved by :func:`localized_regions`.
+    resolved by :func:`localized_regions` (through ``vlmdiag.claims.localized``).
 
     Raises:
         UsageError: malformed spec, ``num_layers < 3``, or cuts out of range.
@@ -99,7 +114,93 @@ def regions_for(spec: str, num_layers: int) -> Regions:
     if spec == "thirds":
         return Regions(num_layers, (num_layers // 3, 2 * num_layers // 3), "thirds")
     if spec == "localized":
-        raise UsageError("--regions localized needs the inference-time localization curves, "
-                         "which this run does not compute; use paper, thirds or A,B")
+        raise UsageError("--regions localized is derived from the base checkpoint's localization curves "
+                         "(vlmdiag.claims.localized.localized_regions_for), not from the layer count alone")
     a, b = (int(x) for x in spec.split(","))
     return Regions(num_layers, (a, b), spec)
+
+
+class LocalizedRule(BaseModel):
+    """The numbers of the ``localized`` rule (``localized_regions`` in ``thresholds.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    swap_fall: float = Field(
+        gt=0, lt=1, description="Early ends at the first layer L from which on every swap starting at L changes at "
+                                "most this fraction of the answers the full swap (L = 0) changes")
+    skip_rise: float = Field(
+        gt=0, le=1, description="Late starts at the first layer after Early whose skip error increase reaches this "
+                                "fraction of the largest one after Early")
+    min_signal: float = Field(
+        ge=0, le=1, description="a full-swap change rate, or a largest skip error increase, below this (fraction "
+                                "of items) locates nothing: that cut falls back to the paper preset's")
+
+
+def localized_regions(swap_change_rate: Sequence[float], skip_error_increase: Sequence[float], num_layers: int,
+                      rule: LocalizedRule, *, sources: dict | None = None) -> Regions:
+    """The ``localized`` cuts of an L-layer decoder from the base checkpoint's localization curves
+    (paper §3.1: vision functions act in Early(–Mid) layers, Fig. 4a; reasoning in Late, Fig. 4b).
+
+    Args:
+        swap_change_rate: float [L]: r(l), the share of swap pairs whose answer changes when the
+            source image's visual K/V replace the target's at every layer ≥ l (the authors' swap,
+            prefill only, tasks pooled). r(0) swaps every layer.
+        skip_error_increase: float [L]: e(k), the unskipped accuracy minus the accuracy with layer
+            k skipped (the error-rate increase; math items).
+        num_layers: L.
+        rule: the fractions of the rule.
+        sources: recorded as is in the derivation (what the curves were measured on).
+
+    The rule (cuts are 0-based layers where Mid and Late start):
+
+    * **a** (Early → Mid) = 1 + the last layer l with r(l) > ``swap_fall`` · r(0): from layer a
+      on, swapping the image no longer changes (more than that fraction of) the answers, so the
+      model has read the image in layers < a.
+    * **b** (Mid → Late) = the first layer k ≥ a + 1 with e(k) ≥ ``skip_rise`` · max_{k' ≥ a+1}
+      e(k'): where skipping a layer starts to hurt reasoning, past Early (skipping the very first
+      layers breaks every input, not reasoning in particular); Mid keeps at least one layer.
+
+    Fallback, per cut, to the ``paper`` preset's cut (recorded with the reason): a when
+    r(0) < ``min_signal`` (the swap changes too few answers to locate vision) or a > L − 2 (no room
+    left for Mid and Late); b when max e < ``min_signal`` (skipping hurts nothing after Early),
+    moved to a + 1 if the paper's b is not after a.
+
+    Returns:
+        a :class:`Regions` with ``preset="localized"`` and ``derivation`` = ``{"rule", "swap_change_rate",
+        "skip_error_increase", "early_end": {"layer", "derived", "why"}, "late_start": {...}, "sources"}``.
+
+    Raises:
+        ValueError: a curve is not ``num_layers`` long or holds a non-finite value.
+        UsageError: ``num_layers < 3``.
+    """
+    r = np.asarray(swap_change_rate, dtype=float)
+    e = np.asarray(skip_error_increase, dtype=float)
+    for name, curve in (("swap_change_rate", r), ("skip_error_increase", e)):
+        if curve.shape != (num_layers,) or not np.isfinite(curve).all():
+            raise ValueError(f"localized regions: {name} must be {num_layers} finite values, got {curve.tolist()}")
+    paper = regions_for("paper", num_layers).cuts
+    if r[0] < rule.min_signal:
+        a, early = paper[0], {"derived": False, "why": f"swapping every layer changes {r[0]:.0%} of the answers "
+                                                         f"(< min_signal {rule.min_signal:.0%}): paper cut"}
+    else:
+        above = np.flatnonzero(r > rule.swap_fall * r[0])
+        a = int(above[-1]) + 1
+        early = {"derived": True, "why": f"from layer {a} on a swap changes at most {rule.swap_fall:.0%} of "
+                                         f"the {r[0]:.0%} the full swap changes"}
+        if a > num_layers - 2:
+            a, early = paper[0], {"derived": False, "why": f"swaps change answers up to layer {a - 1}, leaving no "
+                                                           "room for Mid and Late: paper cut"}
+    tail = e[a + 1:]
+    if tail.size == 0 or tail.max() < rule.min_signal:
+        largest = float(tail.max()) if tail.size else float("nan")
+        b = paper[1] if paper[1] > a else a + 1
+        late = {"derived": False, "why": f"skipping a layer after Early raises the error by at most {largest:.0%} "
+                                         f"(< min_signal {rule.min_signal:.0%}): " +
+                                         ("paper cut" if b == paper[1] else "paper cut moved after Early")}
+    else:
+        b = a + 1 + int(np.flatnonzero(tail >= rule.skip_rise * tail.max())[0])
+        late = {"derived": True, "why": f"layer {b} is the first after Early whose skip raises the error by at "
+                                        f"least {rule.skip_rise:.0%} of the largest rise ({tail.max():.0%})"}
+    derivation = {"rule": rule.model_dump(), "swap_change_rate": r.tolist(), "skip_error_increase": e.tolist(),
+                  "early_end": {"layer": a, **early}, "late_start": {"layer": b, **late},
+                  "sources": dict(sources or {})}
+    return Regions(num_layers, (a, b), "localized", derivation)

@@ -4,12 +4,13 @@ and at every shifted cut, and turn any exception into an ``error`` verdict."""
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from vlmdiag.claims.evidence import Evidence
 from vlmdiag.claims.registry import Claim, ClaimThresholds
-from vlmdiag.regions import regions_for
+from vlmdiag.regions import Regions, regions_for
 
 _NEEDS_TEXT = {"origin": "--origin (the checkpoint before the base's SFT, the paper's Base)",
                "rl_frozen": "--rl-frozen REGION=CKPT (RL runs with one region frozen)",
@@ -40,9 +41,13 @@ class ClaimResult:
                 "gate": self.gate, "series": self.series}
 
 
-def run_claim(claim: Claim, evidence: Evidence, regions_spec: str,
+def run_claim(claim: Claim, evidence: Evidence, regions_spec: str | Regions | Callable[[], Regions],
               thresholds: ClaimThresholds | None) -> ClaimResult:
     """Evaluate ``claim`` on ``evidence``.
+
+    ``regions_spec`` is a ``--regions`` value, resolved for the recipe's layer count, or the
+    regions themselves, or a function that derives them (``localized``: called inside the claim,
+    so a derivation that fails is this claim's ``error``).
 
     Returns a :class:`ClaimResult` whatever happens: ``skipped`` when a needed input or the
     claim's thresholds are missing, ``error`` (with the exception in ``reason``) when measuring or
@@ -59,7 +64,8 @@ def run_claim(claim: Claim, evidence: Evidence, regions_spec: str,
         result.reason = "needs " + " and ".join(_NEEDS_TEXT[n] for n in missing)
         return result
     try:
-        regions = regions_for(regions_spec, evidence.num_llm_layers)
+        regions = (regions_spec() if callable(regions_spec) else regions_spec if isinstance(regions_spec, Regions)
+                   else regions_for(regions_spec, evidence.num_llm_layers))
         settings = thresholds.probe_settings()
         if claim.regions_in_measurement:
             settings = {**(settings or {}), "regions": regions}

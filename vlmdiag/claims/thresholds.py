@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from vlmdiag.claims.registry import ClaimThresholds, all_claims
 from vlmdiag.errors import ThresholdsError
+from vlmdiag.regions import LocalizedRule
 
 SCHEMA_VERSION = 1
 
@@ -18,6 +19,7 @@ class _File(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_version: int
     claims: dict[str, dict]
+    localized_regions: LocalizedRule | None = None  # the rule of --regions localized
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Thresholds:
 
     path: Path
     claims: dict[str, ClaimThresholds]
+    localized: LocalizedRule | None = None  # None: the file has no localized_regions section
 
     def get(self, claim_id: str) -> ClaimThresholds | None:
         return self.claims.get(claim_id)
@@ -69,7 +72,7 @@ def load_thresholds(path: str | Path) -> Thresholds:
             claims[claim_id] = registry[claim_id].thresholds.model_validate(entry or {})
         except ValidationError as error:
             raise ThresholdsError(_message(path, root, error, ("claims", claim_id))) from error
-    return Thresholds(path, claims)
+    return Thresholds(path, claims, document.localized_regions)
 
 
 def _message(path: Path, root, error: ValidationError, prefix: tuple) -> str:
