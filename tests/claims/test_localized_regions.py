@@ -211,6 +211,23 @@ def test_pytest_run_with_localized_regions_records_cuts_and_curves(runnable, tmp
         assert 0 < regions["cuts"][0] < regions["cuts"][1] < 6
         assert {"early_end", "late_start", "rule", "skip_error_increase"} <= set(regions["derivation"])
     assert claims[0]["metrics"]["regions"] == claims[1]["metrics"]["regions"]
+    assert "localized regions [main]: Early 0–" in out  # the terminal names the derived cuts
+    assert len(list((tmp_path / "r_plots").glob("*.png"))) == 2
+
+
+def test_the_terminal_and_plots_show_where_localized_cuts_came_from():
+    from vlmdiag.report.plots import plot_result
+    from vlmdiag.report.terminal import localized_line
+
+    L = 12
+    swap_rate, increase = curves(planted_swap(3, L), planted_skip(9, L), L)
+    regions = localized_regions(swap_rate, np.zeros(L), L, RULE).as_dict()
+    result = {"id": "x", "recipe": "main", "verdict": "reproduced", "metrics": {"regions": regions}}
+    line = localized_line("main", [result]).plain
+    assert line.startswith("localized regions [main]: Early 0–2, Mid 3–")
+    assert "Mid starts at layer 3 (derived" in line and "Late starts at layer 8 (fallback" in line
+    assert localized_line("main", [{"metrics": {"regions": regions_for("paper", L).as_dict()}}]) is None
+    assert plot_result(result)[:4] == b"\x89PNG"  # the derivation's curves alone make a plot
 
 
 def test_pytest_run_with_localized_on_weight_only_checkpoints_is_a_usage_error(planted):

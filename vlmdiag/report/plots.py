@@ -20,12 +20,17 @@ def _layer_arrays(metrics: dict, num_layers: int) -> dict[str, list]:
 
 def plot_result(result: dict) -> bytes | None:
     """PNG bytes of every per-layer array of one claim result (one panel each, x = unified LLM
-    layer index 1…L, region bands shaded), or None when it has none."""
+    layer index 1…L, region bands shaded), or None when it has none. Under ``--regions
+    localized`` the base checkpoint's curves the cuts were derived from get a panel each."""
     metrics = result.get("metrics") or {}
     regions = metrics.get("regions")
     if not regions:
         return None
     arrays = _layer_arrays(metrics, regions["num_layers"])
+    derivation = regions.get("derivation") or {}
+    for name in ("swap_change_rate", "skip_error_increase"):  # the curves localized cuts came from
+        if isinstance(derivation.get(name), list) and len(derivation[name]) == regions["num_layers"]:
+            arrays[f"localized cuts: {name}"] = derivation[name]
     if not arrays:
         return None
     import matplotlib

@@ -91,6 +91,23 @@ def splice_table(result: dict) -> Table | None:
     return table
 
 
+def localized_line(recipe: str, results: list[dict]) -> Text | None:
+    """``--regions localized``: the cuts derived for ``recipe`` and where each came from, or None
+    when no result of the recipe carries a derivation."""
+    regions = next((r["metrics"]["regions"] for r in results
+                    if ((r.get("metrics") or {}).get("regions") or {}).get("derivation")), None)
+    if regions is None:
+        return None
+    d = regions["derivation"]
+    parts = []
+    for key, label in (("early_end", "Mid starts"), ("late_start", "Late starts")):
+        cut = d.get(key) or {}
+        parts.append(f"{label} at layer {cut.get('layer')} ({'derived' if cut.get('derived') else 'fallback'}: "
+                     f"{cut.get('why')})")
+    ranges = ", ".join(f"{name} {regions[name][0]}–{regions[name][1]}" for name in ("Early", "Mid", "Late"))
+    return Text(f"localized regions [{recipe}]: {ranges}; " + "; ".join(parts))
+
+
 def render(report: dict, *, width: int = 120, color: bool = True) -> str:
     """The summary table and one line per skipped/errored claim, as text (ANSI when ``color``)."""
     results = report["claims"]
@@ -129,6 +146,10 @@ def render(report: dict, *, width: int = 120, color: bool = True) -> str:
     console.print(table)
     for note in notes:
         console.print(note)
+    for recipe in recipes:
+        line = localized_line(recipe, [r for r in results if r["recipe"] == recipe])
+        if line is not None:
+            console.print(line)
     for result in sorted(results, key=lambda r: (r["recipe"], r["id"])):
         splices = splice_table(result)
         if splices is not None:
