@@ -508,8 +508,13 @@ class ReportWriter:
         cache = {"enabled": state.use_cache, "dir": str(state.results_cache.root) if state.use_cache else None}
         report = build_report(state.results, checkpoints=state.checkpoint_table(), regions=state.regions,
                               thresholds=str(state.thresholds_path), cache=cache)
-        write_atomic(state.report_json, dumps(report))
-        write_plots(report, state.report_json.parent / f"{state.report_json.stem}_plots")
+        try:
+            write_atomic(state.report_json, dumps(report))
+            write_plots(report, state.report_json.parent / f"{state.report_json.stem}_plots")
+        except OSError as error:  # the folder vanished or the disk is full since the run began
+            state.usage_error = f"--report-json {state.report_json}: cannot write the report ({error.strerror})"
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

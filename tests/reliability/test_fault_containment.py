@@ -251,3 +251,31 @@ def test_interrupted_cache_write_leaves_no_entry_or_the_old_one(where, tmp_path,
             cache.put("weight_deltas", other, new)
     assert cache.get("weight_deltas", other) == (False, None)
     assert cache.info()["leftovers"] == 0 and len(cache.entries()) == 1
+
+
+VANISHING_CONFTEST = '''
+"""The report folder disappears while the run goes on (a cleanup job, an unmounted disk)."""
+import shutil
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session):
+    shutil.rmtree({folder!r})
+'''
+
+
+def test_a_report_that_cannot_be_written_is_one_error_line_not_a_traceback(planted, tmp_path):
+    paths = planted("paper")
+    report = tmp_path / "out" / "report.json"
+    report.parent.mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "conftest.py").write_text(VANISHING_CONFTEST.format(folder=str(report.parent)))
+    (project / "test_updates.py").write_text((ROOT / "diagnostics" / "test_updates.py").read_text())
+    code, out = run_subprocess("test_updates.py", f"--origin={paths['origin']}", f"--base={paths['base']}",
+                               f"--rl={paths['rl']}", f"--report-json={report}", f"--thresholds={ROOT / 'thresholds.yaml'}",
+                               "-p", "no:cacheprovider", cwd=project, env={"VLMDIAG_CACHE_DIR": str(tmp_path / "cache")})
+    assert code == 4 and "3 passed" in out, out  # the claims passed; the missing report fails the run
+    assert f"ERROR: --report-json {report}: cannot write the report (No such file or directory)" in out
+    assert "Traceback" not in out
