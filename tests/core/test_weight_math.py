@@ -55,3 +55,123 @@ def test_higher_rank_weights_are_flattened_per_output_channel():
     stats = delta_stats(conv, torch.ones_like(conv), spectra=True)
     assert stats.singular_values.shape == (8,)
     assert stats.frobenius == pytest.approx(float(conv.norm()), rel=1e-5)
+
+
+# ---------------------------------------------------------------- the streaming engines against float64
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+NAMES = ["model.language_model.layers.0.mlp.up_proj.weight", "model.language_model.layers.1.self_attn.q_proj.weight",
+         "model.visual.blocks.0.attn.qkv.weight", "model.visual.merger.mlp.0.weight"]
+
+
+@pytest.fixture(scope="module")
+def config_json(tmp_path_factory):
+    from vlmdiag.planted import tiny_config
+
+    return tiny_config().to_json_string()
+
+
+def write_triple(folder, config_json, tensors_by_stage):
+    """Checkpoint folders ``origin``/``base``/``rl`` holding exactly the given tensors."""
+    from safetensors.torch import save_file
+
+    from vlmdiag.checkpoints import Checkpoint
+
+    out = {}
+    for stage, tensors in tensors_by_stage.items():
+        (folder / stage).mkdir(parents=True, exist_ok=True)
+        (folder / stage / "config.json").write_text(config_json)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(folder / stage / "model.safetensors"))
+        out[stage] = Checkpoint(folder / stage)
+    return out
+
+
+def reference(tensors_by_stage, name):
+    """(‖ΔRL‖, ‖ΔRL‖/‖W_base‖, ‖ΔIN‖, ‖ΔIN‖/‖W_origin‖) in float64 from the stored values."""
+    o, b, r = (tensors_by_stage[s][name].double() for s in ("origin", "base", "rl"))
+    rel = lambda d, w: float(d.norm() / w.norm()) if w.norm() > 0 else np.inf  # noqa: E731
+    return float((r - b).norm()), rel(r - b, b), float((b - o).norm()), rel(b - o, o)
+
+
+shapes = st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40), st.integers(1, 3)),
+                  min_size=len(NAMES), max_size=len(NAMES))
+
+
+@settings(max_examples=25, deadline=None)
+@given(shapes=shapes, dtypes=st.lists(st.sampled_from(sorted(DTYPES)), min_size=3, max_size=3),
+       chunk=st.sampled_from([1, 7, 64, 1 << 16]), workers=st.integers(1, 3), seed=st.integers(0, 2**16),
+       spectra=st.booleans())
+def test_streamed_norms_match_float64(tmp_path_factory, config_json, monkeypatch_module, shapes, dtypes, chunk,
+                                      workers, seed, spectra):
+    """Both engines (slices on CPU; whole matrices with spectra), any slice size, worker count,
+    stored dtype per checkpoint and matrix shape (3-D ones flattened), equal float64 norms of the
+    stored values to fp32 accuracy."""
+    from vlmdiag.measure import weights
+
+    monkeypatch_module.setattr(weights, "NORM_CHUNK", chunk)
+    g = torch.Generator().manual_seed(seed)
+    tensors = {"origin": {}, "base": {}, "rl": {}}
+    for name, (rows, cols, depth) in zip(NAMES, shapes):
+        shape = (rows, cols) if depth == 1 else (rows, depth, cols)
+        origin = torch.randn(shape, generator=g) * 0.02
+        base = origin + torch.randn(shape, generator=g) * 1e-2
+        rl = base + torch.randn(shape, generator=g) * 1e-4
+        for stage, value, dtype in zip(("origin", "base", "rl"), (origin, base, rl), dtypes):
+            tensors[stage][name] = value.to(DTYPES[dtype])
+    cks = write_triple(tmp_path_factory.mktemp("triple"), config_json, tensors)
+    result = weights.weight_deltas(cks["base"], cks["rl"], cks["origin"], spectra=spectra, device="cpu",
+                                   workers=workers)
+    by = {(m.name, m.stage): m.stats for m in result.matrices}
+    assert sorted({n for n, _ in by}) == sorted(NAMES) and len(by) == 2 * len(NAMES)
+    for name in NAMES:
+        rl_norm, rl_rel, in_norm, in_rel = reference(tensors, name)
+        assert by[name, "rl"].frobenius == pytest.approx(rl_norm, rel=1e-5, abs=1e-12)
+        assert by[name, "rl"].relative == pytest.approx(rl_rel, rel=1e-5, abs=1e-12)
+        assert by[name, "in"].frobenius == pytest.approx(in_norm, rel=1e-5, abs=1e-12)
+        assert by[name, "in"].relative == pytest.approx(in_rel, rel=1e-5, abs=1e-12)
+        assert (by[name, "rl"].singular_values is not None) == (spectra and rl_norm > 0)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.mark.parametrize("spectra", [False, True])
+@pytest.mark.parametrize("stage", ["base", "rl", "origin"])
+def test_nan_in_any_checkpoint_names_it_and_the_tensor(tmp_path, config_json, stage, spectra):
+    from vlmdiag.errors import NonFiniteWeightsError
+    from vlmdiag.measure.weights import weight_deltas
+
+    tensors = {s: {n: torch.full((8, 8), 0.01 * i) for n in NAMES} for i, s in enumerate(("origin", "base", "rl"))}
+    tensors[stage][NAMES[2]][3, 4] = float("nan")
+    tensors[stage][NAMES[2]][5, 1] = float("inf")
+    cks = write_triple(tmp_path, config_json, tensors)
+    with pytest.raises(NonFiniteWeightsError, match=rf"{stage}: tensor {NAMES[2]} holds 2 NaN/Inf"):
+        weight_deltas(cks["base"], cks["rl"], cks["origin"], spectra=spectra, device="cpu")
+
+
+def test_without_origin_only_rl_and_progress_in_order(tmp_path, config_json):
+    from vlmdiag.measure.weights import weight_deltas
+
+    tensors = {s: {n: torch.full((4, 6), float(i + 1)) for n in NAMES} for i, s in enumerate(("origin", "base", "rl"))}
+    cks = write_triple(tmp_path, config_json, tensors)
+    calls = []
+    result = weight_deltas(cks["base"], cks["rl"], progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(i, len(NAMES)) for i in range(1, len(NAMES) + 1)]
+    assert result.stages == ("rl",)
+    assert all(m.stats.frobenius == pytest.approx(np.sqrt(24)) and m.stats.relative == pytest.approx(0.5)
+               for m in result.matrices)
+
+
+def test_cuda_refused_without_cuda(tmp_path, config_json):
+    from vlmdiag.errors import UsageError
+    from vlmdiag.measure.weights import weight_deltas
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    tensors = {s: {n: torch.ones(2, 2) for n in NAMES} for s in ("origin", "base", "rl")}
+    cks = write_triple(tmp_path, config_json, tensors)
+    with pytest.raises(UsageError, match="CUDA is not available"):
+        weight_deltas(cks["base"], cks["rl"], device="cuda")

@@ -12,6 +12,7 @@ import torch
 
 from vlmdiag.adapters import Adapter, TensorLocation, adapter_for
 from vlmdiag.checkpoints.safetensors_header import DTYPES, TensorEntry, read_header, read_tensor
+from vlmdiag.checkpoints.reader import TensorReader
 from vlmdiag.errors import CheckpointError, IncompatibleCheckpointsError
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -120,6 +121,23 @@ class Checkpoint:
         if name in self._entries:
             return DTYPES[self._entries[name].dtype]
         return self.get(name).dtype
+
+    def entry(self, name: str) -> TensorEntry | None:
+        """The safetensors byte range of a tensor, or None for a tensor from a pickle file.
+
+        Raises:
+            KeyError: no such canonical tensor name.
+        """
+        if name in self._entries:
+            return self._entries[name]
+        if name in self._pickled:
+            return None
+        raise KeyError(f"{self.path}: no tensor {name!r}")
+
+    def reader(self) -> TensorReader:
+        """A :class:`~vlmdiag.checkpoints.reader.TensorReader` that reads slices of this
+        checkpoint's tensors into buffers the caller owns (use it as a context manager)."""
+        return TensorReader(self)
 
     def locate(self, name: str) -> TensorLocation:
         """Component, stack index and unified layer index of a canonical tensor name."""

@@ -107,17 +107,27 @@ def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def pread_into(fd: int, view: memoryview, position: int, file: Path) -> None:
+    """Fill ``view`` with the bytes of ``fd`` from ``position`` on (``os.preadv``, which may return
+    short counts; it releases the GIL, so other threads compute meanwhile).
+
+    Raises:
+        CheckpointError: the file ends before ``view`` is full (names ``file``).
+    """
+    offset = 0
+    while offset < len(view):
+        chunk = os.preadv(fd, [view[offset:]], position + offset)
+        if chunk == 0:
+            raise CheckpointError(f"{file}: truncated while reading tensor data")
+        offset += chunk
+
+
 def read_tensor(entry: TensorEntry) -> torch.Tensor:
     """Read one tensor's bytes with ``os.pread`` into a fresh CPU tensor (no mmap)."""
     buffer = bytearray(entry.end - entry.start)
     fd = os.open(entry.file, os.O_RDONLY)
     try:
-        view, offset = memoryview(buffer), 0
-        while offset < len(buffer):
-            chunk = os.preadv(fd, [view[offset:]], entry.start + offset)
-            if chunk == 0:
-                raise CheckpointError(f"{entry.file}: truncated while reading tensor data")
-            offset += chunk
+        pread_into(fd, memoryview(buffer), entry.start, entry.file)
     finally:
         os.close(fd)
     if not buffer:

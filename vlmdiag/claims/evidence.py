@@ -102,7 +102,7 @@ class Evidence:
     cache_log: list[tuple[str, str]] = field(default_factory=list)
     _memo: dict[Any, tuple[Any, str]] = field(default_factory=dict)
 
-    _models: dict[str, Any] = field(default_factory=dict)
+    _models: Any = None  # a vlmdiag.runtime.model.ResidentModels (one model per GPU), made on first use
     _answers: dict[str, str] = field(default_factory=dict)  # run_abilities answer cache, shared
     _identities: dict[str, dict] = field(default_factory=dict)
 
@@ -212,14 +212,14 @@ class Evidence:
 
     def loaded(self, role: str):
         """The :class:`~vlmdiag.runtime.model.LoadedModel` of a role (``base``, ``rl``, ``origin``,
-        ``rl_frozen_<Region>``), loaded once per run (default device and dtype)."""
-        spec = self.recipe.specs()[role]
-        if spec not in self._models:
-            from vlmdiag.runtime.model import load_model
+        ``rl_frozen_<Region>``), loaded once per run (default device and dtype); on a GPU one model
+        is resident at a time, so loading another frees the previous one."""
+        if self._models is None:
+            from vlmdiag.runtime.model import ResidentModels
 
-            self._models[spec] = load_model(self.checkpoint(role).path,
-                                            trust_remote_code=self.checkpoints.trust_remote_code)
-        return self._models[spec]
+            self._models = ResidentModels()
+        return self._models.get(self.recipe.specs()[role], self.checkpoint(role).path,
+                                trust_remote_code=self.checkpoints.trust_remote_code)
 
     def _abilities(self, loaded, fingerprint: str, items, max_new_tokens: int,
                    tick: Callable[[int], None] = lambda n: None) -> dict:

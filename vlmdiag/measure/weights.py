@@ -3,20 +3,27 @@
 ΔRL = W_rl − W_base and ΔIN = W_base − W_origin, in fp32, for every weight matrix of the vision
 blocks, the projector and the LLM decoder layers (the authors' selection: names ending in
 ``.weight`` that are not norms; biases, embeddings and ``lm_head`` have no layer and are left
-out). Only one tensor per checkpoint is in memory at a time.
+out). At most two matrices per checkpoint are in memory at a time (the one measured and the
+next, read ahead).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from vlmdiag.checkpoints import Checkpoint, check_compatible
+from vlmdiag.checkpoints.reader import TensorReader
 from vlmdiag.errors import NonFiniteWeightsError
+from vlmdiag.runtime.model import choose_device
 
 SPECTRUM_RANKS = (10, 20, 30, 40)
 TOP_SINGULAR_VALUES = 50
@@ -49,9 +56,14 @@ def delta_stats(delta: torch.Tensor, before: torch.Tensor, *, spectra: bool) -> 
 
     ``svdvals`` runs in fp32 on whatever device ``delta`` is on.
     """
+    return _delta_stats(delta, float(torch.linalg.vector_norm(before)), spectra=spectra)
+
+
+def _delta_stats(delta: torch.Tensor, reference: float, *, spectra: bool) -> DeltaStats:
+    """:func:`delta_stats` given ‖W_before‖_F (the tensor pass measures it before the buffer that
+    holds W_before is overwritten by a delta)."""
     matrix = delta.reshape(delta.shape[0], -1)
-    frobenius = float(torch.linalg.matrix_norm(matrix))
-    reference = float(torch.linalg.matrix_norm(before.reshape(matrix.shape)))
+    frobenius = float(torch.linalg.vector_norm(matrix))
     relative = frobenius / reference if reference > 0 else math.inf
     if not spectra or frobenius == 0.0:
         return DeltaStats(frobenius, relative)
@@ -127,8 +139,19 @@ def update_matrices(checkpoint: Checkpoint) -> Iterator[str]:
 
 def weight_deltas(base: Checkpoint, rl: Checkpoint, origin: Checkpoint | None = None, *,
                   spectra: bool = False, device: str | torch.device | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> WeightDeltas:
+                  progress: Callable[[int, int], None] | None = None,
+                  workers: int | None = None) -> WeightDeltas:
     """Stream ΔRL (and ΔIN when ``origin`` is given) over every update matrix.
+
+    Two engines, same numbers (to fp32 rounding; ``tests/core/test_weight_math.py``):
+
+    * norms only, on CPU: each matrix is read in slices of :data:`NORM_CHUNK` elements straight
+      from the files into small reused buffers, converted to fp32 and reduced while it is in the
+      CPU cache; ``workers`` threads take whole matrices (reading in one overlaps computing in
+      another). Per-slice norms are summed in float64.
+    * spectra, or a CUDA device: whole matrices; a reader thread reads the next matrix (into
+      pinned memory for CUDA, copied with ``non_blocking``) while the current one is converted to
+      fp32 on ``device``, subtracted in place and measured (``svdvals`` in fp32 there).
 
     Args:
         base: the checkpoint RL started from (the paper's IN).
@@ -137,6 +160,7 @@ def weight_deltas(base: Checkpoint, rl: Checkpoint, origin: Checkpoint | None = 
         spectra: also compute singular values (slower: one ``svdvals`` per matrix and stage).
         device: where the fp32 arithmetic runs (default: CUDA when available, else CPU).
         progress: called as ``progress(done, total)`` after each matrix.
+        workers: threads of the CPU norm engine (default: ``max(2, torch.get_num_threads())``).
 
     Returns:
         :class:`WeightDeltas` with one :class:`MatrixDelta` per matrix and stage.
@@ -144,37 +168,231 @@ def weight_deltas(base: Checkpoint, rl: Checkpoint, origin: Checkpoint | None = 
     Raises:
         IncompatibleCheckpointsError: the checkpoints differ in names, shapes or layer counts.
         NonFiniteWeightsError: a weight or delta holds NaN/Inf (names checkpoint and tensor).
+        UsageError: ``device`` names CUDA where it is not available.
     """
     checkpoints = [c for c in (base, rl, origin) if c is not None]
     check_compatible(*checkpoints)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = choose_device(device)
     names = list(update_matrices(base))
+    stages = ("rl", "in")[:len(checkpoints) - 1]
     matrices: list[MatrixDelta] = []
-    for done, name in enumerate(names, 1):
-        location = base.locate(name)
-        w_base = _load(base, name, device)
-        w_rl = _load(rl, name, device)
-        stages = [("rl", w_rl - w_base, w_base)]
-        del w_rl
-        if origin is not None:
-            w_origin = _load(origin, name, device)
-            stages.append(("in", w_base - w_origin, w_origin))
-        for stage, delta, before in stages:
-            matrices.append(MatrixDelta(
-                name=name, stage=stage, component=location.component, layer=location.layer,
-                unified=location.unified, numel=delta.numel(),
-                stats=delta_stats(delta, before, spectra=spectra)))
-        del stages
-        if progress is not None:
-            progress(done, len(names))
+    with ExitStack() as stack:
+        readers = [stack.enter_context(c.reader()) for c in checkpoints]
+        if spectra or device.type != "cpu":
+            measured = _tensor_pass(readers, names, device, spectra)
+        else:
+            measured = _norm_pass(readers, names, workers or max(2, torch.get_num_threads()))
+        stack.callback(measured.close)  # stops the reader thread / worker pool on an error
+        for done, (name, stats) in enumerate(measured, 1):
+            location = base.locate(name)
+            numel = math.prod(base.shape(name))
+            matrices.extend(MatrixDelta(name=name, stage=stage, component=location.component,
+                                        layer=location.layer, unified=location.unified, numel=numel,
+                                        stats=stat) for stage, stat in zip(stages, stats))
+            if progress is not None:
+                progress(done, len(names))
     return WeightDeltas(base.num_llm_layers, base.num_vision_layers, matrices, spectra)
 
 
-def _load(checkpoint: Checkpoint, name: str, device: torch.device) -> torch.Tensor:
-    tensor = checkpoint.get(name).to(device=device, dtype=torch.float32)
+#: Elements per slice in the CPU norm engine: three fp32 slices (768 KiB) and their stored bytes
+#: stay in the L2 cache. Measured on the 0.74B bench triple: 32 Ki–128 Ki within noise, 16 Ki 2× slower.
+NORM_CHUNK = 1 << 16
+
+_Stats = tuple[DeltaStats, ...]
+
+
+def _norm_pass(readers: list[TensorReader], names: list[str], workers: int) -> Iterator[tuple[str, _Stats]]:
+    """Frobenius and relative norms, matrix by matrix in ``names`` order (see :func:`weight_deltas`)."""
+    slices = _SliceNorms(readers)
+    threads = torch.get_num_threads()
+    # One intra-op thread per worker: slices are small, and on a busy machine OpenMP's barriers
+    # between two threads made the pass 15× slower (measured); parallelism comes from the workers.
+    torch.set_num_threads(1)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlmdiag-weights")
+    try:
+        futures = [pool.submit(slices, name) for name in names]
+        for name, future in zip(names, futures):
+            squares = future.result()
+            if not np.isfinite(squares).all():
+                _raise_non_finite(readers, name)  # or an overflow of finite values: report inf as before
+            yield name, _stats_from_squares(squares)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
+
+
+def _stats_from_squares(squares: np.ndarray) -> _Stats:
+    """``squares`` = [‖W_base‖², ‖W_origin‖², ‖ΔRL‖², ‖ΔIN‖²] (the origin entries absent without
+    origin) → one :class:`DeltaStats` per stage."""
+    stages = len(squares) // 2
+    references, deltas = np.sqrt(squares[:stages]), np.sqrt(squares[stages:])
+    return tuple(DeltaStats(float(d), float(d / r) if r > 0 else math.inf) for d, r in zip(deltas, references))
+
+
+class _SliceNorms:
+    """Sums of squares of one matrix from slices read into per-thread buffers.
+
+    Buffers per thread: the stored bytes of one slice per checkpoint (rows of ``raw``) and their
+    fp32 values (rows of ``values``: base, rl, origin). Per slice: read, convert, ‖base‖ and
+    ‖origin‖, then rl − base and origin − base in place, and their norms. The tensor views each
+    step works on are made once per slice size (making them per slice cost as much as a norm).
+    """
+
+    def __init__(self, readers: list[TensorReader]):
+        self.readers = readers
+        self.local = threading.local()
+
+    def __call__(self, name: str) -> np.ndarray:
+        local, readers, n = self.local, self.readers, len(self.readers)
+        if not hasattr(local, "raw"):
+            local.raw = torch.empty(n, NORM_CHUNK * 8, dtype=torch.uint8)  # 8 bytes: the widest dtype
+            local.values = torch.empty(n, NORM_CHUNK, dtype=torch.float32)
+            local.steps = {}
+        dtypes = tuple(r.dtype(name) for r in readers)
+        numel = readers[0].numel(name)
+        chunks = -(-numel // NORM_CHUNK)
+        references = torch.empty(chunks, n - 1, dtype=torch.float32)  # per slice: ‖base‖, ‖origin‖
+        deltas = torch.empty(chunks, n - 1, dtype=torch.float32)  # per slice: ‖ΔRL‖, ‖ΔIN‖
+        raw = [local.raw[i].view(dtype) for i, dtype in enumerate(dtypes)]
+        sliced = zip(*(r.slices(name, buffer, NORM_CHUNK) for r, buffer in zip(readers, raw)))
+        for reference, delta, (k, *_) in zip(references.unbind(0), deltas.unbind(0), sliced):
+            key = (dtypes, k)
+            if key not in local.steps:
+                local.steps[key] = self._views(dtypes, k)
+            copies, evens, tail, head = local.steps[key]
+            for target, source in copies:
+                target.copy_(source)
+            torch.linalg.vector_norm(evens, dim=1, out=reference)
+            tail.sub_(head)  # rl − base, origin − base (the sign does not change a norm)
+            torch.linalg.vector_norm(tail, dim=1, out=delta)
+        return torch.cat([references, deltas], 1).double().square().sum(0).numpy()
+
+    def _views(self, dtypes: tuple[torch.dtype, ...], k: int):
+        """(conversion copies, rows base/origin, rows rl/origin, row base) over the first ``k``
+        elements of this thread's buffers."""
+        local = self.local
+        block = local.values[:, :k]
+        if len(set(dtypes)) == 1:
+            copies = [(block, local.raw.view(dtypes[0])[:, :k])]
+        else:
+            copies = [(block[i], local.raw[i].view(dtype)[:k]) for i, dtype in enumerate(dtypes)]
+        return copies, block[::2], block[1:], block[:1]
+
+
+def _raise_non_finite(readers: list[TensorReader], name: str) -> None:
+    """Raise for the first checkpoint whose tensor ``name`` holds NaN/Inf; return if none does."""
+    for reader in readers:
+        _check_finite(reader.checkpoint.get(name).float(), reader.checkpoint, name)
+
+
+def _check_finite(tensor: torch.Tensor, checkpoint: Checkpoint, name: str) -> float:
+    """‖tensor‖_F; raises NonFiniteWeightsError when ``tensor`` holds NaN/Inf."""
     # A NaN/Inf anywhere makes the norm non-finite; the norm costs ~1% of an isfinite() scan.
-    if not torch.isfinite(torch.linalg.vector_norm(tensor)):
+    norm = float(torch.linalg.vector_norm(tensor))
+    if not math.isfinite(norm):
         bad = int((~torch.isfinite(tensor)).sum())
         if bad:
             raise NonFiniteWeightsError(f"{checkpoint.path}: tensor {name} holds {bad} NaN/Inf value(s)")
-    return tensor
+    return norm
+
+
+class _Slot:
+    """One matrix's stored bytes per checkpoint, filled by the reader thread."""
+
+    def __init__(self, count: int, pin: bool):
+        self.raw: list[torch.Tensor] = [torch.empty(0, dtype=torch.uint8) for _ in range(count)]
+        self.pin = pin
+        self.name = ""
+        self.copied = None  # CUDA event: the host-to-device copies from ``raw`` have finished
+
+    def fill(self, readers: list[TensorReader], name: str) -> None:
+        if self.copied is not None:
+            self.copied.synchronize()  # do not overwrite bytes a non_blocking copy still reads
+            self.copied = None
+        for i, reader in enumerate(readers):
+            dtype, numel = reader.dtype(name), reader.numel(name)
+            size = numel * dtype.itemsize
+            if self.raw[i].numel() < size:
+                self.raw[i] = torch.empty(0, dtype=torch.uint8)  # free before allocating the larger
+                self.raw[i] = torch.empty(size, dtype=torch.uint8, pin_memory=self.pin)
+            reader.read_into(name, self.raw[i][:size].view(dtype), 0)
+        self.name = name
+
+    def stored(self, i: int, reader: TensorReader) -> torch.Tensor:
+        dtype, numel = reader.dtype(self.name), reader.numel(self.name)
+        return self.raw[i][:numel * dtype.itemsize].view(dtype)
+
+
+def _tensor_pass(readers: list[TensorReader], names: list[str], device: torch.device,
+                 spectra: bool) -> Iterator[tuple[str, _Stats]]:
+    """Whole matrices on ``device``, the next one read meanwhile (see :func:`weight_deltas`)."""
+    cuda = device.type == "cuda"
+    slots = _prefetch(readers, names, slots=2, pin=cuda)
+    empty = torch.empty(0, device=device)
+    work = [empty] * len(readers)  # fp32 values on ``device``, one buffer per checkpoint, reused
+    staged = [empty.byte()] * len(readers)  # CUDA: the stored bytes on the GPU, reused
+    try:
+        for slot, release in slots:
+            name = slot.name
+            shape = readers[0].checkpoint.shape(name)
+            values = []
+            for i, reader in enumerate(readers):
+                stored = slot.stored(i, reader)
+                if cuda:
+                    staged[i] = _grown(staged[i], stored.numel() * stored.itemsize)
+                    stored = staged[i][:stored.numel() * stored.itemsize].view(stored.dtype).copy_(
+                        stored, non_blocking=True)
+                work[i] = _grown(work[i], stored.numel())
+                values.append(work[i][:stored.numel()].copy_(stored).view(shape))
+            if cuda:
+                slot.copied = torch.cuda.current_stream(device).record_event()
+            release()  # the reader may refill this slot (after the copies, on CUDA)
+            norms = [_check_finite(v, r.checkpoint, name) for v, r in zip(values, readers)]
+            base = values[0]
+            stats = [_delta_stats(values[1].sub_(base), norms[0], spectra=spectra)]
+            if len(values) == 3:
+                stats.append(_delta_stats(torch.sub(base, values[2], out=values[2]), norms[2], spectra=spectra))
+            yield name, tuple(stats)
+    finally:
+        slots.close()
+
+
+def _grown(buffer: torch.Tensor, numel: int) -> torch.Tensor:
+    """``buffer``, or a new one of ``numel`` elements (same dtype and device) when it is smaller."""
+    return buffer if buffer.numel() >= numel else torch.empty(numel, dtype=buffer.dtype, device=buffer.device)
+
+
+def _prefetch(readers: list[TensorReader], names: list[str], *, slots: int,
+              pin: bool) -> Generator[tuple[_Slot, Callable[[], None]], None, None]:
+    """Yield ``(slot, release)`` for each name in order, read by a background thread into one of
+    ``slots`` buffers; ``release()`` hands the slot back for the next read. Closing the generator
+    stops the thread. An error in the thread is raised here."""
+    free: queue.Queue[_Slot] = queue.Queue()
+    ready: queue.Queue[_Slot | BaseException | None] = queue.Queue()
+    stop = threading.Event()
+    for _ in range(slots):
+        free.put(_Slot(len(readers), pin))
+
+    def read() -> None:
+        try:
+            for name in names:
+                slot = free.get()
+                if stop.is_set():
+                    return
+                slot.fill(readers, name)
+                ready.put(slot)
+            ready.put(None)
+        except BaseException as error:  # noqa: BLE001 — handed to the consumer, which raises it
+            ready.put(error)
+
+    thread = threading.Thread(target=read, name="vlmdiag-weights-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := ready.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item, (lambda slot=item: free.put(slot))
+    finally:
+        stop.set()
+        free.put(_Slot(0, False))  # wake the thread if it waits for a slot
+        thread.join()

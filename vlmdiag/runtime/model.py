@@ -7,7 +7,9 @@ the caller opts in.
 
 from __future__ import annotations
 
+import gc
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 import torch
 
 from vlmdiag.adapters import Adapter, adapter_for
-from vlmdiag.errors import CheckpointError
+from vlmdiag.errors import CheckpointError, UsageError
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,150 @@ class LoadedModel:
 
 def default_device() -> torch.device:
     """``cuda`` when a GPU is visible, else ``cpu``."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return choose_device()
+
+
+def choose_device(requested: str | torch.device | None = None, *,
+                  cuda_available: bool | None = None) -> torch.device:
+    """The device to compute on: ``requested`` when given, else ``cuda`` when a GPU is visible,
+    else ``cpu``.
+
+    Args:
+        requested: a device or device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``), or None.
+        cuda_available: whether CUDA can be used (default: ``torch.cuda.is_available()``).
+
+    Raises:
+        UsageError: ``requested`` is not a device string, or names CUDA where CUDA is not available.
+    """
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if requested is None:
+        return torch.device("cuda" if cuda_available else "cpu")
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError) as error:
+        raise UsageError(f"device {requested!r} is not a torch device ({error})") from error
+    if device.type == "cuda" and not cuda_available:
+        raise UsageError(f"device {requested!r} asked for, but CUDA is not available in this process "
+                         "(a CPU build of torch, no GPU, or CUDA_VISIBLE_DEVICES empty)")
+    return device
+
+
+#: Share of a GPU's free memory the weights may take before a model is split over the visible
+#: GPUs: the rest is for activations, the KV cache and the attention measurement's blocks.
+GPU_WEIGHT_SHARE = 0.8
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how a model is loaded.
+
+    Attributes:
+        device: where inputs go (for a split model, the device of its first layers).
+        dtype: parameter dtype.
+        device_map: ``"auto"`` to split the model over the visible GPUs with accelerate (and CPU
+            memory when they are full), None to load it whole onto ``device``.
+    """
+
+    device: torch.device
+    dtype: torch.dtype
+    device_map: str | None = None
+
+
+def choose_placement(device: str | torch.device | None = None, dtype: torch.dtype | None = None, *,
+                     weight_numel: int | None = None, gpu_free_bytes: int | None = None,
+                     cuda_available: bool | None = None) -> Placement:
+    """Device, dtype and split of a model load; a pure function of its arguments.
+
+    bf16 on CUDA, fp32 on CPU (:func:`default_dtype`) unless ``dtype`` is given. On CUDA with no
+    device index, a model whose weights (``weight_numel`` elements in ``dtype``) would take more
+    than :data:`GPU_WEIGHT_SHARE` of ``gpu_free_bytes`` is split with ``device_map="auto"``;
+    an explicit index (``"cuda:1"``) is always honoured as asked.
+
+    TF32 is not switched on: on CUDA the models run in bf16, where it changes nothing, and the
+    fp32 matmuls left are the rotary angles (``inv_freq @ position_ids``), which TF32 corrupts
+    past position 2,048 (huggingface/transformers#48428).
+
+    Raises:
+        UsageError: see :func:`choose_device`.
+    """
+    target = choose_device(device, cuda_available=cuda_available)
+    dtype = dtype or default_dtype(target)
+    if (target.type == "cuda" and target.index is None and weight_numel is not None
+            and gpu_free_bytes is not None and weight_numel * dtype.itemsize > GPU_WEIGHT_SHARE * gpu_free_bytes):
+        return Placement(torch.device("cuda", 0), dtype, "auto")
+    return Placement(target, dtype)
+
+
+def weight_numel(path: str | os.PathLike) -> int | None:
+    """Number of floating-point weight elements in a folder's safetensors files (headers only), or
+    None when it has none or a header cannot be read (the load then reports the problem)."""
+    from vlmdiag.checkpoints.safetensors_header import DTYPES, read_header
+
+    files = sorted(Path(path).glob("*.safetensors"))
+    try:
+        entries = [e for f in files for e in read_header(f)[0].values()]
+    except CheckpointError:
+        return None
+    numel = sum(math.prod(e.shape) for e in entries if DTYPES[e.dtype].is_floating_point)
+    return numel or None
+
+
+def evict_for(resident: dict[str, torch.device], target: torch.device) -> list[str]:
+    """Keys of the resident models to free before loading onto ``target``: on CUDA every model on
+    a GPU (one model resident at a time; a split model spans them all), on CPU none."""
+    if target.type != "cuda":
+        return []
+    return [key for key, device in resident.items() if device.type == "cuda"]
+
+
+class ResidentModels:
+    """Loaded models by key (e.g. a checkpoint spec), loaded on first use.
+
+    At most one model is resident on the GPUs at a time: loading another one there first drops
+    this holder's reference to the one loaded, runs the garbage collector and returns the cached
+    blocks to the driver (``torch.cuda.empty_cache``), so a later load finds the memory free.
+    Memory is only freed if no one else still holds the model. On CPU models are kept.
+    """
+
+    def __init__(self, load: Any = None):
+        self._load = load or load_model
+        self._models: dict[str, LoadedModel] = {}
+
+    def get(self, key: str, path: str | os.PathLike, **kwargs) -> LoadedModel:
+        """The model of ``key``, loading ``path`` with ``load_model(path, **kwargs)`` if needed."""
+        if key not in self._models:
+            target = choose_device(kwargs.get("device"))
+            evict = evict_for({k: m.device for k, m in self._models.items()}, target)
+            if evict:
+                self.release(*evict)
+            self._models[key] = self._load(path, **kwargs)
+        return self._models[key]
+
+    def release(self, *keys: str) -> None:
+        """Drop the models of ``keys`` and free their memory (if no one else holds them)."""
+        for key in keys:
+            self._models.pop(key, None)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def clear(self) -> None:
+        """Drop every model and free their memory."""
+        self.release(*self._models)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._models
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
     """bfloat16 on GPU (the paper's setting), float32 on CPU (bf16 matmuls are slow and inexact there)."""
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def _gpu_free_bytes() -> int:
+    """Free memory of the current CUDA device (bytes)."""
+    return torch.cuda.mem_get_info()[0]
 
 
 def get_module(root, dotted: str):
@@ -184,15 +324,22 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
 
     path = Path(path)
     config, adapter, processor, token_id = inference_parts(path, trust_remote_code=trust_remote_code)
-    device = torch.device(device) if device is not None else default_device()
-    dtype = dtype or default_dtype(device)
+    cuda = choose_device(device).type == "cuda"
+    placement = choose_placement(device, dtype, weight_numel=weight_numel(path) if cuda else None,
+                                 gpu_free_bytes=_gpu_free_bytes() if cuda else None)
+    device, dtype = placement.device, placement.dtype
+    split = {"device_map": placement.device_map} if placement.device_map else {}
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             path, dtype=dtype, trust_remote_code=trust_remote_code,
-            attn_implementation=attn_implementation)
+            attn_implementation=attn_implementation, **split)
     except Exception as error:
         raise CheckpointError(f"{path}: cannot load the model ({type(error).__name__}: {error})") from error
-    model.to(device).eval()
+    if split:  # accelerate placed the layers; inputs go where the embedding is
+        device = model.get_input_embeddings().weight.device
+    else:
+        model.to(device)
+    model.eval()
     tokenizer = getattr(processor, "tokenizer", processor)
     if getattr(tokenizer, "pad_token_id", None) is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
