@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from vlmdiag.claims.inference import AbilityTable, combine, comparison_text, comparisons_dict
+from vlmdiag.claims.inference import GAIN_METRICS, AbilityTable, combine, comparison_text, comparisons_dict, rl_gains
 from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
 from vlmdiag.regions import Regions
 from vlmdiag.stats import decide
 
-GAIN_METRICS = ("Mv2r", "Mrea")
 NECESSARY = ("Late", "Mid-Late")  # freezing either is the paper's finding
 
 
@@ -45,9 +44,8 @@ def late_necessary(table: AbilityTable, regions: Regions, t: LateNecessaryThresh
         given = ", ".join(f.removeprefix("RL-frozen-") for f in frozen) or "none that can run"
         return Outcome("skipped", f"needs --rl-frozen Late=CKPT or Mid-Late=CKPT (given: {given}); "
                        + "; ".join(table.notes), metrics=metrics)
-    gains = [m for m in GAIN_METRICS if (c := comparisons.get(f"{m} RL − IN")) is not None and c.interval.low > 0]
+    gains, rl_text = rl_gains(comparisons)
     metrics["rl_gains"] = gains
-    rl_text = "; ".join(comparison_text(c) for m in GAIN_METRICS if (c := comparisons.get(f"{m} RL − IN")))
     if not gains:
         return Outcome("inconclusive", f"RL has no resolved Mv2r/Mrea gain over IN that freezing could remove "
                        f"({rl_text})", metrics=metrics)

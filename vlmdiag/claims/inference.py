@@ -19,6 +19,8 @@ from vlmdiag.regions import REGION_NAMES, Regions
 from vlmdiag.runtime.model import LoadedModel
 
 MODES = ("teacher_forced", "own")
+#: The abilities RL is expected to improve (paper Table 2/3): the gain transplants and freezing track.
+GAIN_METRICS = ("Mv2r", "Mrea")
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,14 @@ def comparison_text(c: StageComparison) -> str:
     """``Mv2r IN:RL:RL − IN = +0.12 [0.04, 0.20] (N=50, p=0.01)``."""
     return (f"{c.metric} {c.label_b} − {c.label_a} = {c.delta:+.2f} "
             f"[{c.interval.low:+.2f}, {c.interval.high:+.2f}] (N={c.n}, McNemar p={c.p_value:.2g})")
+
+
+def rl_gains(comparisons: Mapping[str, StageComparison | None]) -> tuple[list[str], str]:
+    """RL's resolved gains over IN: the metrics of :data:`GAIN_METRICS` whose ``"{metric} RL − IN"``
+    comparison has its interval entirely above 0, and a text of those comparisons (all of them,
+    resolved or not, for a reason string)."""
+    present = [(m, c) for m in GAIN_METRICS if (c := comparisons.get(f"{m} RL − IN")) is not None]
+    return [m for m, c in present if c.interval.low > 0], "; ".join(comparison_text(c) for _, c in present)
 
 
 def comparisons_dict(comparisons: Mapping[str, StageComparison | None]) -> dict:

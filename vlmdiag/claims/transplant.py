@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from vlmdiag.claims.inference import AbilityTable, combine, comparison_text, comparisons_dict
+from vlmdiag.claims.inference import GAIN_METRICS, AbilityTable, combine, comparison_text, comparisons_dict, rl_gains
 from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
 from vlmdiag.regions import Regions
 from vlmdiag.stats import decide
 
-GAIN_METRICS = ("Mv2r", "Mrea")
 ABILITY_ROWS = ("Mvis", *GAIN_METRICS)
 SPLICE = "IN:RL:RL"
 
@@ -60,13 +59,12 @@ def mid_late_carries_gain(table: AbilityTable, regions: Regions, t: MidLateCarri
     metrics = {"scores": table.table(), "transitions": table.transitions(),
                "comparisons": comparisons_dict(versus_in), "models": list(table.scores),
                "splice_table": splice_table(table, versus_in)}
-    gains = [m for m in GAIN_METRICS if (c := versus_in.get(f"{m} RL − IN")) is not None and c.interval.low > 0]
+    gains, rl_text = rl_gains(versus_in)
     metrics["rl_gains"] = gains
     kept = lambda label, m: versus_in.get(f"{m} {label} − IN")  # noqa: E731
     metrics["splices_keeping_the_gain"] = [
         label for label in table.scores if label not in ("IN", "RL") and gains
         and all((c := kept(label, m)) is not None and c.interval.low > t.min_kept_gain for m in gains)]
-    rl_text = "; ".join(comparison_text(c) for m in GAIN_METRICS if (c := versus_in.get(f"{m} RL − IN")))
     if not gains:
         return Outcome("inconclusive", f"RL has no resolved Mv2r/Mrea gain over IN to carry ({rl_text})",
                        metrics=metrics)
