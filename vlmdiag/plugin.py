@@ -232,9 +232,6 @@ def pytest_configure(config: pytest.Config) -> None:
         use_cache=not _value(config, "no_cache"))
     config.pluginmanager.register(ReportWriter(state, config), "vlmdiag-report-writer")
     if _xdist_controller(config):
-        if config.getoption("dist", "no") == "load" and not _dist_given(config):
-            # -n without --dist: keep each checkpoint's work on one worker (see pytest_collection_modifyitems)
-            config.option.dist = "loadgroup"
         if state.recipes and not config.getoption("help", False):
             # Workers collect, the controller does not: check the inputs here, once, rather
             # than as one crash per worker.
@@ -246,11 +243,44 @@ def pytest_configure(config: pytest.Config) -> None:
 
 # ---------------------------------------------------------------------------- pytest-xdist
 
-#: Claims whose measurements share work (a weight pass; answers of IN and RL; a loaded base
-#: model) run in one xdist group per recipe, so that work is done once, on one worker.
-XDIST_GROUPS = {"weight_deltas": "weights", "weight_spectra": "weights", "abilities": "abilities",
-                "transplant": "abilities", "freezing": "abilities", "attention": "attention",
-                "skip": "localization", "swap": "localization"}
+def diagnostic_scope(nodeid: str, recipes) -> str:
+    """The unit of work that one xdist worker runs whole: a diagnostics file and one recipe
+    (``diagnostics/test_updates.py[main]``), or the file alone for tests without a recipe.
+
+    The claims that share a measurement live in one file (the three weight claims share one
+    weight pass; the two localization claims, one loaded base model), so each measurement is
+    made once, by one worker, while other files and recipes run on the other workers.
+    """
+    module, _, rest = nodeid.partition("::")
+    match = re.search(r"\[(.*)\]$", rest)
+    if match:
+        ids = match.group(1)
+        for name in sorted(recipes, key=len, reverse=True):
+            if ids == name or ids.startswith(f"{name}-") or ids.endswith(f"-{name}") or f"-{name}-" in ids:
+                return f"{module}[{name}]"
+    return module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """``-n N`` without ``--dist``: schedule whole :func:`diagnostic_scope` units.
+
+    (``--dist loadgroup`` with ``xdist_group`` marks would do, but pytest-xdist 3.8 cannot group
+    under pytest 9.2, pytest-dev/pytest-xdist#1386.) An explicit ``--dist`` is respected."""
+    state = config.stash.get(STATE, None)
+    if state is None or not state.recipes or _dist_given(config):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    recipes = tuple(state.recipes)
+
+    class DiagnosticScopeScheduling(LoadScopeScheduling):
+        """Load balancing over whole (diagnostics file, recipe) units."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return diagnostic_scope(nodeid, recipes)
+
+    return DiagnosticScopeScheduling(config, log)
 
 
 def worker_cuda_visible_devices(worker_id: str | None, current: str | None, device_count: int) -> str | None:
@@ -293,8 +323,7 @@ def _dist_given(config: pytest.Config) -> bool:
 
 
 def _configure_worker(config: pytest.Config, workerinput: dict) -> None:
-    """In an xdist worker: pin it to its GPU before torch initialises CUDA, and group its items
-    as the controller schedules them."""
+    """In an xdist worker: pin it to its GPU before torch initialises CUDA."""
     pin = worker_cuda_visible_devices(workerinput.get("workerid"), os.environ.get("CUDA_VISIBLE_DEVICES"),
                                       int(workerinput.get("vlmdiag_cuda_devices", 0)))
     if pin is not None:
@@ -304,18 +333,15 @@ def _configure_worker(config: pytest.Config, workerinput: dict) -> None:
                           f"pinned to GPU {pin}; set CUDA_VISIBLE_DEVICES yourself", pytest.PytestConfigWarning)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = pin
-    if workerinput.get("vlmdiag_loadgroup"):
-        config.option.loadgroup = True  # xdist's worker flag for --dist loadgroup
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node) -> None:
-    """Controller side: tell each worker how many GPUs there are and how it is scheduled."""
+    """Controller side: tell each worker how many GPUs there are."""
     config = node.config
     if _CUDA_COUNT not in config.stash:
         config.stash[_CUDA_COUNT] = _cuda_device_count()
     node.workerinput["vlmdiag_cuda_devices"] = config.stash[_CUDA_COUNT]
-    node.workerinput["vlmdiag_loadgroup"] = config.getoption("dist", "no") == "loadgroup"
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -381,7 +407,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("recipe", names, ids=names)
 
 
-@pytest.hookimpl(tryfirst=True)  # the xdist_group marks must be there before xdist reads them
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     diagnostics = [item for item in items if "diagnose" in getattr(item, "fixturenames", ())]
     state = config.stash[STATE]
@@ -403,22 +428,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             state.validate_inputs()
         except VlmdiagError as error:
             raise pytest.UsageError(str(error)) from None
-    _mark_xdist_groups(diagnostics)
-
-
-def _mark_xdist_groups(diagnostics: list) -> None:
-    """Give each diagnostic an ``xdist_group`` (recipe + :data:`XDIST_GROUPS` of its claim's
-    measurement), so ``--dist loadgroup`` keeps work that is shared on one worker."""
-    from vlmdiag.claims import all_claims
-
-    claims = all_claims()
-    for item in diagnostics:
-        marker = item.get_closest_marker("claim")
-        claim = claims.get(marker.args[0]) if marker is not None and marker.args else None
-        recipe = getattr(item, "callspec", None) and item.callspec.params.get("recipe")
-        if claim is None or recipe is None:
-            continue
-        item.add_marker(pytest.mark.xdist_group(f"{recipe}-{XDIST_GROUPS.get(claim.measurement, claim.measurement)}"))
 
 
 @pytest.fixture

@@ -1,0 +1,98 @@
+"""The suite under pytest-xdist: the same verdicts as one process, one report, one error line,
+work grouped by checkpoint, one GPU per worker."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from vlmdiag.plugin import worker_cuda_visible_devices
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_pytest(*args, env=None):
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def outcome(report: dict) -> dict:
+    """``{(recipe, claim): (verdict, metrics)}`` of a JSON report."""
+    return {(c["recipe"], c["id"]): (c["verdict"], c["metrics"]) for c in report["claims"]}
+
+
+def test_two_workers_give_the_verdicts_and_metrics_of_one_process(planted, tmp_path):
+    paths, other = planted("paper"), planted("inverted")
+    args = ["diagnostics", f"--base={paths['base']}", f"--rl={paths['rl']}", f"--origin={paths['origin']}",
+            f"--recipe=inverted={other['base']},{other['rl']},{other['origin']}", "--report-only", "--no-cache"]
+    code, serial_out = run_pytest(*args, f"--report-json={tmp_path / 'serial.json'}", "-n", "0")
+    assert code == 0, serial_out
+    code, out = run_pytest(*args, f"--report-json={tmp_path / 'parallel.json'}", "-n", "2", "-v")
+    assert code == 0, out
+    serial = json.loads((tmp_path / "serial.json").read_text())
+    parallel = json.loads((tmp_path / "parallel.json").read_text())
+    assert len(parallel["claims"]) == len(serial["claims"]) == 18  # 9 claims x 2 recipes, all in one report
+    assert outcome(parallel) == outcome(serial)
+    verdicts = {key: verdict for key, (verdict, _) in outcome(parallel).items()}
+    assert verdicts[("main", "updates.energy_mid")] == "reproduced"
+    assert verdicts[("inverted", "updates.energy_mid")] == "not_reproduced"
+
+    # The controller writes the table and the report once.
+    assert out.count("=== vlmdiag ===") == 1 or len(re.findall(r"=+ vlmdiag =+", out)) == 1
+    assert out.count(f"report: {tmp_path / 'parallel.json'}") == 1
+    # -n without --dist schedules whole (file, recipe) units: the three weight claims of a recipe
+    # run on one worker, which makes the recipe's weight pass once.
+    assert "scheduling tests via DiagnosticScopeScheduling" in out
+    workers = {}
+    for worker, recipe in re.findall(r"\[(gw\d)\] \[\s*\d+%\] \w+ diagnostics/test_updates\.py::\S+\[(\w+)\]", out):
+        workers.setdefault(recipe, set()).add(worker)
+    assert {r: len(w) for r, w in workers.items()} == {"main": 1, "inverted": 1}, out
+    for recipe in ("main", "inverted"):
+        assert len(re.findall(rf"\[gw\d\] vlmdiag: {recipe}: weight spectra \.\.\.", out)) == 1, out
+
+
+@pytest.mark.parametrize("nodeid, scope", [
+    ("diagnostics/test_updates.py::test_energy[main]", "diagnostics/test_updates.py[main]"),
+    ("diagnostics/test_updates.py::test_energy[grpo-v2]", "diagnostics/test_updates.py[grpo-v2]"),
+    ("diagnostics/test_x.py::TestA::test_b[main-3]", "diagnostics/test_x.py[main]"),
+    ("diagnostics/test_x.py::test_b[3-main]", "diagnostics/test_x.py[main]"),
+    ("tests/test_other.py::test_plain", "tests/test_other.py"),
+    ("tests/test_other.py::test_param[7]", "tests/test_other.py"),
+])
+def test_work_units_are_a_diagnostics_file_and_a_recipe(nodeid, scope):
+    from vlmdiag.plugin import diagnostic_scope
+
+    assert diagnostic_scope(nodeid, ["main", "grpo", "grpo-v2"]) == scope
+
+
+def test_bad_input_under_xdist_is_one_usage_error_not_a_crash_per_worker(planted):
+    paths = planted("paper")
+    code, out = run_pytest("diagnostics", "--base=/nonexistent/in", f"--rl={paths['rl']}", "-n", "2")
+    assert code == 4, out
+    assert out.count("/nonexistent/in: checkpoint folder does not exist") == 1
+    assert "INTERNALERROR" not in out
+
+    code, out = run_pytest("diagnostics", "-n", "2")
+    assert code == 4, out
+    assert out.count("need checkpoints") == 1
+    assert "INTERNALERROR" not in out and "crashed" not in out
+
+
+@pytest.mark.parametrize("worker, user, gpus, expected", [
+    ("gw0", None, 2, "0"),
+    ("gw1", None, 2, "1"),
+    ("gw5", None, 4, "1"),  # more workers than GPUs: round robin
+    ("gw3", None, 1, "0"),
+    ("gw1", None, 0, None),  # no GPU: nothing to pin
+    ("gw1", "2,3", 2, None),  # the user chose the devices
+    ("gw1", "", 2, None),  # ... even "none"
+    (None, None, 2, None),  # not an xdist worker
+    ("master", None, 2, None),
+])
+def test_each_worker_gets_its_own_gpu_unless_the_user_chose(worker, user, gpus, expected):
+    assert worker_cuda_visible_devices(worker, user, gpus) == expected
