@@ -114,8 +114,8 @@ def regions_for(spec: str, num_layers: int) -> Regions:
     if spec == "thirds":
         return Regions(num_layers, (num_layers // 3, 2 * num_layers // 3), "thirds")
     if spec == "localized":
-        raise UsageError("--regions localized is derived from the base checkpoint's localization curves "
-                         "(vlmdiag.claims.localized.localized_regions_for), not from the layer count alone")
+        raise UsageError("regions 'localized' come from the base checkpoint's localization curves, which a "
+                         "pytest run measures (--regions localized); here use paper, thirds or A,B")
     a, b = (int(x) for x in spec.split(","))
     return Regions(num_layers, (a, b), spec)
 

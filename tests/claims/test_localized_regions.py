@@ -235,3 +235,8 @@ def test_pytest_run_with_localized_on_weight_only_checkpoints_is_a_usage_error(p
     code, out = _pytest("diagnostics/test_updates.py", f"--base={paths['base']}", f"--rl={paths['rl']}",
                         "--regions=localized")
     assert code == 4 and "--regions localized: the base checkpoint" in out and "cannot run" in out, out
+
+
+def test_localized_needs_curves_not_just_a_layer_count():
+    with pytest.raises(UsageError, match="here use paper, thirds or A,B"):
+        regions_for("localized", 28)
