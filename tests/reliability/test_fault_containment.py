@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from vlmdiag.claims import run_claim
 from vlmdiag.claims.evidence import Recipe
@@ -118,8 +119,9 @@ def _project(folder: Path) -> Path:
     folder.mkdir()
     (folder / "conftest.py").write_text(CONFTEST)
     (folder / "test_diagnostics.py").write_text(DIAGNOSTICS)
-    (folder / "thresholds.yaml").write_text((ROOT / "thresholds.yaml").read_text()
-                                            + "  test.out_of_memory:\n    gate: false\n    confidence: 0.95\n")
+    thresholds = yaml.safe_load((ROOT / "thresholds.yaml").read_text())
+    thresholds["claims"]["test.out_of_memory"] = {"gate": False, "confidence": 0.95}
+    (folder / "thresholds.yaml").write_text(yaml.safe_dump(thresholds, sort_keys=False))
     return folder
 
 
