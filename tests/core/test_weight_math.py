@@ -1,5 +1,7 @@
 """The weight statistics against numpy/scipy, on arbitrary matrices (Hypothesis)."""
 
+from contextlib import ExitStack
+
 import numpy as np
 import pytest
 import torch
@@ -123,6 +125,10 @@ def test_streamed_norms_match_float64(tmp_path_factory, config_json, monkeypatch
                                    workers=workers)
     by = {(m.name, m.stage): m.stats for m in result.matrices}
     assert sorted({n for n, _ in by}) == sorted(NAMES) and len(by) == 2 * len(NAMES)
+    assert_matches_float64(by, tensors, spectra)
+
+
+def assert_matches_float64(by, tensors, spectra):
     for name in NAMES:
         rl_norm, rl_rel, in_norm, in_rel = reference(tensors, name)
         assert by[name, "rl"].frobenius == pytest.approx(rl_norm, rel=1e-5, abs=1e-12)
@@ -132,24 +138,56 @@ def test_streamed_norms_match_float64(tmp_path_factory, config_json, monkeypatch
         assert (by[name, "rl"].singular_values is not None) == (spectra and rl_norm > 0)
 
 
+@pytest.mark.parametrize("spectra", [False, True])
+def test_prefetching_engine_matches_float64_on_cpu(tmp_path, config_json, spectra):
+    """The CUDA engine (reader thread, two buffer slots, whole matrices) run on CPU, where its
+    logic can be checked without a GPU: same numbers, every matrix once, in order."""
+    from vlmdiag.measure import weights
+
+    g = torch.Generator().manual_seed(1)
+    tensors = {"origin": {}, "base": {}, "rl": {}}
+    for i, name in enumerate(NAMES):  # sizes grow and shrink, so buffers are reused and regrown
+        shape = ((3, 50), (40, 33), (2, 7), (64, 64))[i]
+        origin = torch.randn(shape, generator=g)
+        for stage, value in (("origin", origin), ("base", origin + 0.1 * torch.randn(shape, generator=g)),
+                             ("rl", origin + 0.2 * torch.randn(shape, generator=g))):
+            tensors[stage][name] = value.bfloat16()
+    cks = write_triple(tmp_path, config_json, tensors)
+    with ExitStack() as stack:
+        readers = [stack.enter_context(cks[s].reader()) for s in ("base", "rl", "origin")]
+        out = list(weights._tensor_pass(readers, NAMES, torch.device("cpu"), spectra))
+    assert [name for name, _ in out] == NAMES
+    by = {(name, stage): stat for name, stats in out for stage, stat in zip(("rl", "in"), stats)}
+    assert_matches_float64(by, tensors, spectra)
+    if spectra:
+        sigma = np.linalg.svd((tensors["rl"][NAMES[3]].double() - tensors["base"][NAMES[3]].double()).numpy(),
+                              compute_uv=False)
+        np.testing.assert_allclose(by[NAMES[3], "rl"].singular_values, sigma[:50], rtol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def monkeypatch_module():
     with pytest.MonkeyPatch.context() as patch:
         yield patch
 
 
-@pytest.mark.parametrize("spectra", [False, True])
+@pytest.mark.parametrize("engine", ["slices", "whole", "prefetch"])
 @pytest.mark.parametrize("stage", ["base", "rl", "origin"])
-def test_nan_in_any_checkpoint_names_it_and_the_tensor(tmp_path, config_json, stage, spectra):
+def test_nan_in_any_checkpoint_names_it_and_the_tensor(tmp_path, config_json, stage, engine):
     from vlmdiag.errors import NonFiniteWeightsError
-    from vlmdiag.measure.weights import weight_deltas
+    from vlmdiag.measure import weights
 
     tensors = {s: {n: torch.full((8, 8), 0.01 * i) for n in NAMES} for i, s in enumerate(("origin", "base", "rl"))}
     tensors[stage][NAMES[2]][3, 4] = float("nan")
     tensors[stage][NAMES[2]][5, 1] = float("inf")
     cks = write_triple(tmp_path, config_json, tensors)
     with pytest.raises(NonFiniteWeightsError, match=rf"{stage}: tensor {NAMES[2]} holds 2 NaN/Inf"):
-        weight_deltas(cks["base"], cks["rl"], cks["origin"], spectra=spectra, device="cpu")
+        if engine == "prefetch":
+            with ExitStack() as stack:
+                readers = [stack.enter_context(cks[s].reader()) for s in ("base", "rl", "origin")]
+                list(weights._tensor_pass(readers, NAMES, torch.device("cpu"), False))
+        else:
+            weights.weight_deltas(cks["base"], cks["rl"], cks["origin"], spectra=engine == "whole", device="cpu")
 
 
 def test_without_origin_only_rl_and_progress_in_order(tmp_path, config_json):

@@ -143,15 +143,20 @@ def weight_deltas(base: Checkpoint, rl: Checkpoint, origin: Checkpoint | None = 
                   workers: int | None = None) -> WeightDeltas:
     """Stream ΔRL (and ΔIN when ``origin`` is given) over every update matrix.
 
-    Two engines, same numbers (to fp32 rounding; ``tests/core/test_weight_math.py``):
+    Three engines, same numbers (to fp32 rounding; ``tests/core/test_weight_math.py``):
 
     * norms only, on CPU: each matrix is read in slices of :data:`NORM_CHUNK` elements straight
       from the files into small reused buffers, converted to fp32 and reduced while it is in the
-      CPU cache; ``workers`` threads take whole matrices (reading in one overlaps computing in
-      another). Per-slice norms are summed in float64.
-    * spectra, or a CUDA device: whole matrices; a reader thread reads the next matrix (into
-      pinned memory for CUDA, copied with ``non_blocking``) while the current one is converted to
-      fp32 on ``device``, subtracted in place and measured (``svdvals`` in fp32 there).
+      CPU cache. Per-slice norms are summed in float64.
+    * spectra on CPU: whole matrices, converted to fp32 into reused buffers, subtracted in place,
+      then ``svdvals``.
+    * CUDA (norms and spectra): whole matrices; a reader thread reads the next matrix into pinned
+      memory while the current one is copied over (``non_blocking``), converted to fp32 on the GPU,
+      subtracted in place and measured there.
+
+    On CPU, ``workers`` threads take whole matrices, each with one intra-op thread (so reading in
+    one overlaps computing in another, and no OpenMP barrier is shared: on a busy 2-core machine
+    two intra-op threads made both the slices and ``svdvals`` several times slower, measured).
 
     Args:
         base: the checkpoint RL started from (the paper's IN).
@@ -160,7 +165,7 @@ def weight_deltas(base: Checkpoint, rl: Checkpoint, origin: Checkpoint | None = 
         spectra: also compute singular values (slower: one ``svdvals`` per matrix and stage).
         device: where the fp32 arithmetic runs (default: CUDA when available, else CPU).
         progress: called as ``progress(done, total)`` after each matrix.
-        workers: threads of the CPU norm engine (default: ``max(2, torch.get_num_threads())``).
+        workers: threads of the CPU engines (default: ``max(2, torch.get_num_threads())``).
 
     Returns:
         :class:`WeightDeltas` with one :class:`MatrixDelta` per matrix and stage.
@@ -178,10 +183,11 @@ def weight_deltas(base: Checkpoint, rl: Checkpoint, origin: Checkpoint | None = 
     matrices: list[MatrixDelta] = []
     with ExitStack() as stack:
         readers = [stack.enter_context(c.reader()) for c in checkpoints]
-        if spectra or device.type != "cpu":
+        if device.type != "cpu":
             measured = _tensor_pass(readers, names, device, spectra)
         else:
-            measured = _norm_pass(readers, names, workers or max(2, torch.get_num_threads()))
+            measure = _WholeMatrices(readers, spectra) if spectra else _SliceNorms(readers)
+            measured = _pool_pass(names, measure, workers or max(2, torch.get_num_threads()))
         stack.callback(measured.close)  # stops the reader thread / worker pool on an error
         for done, (name, stats) in enumerate(measured, 1):
             location = base.locate(name)
@@ -194,28 +200,24 @@ def weight_deltas(base: Checkpoint, rl: Checkpoint, origin: Checkpoint | None = 
     return WeightDeltas(base.num_llm_layers, base.num_vision_layers, matrices, spectra)
 
 
-#: Elements per slice in the CPU norm engine: three fp32 slices (768 KiB) and their stored bytes
+#: Elements per slice in the CPU norm engine: three fp32 slices (1.5 MiB) and their stored bytes
 #: stay in the L2 cache. Measured on the 0.74B bench triple: 32 Ki–128 Ki within noise, 16 Ki 2× slower.
-NORM_CHUNK = 1 << 16
+NORM_CHUNK = 1 << 17
 
 _Stats = tuple[DeltaStats, ...]
 
 
-def _norm_pass(readers: list[TensorReader], names: list[str], workers: int) -> Iterator[tuple[str, _Stats]]:
-    """Frobenius and relative norms, matrix by matrix in ``names`` order (see :func:`weight_deltas`)."""
-    slices = _SliceNorms(readers)
+def _pool_pass(names: list[str], measure: Callable[[str], _Stats],
+               workers: int) -> Iterator[tuple[str, _Stats]]:
+    """``(name, measure(name))`` in ``names`` order, measured by ``workers`` threads that each
+    run torch with one intra-op thread (the setting is restored afterwards)."""
     threads = torch.get_num_threads()
-    # One intra-op thread per worker: slices are small, and on a busy machine OpenMP's barriers
-    # between two threads made the pass 15× slower (measured); parallelism comes from the workers.
     torch.set_num_threads(1)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlmdiag-weights")
     try:
-        futures = [pool.submit(slices, name) for name in names]
+        futures = [pool.submit(measure, name) for name in names]
         for name, future in zip(names, futures):
-            squares = future.result()
-            if not np.isfinite(squares).all():
-                _raise_non_finite(readers, name)  # or an overflow of finite values: report inf as before
-            yield name, _stats_from_squares(squares)
+            yield name, future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         torch.set_num_threads(threads)
@@ -242,7 +244,7 @@ class _SliceNorms:
         self.readers = readers
         self.local = threading.local()
 
-    def __call__(self, name: str) -> np.ndarray:
+    def __call__(self, name: str) -> _Stats:
         local, readers, n = self.local, self.readers, len(self.readers)
         if not hasattr(local, "raw"):
             local.raw = torch.empty(n, NORM_CHUNK * 8, dtype=torch.uint8)  # 8 bytes: the widest dtype
@@ -265,7 +267,10 @@ class _SliceNorms:
             torch.linalg.vector_norm(evens, dim=1, out=reference)
             tail.sub_(head)  # rl − base, origin − base (the sign does not change a norm)
             torch.linalg.vector_norm(tail, dim=1, out=delta)
-        return torch.cat([references, deltas], 1).double().square().sum(0).numpy()
+        squares = torch.cat([references, deltas], 1).double().square().sum(0).numpy()
+        if not np.isfinite(squares).all():
+            _raise_non_finite(readers, name)  # or finite values overflowed: inf, as a whole-matrix norm gives
+        return _stats_from_squares(squares)
 
     def _views(self, dtypes: tuple[torch.dtype, ...], k: int):
         """(conversion copies, rows base/origin, rows rl/origin, row base) over the first ``k``
@@ -277,6 +282,40 @@ class _SliceNorms:
         else:
             copies = [(block[i], local.raw[i].view(dtype)[:k]) for i, dtype in enumerate(dtypes)]
         return copies, block[::2], block[1:], block[:1]
+
+
+class _WholeMatrices:
+    """Stats with spectra of one matrix on CPU, from whole fp32 copies in per-thread buffers that
+    are reused: one for the stored bytes, two fp32 ones (W_base; then W_rl, turned into ΔRL in
+    place and measured; then W_origin, turned into ΔIN)."""
+
+    def __init__(self, readers: list[TensorReader], spectra: bool):
+        self.readers, self.spectra = readers, spectra
+        self.local = threading.local()
+
+    def __call__(self, name: str) -> _Stats:
+        local, readers = self.local, self.readers
+        if not hasattr(local, "raw"):
+            local.raw = torch.empty(0, dtype=torch.uint8)
+            local.values = [torch.empty(0, dtype=torch.float32) for _ in range(2)]
+        shape = readers[0].checkpoint.shape(name)
+
+        def load(i: int, slot: int) -> tuple[torch.Tensor, float]:
+            reader = readers[i]
+            dtype, numel = reader.dtype(name), reader.numel(name)
+            local.raw = _grown(local.raw, numel * dtype.itemsize)
+            stored = reader.read_into(name, local.raw[:numel * dtype.itemsize].view(dtype))
+            local.values[slot] = _grown(local.values[slot], numel)
+            values = local.values[slot][:numel].copy_(stored).view(shape)
+            return values, _check_finite(values, reader.checkpoint, name)
+
+        base, base_norm = load(0, 0)
+        rl, _ = load(1, 1)
+        stats = [_delta_stats(rl.sub_(base), base_norm, spectra=self.spectra)]
+        if len(readers) == 3:
+            origin, origin_norm = load(2, 1)
+            stats.append(_delta_stats(torch.sub(base, origin, out=origin), origin_norm, spectra=self.spectra))
+        return tuple(stats)
 
 
 def _raise_non_finite(readers: list[TensorReader], name: str) -> None:
@@ -325,7 +364,8 @@ class _Slot:
 
 def _tensor_pass(readers: list[TensorReader], names: list[str], device: torch.device,
                  spectra: bool) -> Iterator[tuple[str, _Stats]]:
-    """Whole matrices on ``device``, the next one read meanwhile (see :func:`weight_deltas`)."""
+    """Whole matrices on a CUDA ``device``, the next one read meanwhile (see :func:`weight_deltas`).
+    It also runs on CPU (unpinned), which is how its logic is tested where there is no GPU."""
     cuda = device.type == "cuda"
     slots = _prefetch(readers, names, slots=2, pin=cuda)
     empty = torch.empty(0, device=device)
