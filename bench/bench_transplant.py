@@ -24,7 +24,6 @@ import argparse
 import gc
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+import benchlib
 from vlmdiag.transplant import Splicer, all_variants
 
 SECTION = "## Transplant sweep"
@@ -82,87 +82,84 @@ class Loads:
         return model
 
 
-EVAL_SECONDS = [0.0]
+class Sweep:
+    """Times one way of building the eight variants: model loads, evaluation, and the total.
+
+    Use as a context manager around the sweep; ``evaluate`` times each forward pass, and
+    :meth:`result` gives the row (build time = total − evaluation)."""
+
+    def __init__(self, tokens: torch.Tensor):
+        self.tokens, self.loads = tokens, Loads()
+        self.eval_seconds, self.logits = 0.0, {}
+
+    def __enter__(self) -> Sweep:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+
+    def evaluate(self, label: str, model) -> None:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            self.logits[label] = model(input_ids=self.tokens).logits[:, -1].clone()
+        self.eval_seconds += time.perf_counter() - start
+
+    def result(self, **extra) -> dict:
+        return {"seconds": self.seconds, "build_seconds": self.seconds - self.eval_seconds,
+                "loads": self.loads.count, "load_seconds": self.loads.seconds, "logits": self.logits, **extra}
 
 
-def evaluate(model, tokens: torch.Tensor) -> torch.Tensor:
-    start = time.perf_counter()
-    with torch.inference_mode():
-        out = model(input_ids=tokens).logits[:, -1].clone()
-    EVAL_SECONDS[0] += time.perf_counter() - start
-    return out
+def _splicer_sweep(a: Path, b: Path, tokens: torch.Tensor, variants) -> dict:
+    """Load A once; ``variants(splicer)`` yields ``(variant, record)`` with the variant applied."""
+    with Sweep(tokens) as sweep:
+        model = sweep.loads.load(a)
+        splicer = Splicer(model, a, b, regions="thirds")
+        bytes_read = 0
+        for variant, record in variants(splicer):
+            sweep.evaluate(variant.label(), model)
+            bytes_read += record.bytes_read
+    return sweep.result(tensor_reads=splicer.reads, bytes_read=bytes_read)
 
 
 def sweep_splicer(a: Path, b: Path, tokens: torch.Tensor) -> dict:
-    loads = Loads()
-    EVAL_SECONDS[0] = 0.0
-    start = time.perf_counter()
-    model = loads.load(a)
-    splicer = Splicer(model, a, b, regions="thirds")
-    out, bytes_read = {}, 0
-    for variant, record in splicer.sweep():
-        out[variant.label()] = evaluate(model, tokens)
-        bytes_read += record.bytes_read
-    total = time.perf_counter() - start
-    return {"seconds": total, "build_seconds": total - EVAL_SECONDS[0], "loads": loads.count,
-            "load_seconds": loads.seconds, "logits": out, "tensor_reads": splicer.reads, "bytes_read": bytes_read}
+    """``Splicer.sweep``: between variants, move only the tensors whose source changes."""
+    return _splicer_sweep(a, b, tokens, lambda splicer: splicer.sweep())
 
 
 def sweep_per_variant(a: Path, b: Path, tokens: torch.Tensor) -> dict:
     """One ``Splicer.splice`` context per variant: apply from A's state, restore after each."""
-    loads = Loads()
-    EVAL_SECONDS[0] = 0.0
-    start = time.perf_counter()
-    model = loads.load(a)
-    splicer = Splicer(model, a, b, regions="thirds")
-    out, bytes_read = {}, 0
-    for variant in all_variants():
-        with splicer.splice(variant) as record:
-            out[variant.label()] = evaluate(model, tokens)
-            bytes_read += record.bytes_read
-    total = time.perf_counter() - start
-    return {"seconds": total, "build_seconds": total - EVAL_SECONDS[0], "loads": loads.count,
-            "load_seconds": loads.seconds, "logits": out, "tensor_reads": splicer.reads, "bytes_read": bytes_read}
+    def variants(splicer):
+        for variant in all_variants():
+            with splicer.splice(variant) as record:
+                yield variant, record
+
+    return _splicer_sweep(a, b, tokens, variants)
 
 
 def sweep_naive(a: Path, b: Path, tokens: torch.Tensor) -> dict:
     """The authors' per-variant build (thirds cuts, components from the Early source)."""
-    loads = Loads()
-    EVAL_SECONDS[0] = 0.0
-    start = time.perf_counter()
-    out = {}
-    for variant in all_variants():
-        paths = {"A": a, "B": b}
-        early = loads.load(paths[variant.sources[0]])
-        others = {s for s in variant.sources[1:] if s != variant.sources[0]}
-        donors = {s: loads.load(paths[s]) for s in others}
-        layers = early.model.language_model.layers
-        n = len(layers)
-        cuts = (n // 3, 2 * n // 3)
-        with torch.no_grad():
-            for region, side in enumerate(variant.sources):
-                if side == variant.sources[0]:
-                    continue
-                lo, hi = ((0, cuts[0]), (cuts[0], cuts[1]), (cuts[1], n))[region]
-                for i in range(lo, hi):
-                    layers[i].load_state_dict(donors[side].model.language_model.layers[i].state_dict())
-        out[variant.label()] = evaluate(early, tokens)
-        del early, donors, layers
-        gc.collect()
-    total = time.perf_counter() - start
-    return {"seconds": total, "build_seconds": total - EVAL_SECONDS[0], "loads": loads.count,
-            "load_seconds": loads.seconds, "logits": out}
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) the "Transplant sweep" section of RESULTS.md, leaving others alone."""
-    current = path.read_text() if path.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text.rstrip() + "\n\n", current)
-    else:
-        updated = current.rstrip() + "\n\n" + text.rstrip() + "\n"
-    path.write_text(updated)
+    with Sweep(tokens) as sweep:
+        loads = sweep.loads
+        for variant in all_variants():
+            paths = {"A": a, "B": b}
+            early = loads.load(paths[variant.sources[0]])
+            others = {s for s in variant.sources[1:] if s != variant.sources[0]}
+            donors = {s: loads.load(paths[s]) for s in others}
+            layers = early.model.language_model.layers
+            n = len(layers)
+            cuts = (n // 3, 2 * n // 3)
+            with torch.no_grad():
+                for region, side in enumerate(variant.sources):
+                    if side == variant.sources[0]:
+                        continue
+                    lo, hi = ((0, cuts[0]), (cuts[0], cuts[1]), (cuts[1], n))[region]
+                    for i in range(lo, hi):
+                        layers[i].load_state_dict(donors[side].model.language_model.layers[i].state_dict())
+            sweep.evaluate(variant.label(), early)
+            del early, donors, layers
+            gc.collect()
+    return sweep.result()
 
 
 def main(argv=None) -> int:
@@ -222,7 +219,7 @@ disk, or for 7B models (about 16 GB each), every naive reload reads the whole ch
 """
     print(text)
     if args.write_results:
-        write_section(Path(__file__).with_name("RESULTS.md"), text)
+        benchlib.write_section(SECTION, text)
     return 0
 
 

@@ -371,6 +371,7 @@ def _tensor_pass(readers: list[TensorReader], names: list[str], device: torch.de
     empty = torch.empty(0, device=device)
     work = [empty] * len(readers)  # fp32 values on ``device``, one buffer per checkpoint, reused
     staged = [empty.byte()] * len(readers)  # CUDA: the stored bytes on the GPU, reused
+    values: list[torch.Tensor] = []
     try:
         for slot, release in slots:
             name = slot.name
@@ -395,6 +396,9 @@ def _tensor_pass(readers: list[TensorReader], names: list[str], device: torch.de
             yield name, tuple(stats)
     finally:
         slots.close()
+        if cuda:  # hand the buffers back, so later model loads see the GPU memory as free
+            del work, staged, values
+            torch.cuda.empty_cache()
 
 
 def _grown(buffer: torch.Tensor, numel: int) -> torch.Tensor:
