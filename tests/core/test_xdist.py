@@ -96,3 +96,19 @@ def test_bad_input_under_xdist_is_one_usage_error_not_a_crash_per_worker(planted
 ])
 def test_each_worker_gets_its_own_gpu_unless_the_user_chose(worker, user, gpus, expected):
     assert worker_cuda_visible_devices(worker, user, gpus) == expected
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_verdicts_of_one_process_on_the_fast_organism(tmp_path):
+    """Every claim, inference ones included (minutes: the suite runs twice)."""
+    args = ["diagnostics", "--origin=organism:base", "--base=organism:in", "--rl=organism:rl",
+            "--rl-frozen=Late=organism:rl-frozen-late", "--report-only", "--no-cache"]
+    env = {"VLMDIAG_ORGANISM_RECIPE": "fast"}
+    reports = {}
+    for workers in ("0", "2"):
+        path = tmp_path / f"n{workers}.json"
+        code, out = run_pytest(*args, f"--report-json={path}", "-n", workers, env=env)
+        assert code == 0, out
+        reports[workers] = json.loads(path.read_text())
+    assert len(reports["2"]["claims"]) == 9
+    assert outcome(reports["2"]) == outcome(reports["0"])
