@@ -75,7 +75,8 @@ def section(results: dict[str, list[dict]], load_before: str, load_after: str) -
         f"{first['recipe']['vision_hidden']}x{first['recipe']['vision_depth']} blocks), 112x112 "
         f"images (16 visual tokens). Each build runs in its own process; RSS is `ru_maxrss`.")
     lines.append("")
-    stages = ["setup", "base", "in", "rl", "rl-frozen-early", "rl-frozen-mid", "rl-frozen-late"]
+    stages = ["setup", "vision", "base", "in", "rl", "rl-frozen-early", "rl-frozen-mid",
+              "rl-frozen-late"]
     lines.append("| recipe | run | " + " | ".join(stages) + " | evaluation (all stages) | total (s) "
                  "| wall incl. start-up (s) | peak RSS (MB) |")
     lines.append("|" + "---|" * (len(stages) + 6))
@@ -120,9 +121,17 @@ def section(results: dict[str, list[dict]], load_before: str, load_after: str) -
             first_q = sum(h["reward"] for h in hist[:k]) / k
             last_q = sum(h["reward"] for h in hist[-k:]) / k
             zero = sum(h.get("frac_reward_zero_std") or 0 for h in hist) / len(hist)
-            lines.append(f"- GRPO reward (rl stage, correctness + 0.5 format, max 1.5): mean of the "
-                         f"first quarter of steps {first_q:.3f}, last quarter {last_q:.3f}; "
-                         f"mean fraction of groups with zero reward std {zero:.2f}.")
+            kl = [h.get("kl") or 0.0 for h in hist]
+            corr = [h.get("rewards/correctness_reward/mean") or 0.0 for h in hist]
+            r = rep["recipe"]
+            lines.append(f"- GRPO (rl stage; {r['rl_steps']} steps of {r['rl_prompts_per_step']} "
+                         f"prompts x {r['rl_generations']} samples, lr {r['rl_lr']:g}, beta "
+                         f"{r['rl_beta']:g}, {r['rl_perception_share']:.0%} perception prompts): "
+                         f"mean reward (correctness + 0.5 format, max 1.5) first quarter of steps "
+                         f"{first_q:.3f}, last quarter {last_q:.3f}; correctness "
+                         f"{sum(corr[:k]) / k:.3f} -> {sum(corr[-k:]) / k:.3f}; mean fraction of "
+                         f"groups with zero reward std {zero:.2f}; KL to IN at the last step "
+                         f"{kl[-1]:.4f}.")
         lines.append("")
     return "\n".join(lines)
 

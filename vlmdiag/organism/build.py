@@ -9,7 +9,6 @@ sizes and SHA-256 written last) and serialises concurrent builders with ``fcntl.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import fcntl
 import hashlib
@@ -38,7 +37,7 @@ RL_STAGES: dict[str, str | None] = {"rl": None, "rl-frozen-early": "early",
 MANIFEST = "organism-manifest.json"
 REPORT_DIR = "report"
 #: Bump when the pipeline code changes in a way that changes the weights.
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"
 
 
 @dataclass(frozen=True)
@@ -57,9 +56,14 @@ class Recipe:
     intermediate: int = 256
     vision_hidden: int = 64
     vision_depth: int = 2
-    # base: SFT on perception, short answers
+    # base, part 1: vision pre-training (vision tower + merger, per-token and pooled targets)
+    vision_steps: int = 300
+    vision_batch: int = 32
+    vision_lr: float = 2e-3
+    vision_scenes: int = 6000
+    # base, part 2: SFT on perception, short answers
     base_items_per_task: int = 3000
-    base_steps: int = 800
+    base_steps: int = 700
     base_batch: int = 16
     base_lr: float = 1e-3
     # in: SFT on the reasoning format (noisy arithmetic traces)
@@ -70,8 +74,10 @@ class Recipe:
     in_lr: float = 5e-4
     in_distractor_rate: float = 0.6
     in_fact_items: int = 1000
-    # rl: GRPO on visual arithmetic
+    # rl: GRPO on visual arithmetic (plus a share of perception prompts), KL to IN
     rl_items: int = 2000
+    rl_perception_share: float = 0.25
+    rl_beta: float = 0.04
     rl_steps: int = 40
     rl_prompts_per_step: int = 4
     rl_generations: int = 8
@@ -108,7 +114,8 @@ def _code_hash() -> str:
 
 RECIPES: dict[str, Recipe] = {
     "full": Recipe(name="full"),
-    "fast": Recipe(name="fast", base_items_per_task=100, base_steps=30, in_items_per_task=50,
+    "fast": Recipe(name="fast", vision_steps=10, vision_batch=8, vision_scenes=100,
+                   base_items_per_task=100, base_steps=30, in_items_per_task=50,
                    in_arith_items=100, in_steps=20, rl_items=50, rl_steps=3,
                    rl_prompts_per_step=2, rl_generations=4, eval_per_task=8, eval_arith=16),
 }
@@ -236,8 +243,26 @@ def _summarise_eval(results: dict) -> dict:
     return out
 
 
-CHANCE = {"recognition": 0.5, "counting": 1 / 7, "reading": 1 / 100, "grounding": 1 / 12,
-          "arithmetic": 1 / 15, "arithmetic_described": 1 / 15, "arithmetic_text": 1 / 15}
+#: Accuracy of a uniform guess among the possible answers (arithmetic: 1..12).
+CHANCE = {"recognition": 1 / 2, "counting": 1 / 7, "reading": 1 / 10, "grounding": 1 / 12,
+          "arithmetic": 1 / 12, "arithmetic_described": 1 / 12, "arithmetic_text": 1 / 12}
+
+
+def _rl_items(recipe: Recipe):
+    """GRPO prompts: ``rl_items`` visual-arithmetic items plus perception items (each task in
+    turn) making up ``rl_perception_share`` of the whole, in a seeded shuffled order."""
+    from vlmdiag.organism import tasks as T
+
+    items = T.training_items("arithmetic", recipe.rl_items, seed=recipe.seed + 2)
+    share = recipe.rl_perception_share
+    n_perc = round(recipe.rl_items * share / (1 - share)) if 0 < share < 1 else 0
+    per_task = {t: T.training_items(t, -(-n_perc // len(T.PERCEPTION_TASKS)), seed=recipe.seed + 2)
+                for t in T.PERCEPTION_TASKS}
+    for i in range(n_perc):
+        task = T.PERCEPTION_TASKS[i % len(T.PERCEPTION_TASKS)]
+        items.append(per_task[task][i // len(T.PERCEPTION_TASKS)])
+    random.Random(f"{recipe.seed}:rl:mix").shuffle(items)
+    return items
 
 
 def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool = True) -> dict:
@@ -264,7 +289,7 @@ def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool
     TR.set_determinism(recipe.seed, recipe.threads)
     times: dict[str, float] = {}
     n_eval = len(_eval_sets(recipe))
-    totals = {"base": recipe.base_steps, "in": recipe.in_steps,
+    totals = {"vision": recipe.vision_steps, "base": recipe.base_steps, "in": recipe.in_steps,
               **{s: recipe.rl_steps for s in RL_STAGES}, "evaluate": n_eval * len(STAGES)}
     report: dict = {"recipe": recipe.to_dict(), "recipe_hash": recipe.hash(),
                     "versions": _versions(), "stages": {}}
@@ -295,14 +320,22 @@ def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool
                 evals[stage] = res
                 times[f"eval:{stage}"] = time.perf_counter() - t0
 
-            # Base: perception SFT with short answers
+            # Base, part 1: vision pre-training (the pre-trained ViT of a VLM pipeline)
+            t = time.perf_counter()
+            vision_losses = TR.pretrain_vision(
+                model, processor, T.vision_scenes(recipe.vision_scenes, seed=recipe.seed),
+                steps=recipe.vision_steps, batch_size=recipe.vision_batch, lr=recipe.vision_lr,
+                seed=recipe.seed, progress=bar.fn("vision"))
+            times["vision"] = time.perf_counter() - t
+
+            # Base, part 2: perception SFT with short answers
             t = time.perf_counter()
             losses = TR.sft(model, processor, _sft_examples(recipe, "base"), steps=recipe.base_steps,
                             batch_size=recipe.base_batch, lr=recipe.base_lr, seed=recipe.seed,
                             progress=bar.fn("base"))
             _save_stage(model, processor, out / "base")
             times["base"] = time.perf_counter() - t
-            report["stages"]["base"] = {"loss": losses}
+            report["stages"]["base"] = {"loss": losses, "vision_loss": vision_losses}
             run_eval("base", model)
 
             # IN: reasoning-format SFT (noisy arithmetic traces)
@@ -315,22 +348,28 @@ def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool
             report["stages"]["in"] = {"loss": losses}
             run_eval("in", model)
 
-            # RL: GRPO from IN, optionally with one region frozen
-            rl_items = T.training_items("arithmetic", recipe.rl_items, seed=recipe.seed + 2)
-            in_state = copy.deepcopy(model.state_dict())
+            # RL: GRPO from IN (loaded from its folder: trl's KL reference), optionally with one
+            # region frozen
+            from transformers import Qwen2_5_VLForConditionalGeneration
+
+            rl_items = _rl_items(recipe)
+            del model
             for stage, region in RL_STAGES.items():
                 t = time.perf_counter()
-                model.load_state_dict(in_state)
+                with _quiet_loading():
+                    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(out / "in")
                 for p in model.parameters():
                     p.requires_grad_(True)
                 frozen = TR.freeze_region(model, region) if region else []
                 torch.manual_seed(recipe.seed + 3)
-                history = TR.grpo(model, processor, rl_items, steps=recipe.rl_steps,
-                                  prompts_per_step=recipe.rl_prompts_per_step,
-                                  num_generations=recipe.rl_generations, lr=recipe.rl_lr,
-                                  temperature=recipe.rl_temperature, seed=recipe.seed + 3,
-                                  max_completion_length=recipe.rl_max_completion,
-                                  progress=bar.fn(stage))
+                with _quiet_loading():  # trl loads the KL reference from out/in
+                    history = TR.grpo(
+                        model, processor, rl_items, steps=recipe.rl_steps,
+                        prompts_per_step=recipe.rl_prompts_per_step,
+                        num_generations=recipe.rl_generations, lr=recipe.rl_lr,
+                        temperature=recipe.rl_temperature, seed=recipe.seed + 3,
+                        beta=recipe.rl_beta, max_completion_length=recipe.rl_max_completion,
+                        progress=bar.fn(stage))
                 for p in model.parameters():
                     p.requires_grad_(True)
                 _save_stage(model, processor, out / stage)
@@ -338,7 +377,8 @@ def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool
                 report["stages"][stage] = {"frozen_layers": frozen, "rl_history": [
                     {k: h.get(k) for k in ("step", "reward", "reward_std", "frac_reward_zero_std",
                                            "rewards/correctness_reward/mean",
-                                           "rewards/format_reward/mean", "loss", "grad_norm")}
+                                           "rewards/format_reward/mean", "kl", "loss",
+                                           "grad_norm")}
                     for h in history]}
                 run_eval(stage, model)
     finally:
@@ -368,6 +408,20 @@ def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool
     except Exception as error:  # plots are a convenience; never fail a build on them
         (report_dir / "plots-error.txt").write_text(f"{type(error).__name__}: {error}\n")
     return report
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No "Loading weights" progress bars from transformers inside the organism's own bar."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _versions() -> dict:
