@@ -32,7 +32,6 @@ import importlib
 import json
 import os
 import platform
-import tempfile
 import time
 import warnings
 from importlib import metadata
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 
 import vlmdiag
+from vlmdiag.atomic import write_atomic
 
 FORMAT = 1  # bump when the entry layout or the value encoding changes
 _TAG = "__vlmdiag_type__"
@@ -324,7 +324,7 @@ class ResultsCache:
         path = self.path(name, key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            _write_atomic(path, json.dumps(entry, separators=(",", ":")).encode())
+            write_atomic(path, json.dumps(entry, separators=(",", ":")).encode())
         except OSError as error:
             self.writable = False
             warnings.warn(f"{self.root}: cannot write the results cache ({error}); caching is off for "
@@ -364,18 +364,3 @@ class ResultsCache:
                 except OSError:
                     pass  # holds something that is not ours
         return count
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, rename over ``path``; on any
-    exception (Ctrl-C included) the temporary file is removed and ``path`` is untouched."""
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

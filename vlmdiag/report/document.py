@@ -7,12 +7,12 @@ import json
 import math
 import os
 import platform
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import vlmdiag
+from vlmdiag.atomic import write_atomic  # noqa: F401 (re-exported: plugin, plots)
 
 SCHEMA_VERSION = 1
 
@@ -73,28 +73,6 @@ def _jsonable(value: Any) -> Any:
 def dumps(report: dict) -> str:
     """Strict JSON text of a report."""
     return json.dumps(_jsonable(report), indent=2, allow_nan=False)
-
-
-def write_atomic(path: str | Path, text: str | bytes) -> Path:
-    """Write a file so that readers see the old content or the new, never half of it: write a
-    temporary file in the same folder, fsync, rename over the target.
-
-    Raises:
-        OSError: the folder does not exist or is not writable (nothing is left behind).
-    """
-    path = Path(path)
-    data = text.encode() if isinstance(text, str) else text
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def load_report(path: str | Path) -> dict:
