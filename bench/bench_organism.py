@@ -153,15 +153,25 @@ def main() -> int:
     ap.add_argument("--write", action="store_true")
     ap.add_argument("--cache", action="store_true",
                     help="build the first run of each recipe into the cache (as checkpoint_path)")
+    ap.add_argument("--save-json", help="also write the raw build reports to this file")
+    ap.add_argument("--from-json", help="rewrite the section from reports saved by --save-json")
     args = ap.parse_args()
-    recipes = args.recipe or ["fast", "full"]
-    load_before = _load()
-    results = {}
-    for name in recipes:
-        results[name] = [build_once(name, into_cache=args.cache)]
-        if args.twice:
-            results[name].append(build_once(name))
-    text = section(results, load_before, _load())
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        results, load_before, load_after = saved["results"], saved["load_before"], saved["load_after"]
+    else:
+        recipes = args.recipe or ["fast", "full"]
+        load_before = _load()
+        results = {}
+        for name in recipes:
+            results[name] = [build_once(name, into_cache=args.cache)]
+            if args.twice:
+                results[name].append(build_once(name))
+        load_after = _load()
+        if args.save_json:
+            Path(args.save_json).write_text(json.dumps(
+                {"results": results, "load_before": load_before, "load_after": load_after}))
+    text = section(results, load_before, load_after)
     print(text)
     if args.write:
         write_section(text)

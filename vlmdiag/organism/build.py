@@ -77,11 +77,11 @@ class Recipe:
     # rl: GRPO on visual arithmetic (plus a share of perception prompts), KL to IN
     rl_items: int = 2000
     rl_perception_share: float = 0.25
-    rl_beta: float = 0.04
+    rl_beta: float = 0.1
     rl_steps: int = 40
     rl_prompts_per_step: int = 4
     rl_generations: int = 8
-    rl_lr: float = 2e-4
+    rl_lr: float = 1e-4
     rl_temperature: float = 1.0
     rl_max_completion: int = 20
     # evaluation (held-out)
