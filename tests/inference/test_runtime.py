@@ -80,18 +80,9 @@ def test_load_model_without_image_token_is_a_clear_error(saved_checkpoint, tmp_p
     """A checkpoint whose tokenizer lacks the image placeholder token is refused by name."""
     import shutil
 
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     folder = tmp_path / "noimage"
     shutil.copytree(saved_checkpoint, folder)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-        (folder / name).unlink(missing_ok=True)
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(["plain text only"], trainer=trainers.BpeTrainer(
-        vocab_size=50, special_tokens=["<unk>", "<|im_end|>"], show_progress=False))
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", unk_token="<unk>").save_pretrained(folder)
+    tiny_models.drop_image_token(folder)
     with pytest.raises(CheckpointError, match="no image token"):
         load_model(folder, device="cpu")
 

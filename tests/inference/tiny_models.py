@@ -48,6 +48,19 @@ def qwen_tokenizer() -> PreTrainedTokenizerFast:
     return fast
 
 
+def drop_image_token(folder) -> None:
+    """Replace the saved tokenizer in ``folder`` with one that has no image placeholder token."""
+    from pathlib import Path
+
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (Path(folder) / name).unlink(missing_ok=True)
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(["plain text only"], trainer=trainers.BpeTrainer(
+        vocab_size=50, special_tokens=["<unk>", "<|im_end|>"], show_progress=False))
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", unk_token="<unk>").save_pretrained(folder)
+
+
 def qwen25_processor(tokenizer=None):
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 

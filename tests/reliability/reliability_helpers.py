@@ -65,8 +65,6 @@ def runnable_checkpoint(folder: Path, *, image_token: bool = True, auto_map: boo
 
     sys.path.insert(0, str(ROOT / "tests" / "inference"))
     import tiny_models
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     processor = tiny_models.qwen25_processor()
     model = tiny_models.qwen25_model(processor.tokenizer, layers=3, seed=0)
@@ -74,13 +72,7 @@ def runnable_checkpoint(folder: Path, *, image_token: bool = True, auto_map: boo
     processor.save_pretrained(folder)
     processor.tokenizer.save_pretrained(folder)
     if not image_token:
-        for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-            (folder / name).unlink(missing_ok=True)
-        tok = Tokenizer(models.BPE(unk_token="<unk>"))
-        tok.pre_tokenizer = pre_tokenizers.Whitespace()
-        tok.train_from_iterator(["plain text only"], trainer=trainers.BpeTrainer(
-            vocab_size=50, special_tokens=["<unk>", "<|im_end|>"], show_progress=False))
-        PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", unk_token="<unk>").save_pretrained(folder)
+        tiny_models.drop_image_token(folder)
     if auto_map:
         config = json.loads((folder / "config.json").read_text())
         config["auto_map"] = {"AutoModel": "modeling_custom.CustomModel"}
