@@ -76,6 +76,13 @@ def test_splice_table_is_table_2_as_data_and_in_the_terminal(shipped):
     mv2r = [line for line in text.splitlines() if "│ Mv2r" in line or "Mv2r " in line][0]
     assert "30.0" in mv2r and "60.0" in mv2r
     assert "+30.0" in text and "[+21, +39]" in text  # Δ vs IN with its interval, in points
+    # at 80 columns (CI logs) every splice is still named in full, folded at a colon, never cut
+    narrow = render({"claims": [result], "regions": "paper"}, width=80, color=False)
+    assert "…" not in narrow
+    splices = narrow.split("Early:Mid:Late splices", 1)[1]
+    header_lines = [line for line in splices.splitlines() if line.startswith("┃")]
+    columns = zip(*[[c.strip() for c in line.strip()[1:-1].split("┃")] for line in header_lines])
+    assert ["".join(parts) for parts in columns] == ["ability", *LABELS]
     # no table without the transplant metrics
     other = dict(result, id="x", metrics={"statistic": 0.1})
     assert "splices" not in render({"claims": [other], "regions": "paper"}, color=False)

@@ -70,7 +70,7 @@ def splice_table(result: dict) -> Table | None:
                   caption=Text(caption), show_lines=True)
     table.add_column("ability", no_wrap=True)
     for column in data["columns"]:
-        table.add_column(column, justify="right")
+        table.add_column(column, justify="right", overflow="fold")  # never cut "IN:RL:RL" to "IN:RL…"
     for row in data["rows"]:
         cells = [Text(row)]
         for column in data["columns"]:
