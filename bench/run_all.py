@@ -51,7 +51,7 @@ BENCHES = (
           "Transplant sweep: splicer memory"),
     Bench("organism", "bench_organism.py", ("--recipe", "fast"), ("--recipe", "full", "--recipe", "fast", "--twice"),
           ("--write",), "Model organism build"),
-    Bench("suite", "bench_suite.py", ("--recipe", "fast"), ("--recipe", "fast", "--workers", "2"), ("--write",),
+    Bench("suite", "bench_suite.py", ("--recipe", "fast"), ("--recipe", "full", "--workers", "2"), ("--write",),
           "Full suite: cold vs warm"),
 )
 

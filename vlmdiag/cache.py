@@ -17,7 +17,9 @@ again, so an edited ``thresholds.yaml`` or verdict rule takes effect at once.
 
 Entries are JSON files ``<root>/<measurement>/<key>.json`` under :func:`results_dir`, written to a
 temporary file and renamed into place (concurrent pytest-xdist workers and Ctrl-C never leave a
-half-written entry). Values are encoded without pickle: vlmdiag dataclasses by name and fields,
+half-written entry). :meth:`ResultsCache.obtain` measures under a per-entry file lock
+(``<key>.lock``, ``flock`` through filelock), so when several workers need the same measurement
+one makes it and the others wait and read its entry. Values are encoded without pickle: vlmdiag dataclasses by name and fields,
 numpy arrays as dtype + shape + raw bytes (base64). An entry that cannot be read or decoded is a
 miss (with a :class:`CacheWarning`) and is overwritten by the new measurement.
 """
@@ -34,6 +36,8 @@ import os
 import platform
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -332,6 +336,49 @@ class ResultsCache:
             return None
         return path
 
+    def obtain(self, name: str, material: dict, make: Callable[[], Any], *,
+               also_in: tuple[str, ...] = ()) -> tuple[Any, bool]:
+        """The value stored for ``material`` (under ``name``, or under one of ``also_in``, whose
+        values hold this one), as ``(value, True)``; else ``(make(), False)``, stored.
+
+        Made under the entry's lock: a process that needs an entry another process is making
+        waits for it and reads it instead of measuring again (pytest-xdist workers share
+        measurements this way). A process that dies releases its lock. Exceptions of ``make``
+        propagate, with nothing stored.
+        """
+        with self._lock(name, material):
+            for candidate, key_material in [(name, material), *((n, {**material, "measurement": n}) for n in also_in)]:
+                hit, value = self.get(candidate, key_material)
+                if hit:
+                    return value, True
+            start = time.perf_counter()
+            value = make()
+            self.put(name, material, value, seconds=round(time.perf_counter() - start, 3))
+            return value, False
+
+    @contextmanager
+    def _lock(self, name: str, material: dict) -> Iterator[None]:
+        """Hold ``<root>/<name>/<key>.lock`` (none when the folder cannot be written: measuring
+        twice is then the worst case)."""
+        from filelock import FileLock
+
+        lock = None
+        if self.writable:
+            path = self.path(name, key_of(material)).with_suffix(".lock")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                lock = FileLock(path)
+                lock.acquire()
+            except OSError as error:
+                lock = None
+                warnings.warn(f"{path}: cannot lock the cache entry ({error}); another worker may make "
+                              "the same measurement", CacheWarning, stacklevel=3)
+        try:
+            yield
+        finally:
+            if lock is not None:
+                lock.release()
+
     def entries(self) -> list[Path]:
         """Every complete entry file."""
         return sorted(self.root.glob("*/*.json")) if self.root.is_dir() else []
@@ -349,12 +396,13 @@ class ResultsCache:
                 "bytes": sum(s["bytes"] for s in by.values()), "by_measurement": by, "leftovers": leftovers}
 
     def clear(self) -> int:
-        """Delete every entry (and leftover temporary file); returns the number of entries deleted."""
+        """Delete every entry (and leftover temporary and lock file); returns the number of entries
+        deleted. Clearing while another run measures costs that run at most a measurement made twice."""
         if not self.root.is_dir():
             return 0
         count = 0
         for path in sorted(self.root.glob("*/*")):
-            if path.is_file() and (path.suffix == ".json" or path.name.endswith(".tmp")):
+            if path.is_file() and (path.suffix in (".json", ".lock") or path.name.endswith(".tmp")):
                 path.unlink(missing_ok=True)
                 count += path.suffix == ".json"
         for folder in self.root.iterdir():

@@ -15,6 +15,7 @@ import shutil
 import sys
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -161,9 +162,23 @@ class RunState:
             return
         from vlmdiag.runtime.model import inference_parts
 
-        paths = {self.checkpoints.get(spec).path for r in self.recipes.values() for spec in r.specs().values()}
-        for path in sorted(p for p in paths if can_run(p)):
-            inference_parts(path, trust_remote_code=self.trust_remote_code)
+        opened = {str(c.path): c for c in (self.checkpoints.get(spec) for r in self.recipes.values()
+                                           for spec in r.specs().values())}
+        for _, checkpoint in sorted(opened.items()):
+            if not can_run(checkpoint.path):
+                continue
+            check = partial(inference_parts, checkpoint.path, trust_remote_code=self.trust_remote_code)
+            if self.results_cache is None:
+                check()
+                continue
+            # Loading a processor costs seconds of imports: a rerun on the same files remembers
+            # that it passed (only passes are stored: a failure raises and is checked again).
+            from vlmdiag.cache import checkpoint_identity, code_fingerprint, environment_key
+
+            material = {"measurement": "inference_inputs", "code": code_fingerprint(),
+                        "environment": environment_key("any"), "checkpoint": checkpoint_identity(checkpoint),
+                        "trust_remote_code": self.trust_remote_code}
+            self.results_cache.obtain("inference_inputs", material, lambda check=check: bool(check()))
 
     def checkpoint_table(self) -> dict:
         table = {}
@@ -297,6 +312,27 @@ def worker_cuda_visible_devices(worker_id: str | None, current: str | None, devi
     return str(int(match.group(1)) % device_count) if match else None
 
 
+def worker_cpu_threads(worker_count: int, cpus: int, environ: dict) -> int | None:
+    """Torch CPU threads for each of ``worker_count`` pytest-xdist workers sharing ``cpus`` cores:
+    ``cpus // worker_count``, at least 1. Each torch process otherwise starts one thread per core,
+    and two workers on two cores then run four spinning threads: the organism suite ran 3.6×
+    slower with ``-n 2`` than without (bench/RESULTS.md, "Full suite").
+
+    Returns None (leave torch's default) with fewer than two workers, or when the user set
+    ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` in ``environ``.
+    """
+    if worker_count < 2 or environ.get("OMP_NUM_THREADS") or environ.get("MKL_NUM_THREADS"):
+        return None
+    return max(1, cpus // worker_count)
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _cuda_device_count() -> int:
     """CUDA devices visible to this process; 0 without an NVIDIA driver (torch is not even
     imported then)."""
@@ -323,7 +359,8 @@ def _dist_given(config: pytest.Config) -> bool:
 
 
 def _configure_worker(config: pytest.Config, workerinput: dict) -> None:
-    """In an xdist worker: pin it to its GPU before torch initialises CUDA."""
+    """In an xdist worker: pin it to its GPU before torch initialises CUDA, and give it its share
+    of the CPU cores."""
     pin = worker_cuda_visible_devices(workerinput.get("workerid"), os.environ.get("CUDA_VISIBLE_DEVICES"),
                                       int(workerinput.get("vlmdiag_cuda_devices", 0)))
     if pin is not None:
@@ -333,6 +370,11 @@ def _configure_worker(config: pytest.Config, workerinput: dict) -> None:
                           f"pinned to GPU {pin}; set CUDA_VISIBLE_DEVICES yourself", pytest.PytestConfigWarning)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = pin
+    threads = worker_cpu_threads(int(workerinput.get("workercount", 1)), _usable_cpus(), dict(os.environ))
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -301,3 +301,57 @@ def test_a_rerun_through_pytest_reads_the_cache_and_reports_the_same(planted, tm
             for c in fourth["claims"]} == {"off"}
     assert {p: p.stat().st_mtime_ns for p in ResultsCache(cache_dir / "results").entries()} == before
     assert strip(fourth) == strip(first)
+
+
+# --------------------------------------------------------------------------- concurrent workers
+
+WORKER = """
+import sys, time
+from pathlib import Path
+from vlmdiag.cache import ResultsCache
+
+root, log = Path(sys.argv[1]), Path(sys.argv[2])
+Path(sys.argv[3]).touch()  # started
+def make():
+    with log.open("a") as f:
+        f.write("made\\n")
+    time.sleep(1.5)  # long enough for the other process to arrive while this one measures
+    return {"value": 42}
+value, hit = ResultsCache(root).obtain("m", {"measurement": "m", "x": 1}, make)
+print(value["value"], hit)
+"""
+
+
+def test_workers_needing_one_measurement_make_it_once(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    log = tmp_path / "made.log"
+    procs = []
+    for i in range(2):
+        started = tmp_path / f"started{i}"
+        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "cache"), str(log), str(started)],
+                                      stdout=subprocess.PIPE, text=True))
+        while not started.exists():  # the second starts only once the first is running
+            time.sleep(0.02)
+    outs = sorted(p.communicate(timeout=120)[0].split() for p in procs)
+    assert all(p.returncode == 0 for p in procs)
+    assert log.read_text() == "made\n"  # one process measured ...
+    assert outs == [["42", "False"], ["42", "True"]]  # ... the other waited and read its entry
+    store = ResultsCache(tmp_path / "cache")
+    assert store.info()["entries"] == 1 and store.clear() == 1
+    assert not any((tmp_path / "cache").rglob("*.lock"))  # clear leaves no lock files
+
+
+def test_a_failed_measurement_stores_nothing_and_frees_its_lock(tmp_path):
+    store = ResultsCache(tmp_path)
+
+    def broken():
+        raise RuntimeError("out of memory")
+
+    with pytest.raises(RuntimeError, match="out of memory"):
+        store.obtain("m", {"measurement": "m"}, broken)
+    assert store.entries() == []
+    assert store.obtain("m", {"measurement": "m"}, lambda: 7) == (7, False)  # not deadlocked
+    assert store.obtain("m", {"measurement": "m"}, broken) == (7, True)

@@ -1,5 +1,5 @@
 """The suite under pytest-xdist: the same verdicts as one process, one report, one error line,
-work grouped by checkpoint, one GPU per worker."""
+work grouped by checkpoint, one GPU per worker, the CPU cores shared between workers."""
 
 import json
 import os
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vlmdiag.plugin import worker_cuda_visible_devices
+from vlmdiag.plugin import worker_cpu_threads, worker_cuda_visible_devices
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,6 +96,35 @@ def test_bad_input_under_xdist_is_one_usage_error_not_a_crash_per_worker(planted
 ])
 def test_each_worker_gets_its_own_gpu_unless_the_user_chose(worker, user, gpus, expected):
     assert worker_cuda_visible_devices(worker, user, gpus) == expected
+
+
+@pytest.mark.parametrize("workers, cpus, environ, expected", [
+    (2, 2, {}, 1),
+    (2, 16, {}, 8),
+    (3, 16, {}, 5),
+    (4, 2, {}, 1),  # more workers than cores: one thread each, never zero
+    (1, 16, {}, None),  # one worker: torch's own default
+    (0, 16, {}, None),
+    (2, 16, {"OMP_NUM_THREADS": "3"}, None),  # the user chose
+    (2, 16, {"MKL_NUM_THREADS": "3"}, None),
+])
+def test_workers_share_the_cpu_cores(workers, cpus, environ, expected):
+    assert worker_cpu_threads(workers, cpus, environ) == expected
+
+
+def test_each_worker_runs_torch_on_its_share_of_the_cores(tmp_path):
+    (tmp_path / "test_threads.py").write_text(
+        "import os, torch\n"
+        "def test_a(): print('threads', os.environ['PYTEST_XDIST_WORKER'], torch.get_num_threads())\n"
+        "def test_b(): print('threads', os.environ['PYTEST_XDIST_WORKER'], torch.get_num_threads())\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", "-n", "2", "-rA",
+                           "--rootdir", str(tmp_path), str(tmp_path / "test_threads.py")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    seen = re.findall(r"threads (gw\d) (\d+)", proc.stdout)
+    assert seen and all(int(n) == share for _, n in seen), proc.stdout
 
 
 @pytest.mark.slow

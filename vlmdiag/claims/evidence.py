@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
@@ -142,27 +141,29 @@ class Evidence:
             value = self.measure("weight_spectra")  # norms come with spectra: one pass
             return value, self.cache_log[-1][1]
         plan: _Plan = getattr(self, f"_plan_{name}")(**settings)
-        material = None
-        if self.results is not None:
+        material = self._cache_material(name, settings, plan)
+        if material is None:
+            value, status = plan.compute(), "off"
+        else:
+            value, hit = self.results.obtain(name, material, plan.compute, also_in=plan.also_in)
+            status = "hit" if hit else "miss"
+        if name == "weight_spectra":
+            self._memo.setdefault("weight_deltas", (value, status))
+        return value, status
+
+    def _cache_material(self, name: str, settings: dict, plan: _Plan) -> dict | None:
+        """The cache key material of a measurement, or None when there is no results cache or
+        the key cannot be computed (with a warning)."""
+        if self.results is None:
+            return None
+        try:
+            return self._material(name, settings, plan)
+        except (TypeError, OSError) as error:
             from vlmdiag.cache import CacheWarning
 
-            try:
-                material = self._material(name, settings, plan)
-            except (TypeError, OSError) as error:
-                warnings.warn(f"measurement {name!r} not cached: its key cannot be computed ({error})",
-                              CacheWarning, stacklevel=2)
-            if material is not None:
-                for candidate in (name, *plan.also_in):
-                    hit, value = self.results.get(candidate, {**material, "measurement": candidate})
-                    if hit:
-                        return value, "hit"
-        start = time.perf_counter()
-        value = plan.compute()
-        if material is not None:
-            self.results.put(name, material, value, seconds=round(time.perf_counter() - start, 3))
-        if name == "weight_spectra":
-            self._memo.setdefault("weight_deltas", (value, "miss" if material is not None else "off"))
-        return value, "miss" if material is not None else "off"
+            warnings.warn(f"measurement {name!r} not cached: its key cannot be computed ({error})",
+                          CacheWarning, stacklevel=3)
+            return None
 
     def _material(self, name: str, settings: dict, plan: _Plan) -> dict:
         """The cache key material of a measurement (see :mod:`vlmdiag.cache`)."""
@@ -221,46 +222,64 @@ class Evidence:
         return self._models.get(self.recipe.specs()[role], self.checkpoint(role).path,
                                 trust_remote_code=self.checkpoints.trust_remote_code)
 
-    def _abilities(self, loaded, fingerprint: str, items, max_new_tokens: int,
-                   tick: Callable[[int], None] = lambda n: None) -> dict:
-        """Mvis/Mv2r/Mrea of one model state (``score_abilities``), with answers cached by
-        fingerprint, prompt and decoding, so a model state asked twice (IN in the stage table
-        and in the transplant sweep) generates once. ``tick(n)`` is called after each batch of
-        ``n`` answers generated."""
-        from vlmdiag.measure.abilities import make_predict, run_abilities, score_abilities
+    def _abilities(self, loaded: Callable[[], Any], state: tuple[str, tuple[str, ...]], items,
+                   max_new_tokens: int, tick: Callable[[int], None] = lambda n: None) -> dict:
+        """Mvis/Mv2r/Mrea of one model state (``score_abilities``).
 
-        predict, decoding = make_predict(loaded, max_new_tokens=max_new_tokens)
+        ``state`` is ``(fingerprint, roles)``: the state's fingerprint (a checkpoint's, or a
+        splice's) and the checkpoint roles it is made of. Its graded answers are an ``answers``
+        entry of the results cache keyed by them, the items and the decoding, so a state asked by
+        several claims (IN and RL by the stage table, the transplant sweep and the freezing claim)
+        generates once per machine, across pytest-xdist workers too; within a run without a
+        results cache, answers are shared through an in-memory cache. ``loaded()`` is called only
+        when answers are generated. ``tick(n)`` is called after each batch of ``n`` answers."""
+        from vlmdiag.measure.abilities import greedy_decoding, make_predict, run_abilities, score_abilities
 
-        def counted(messages_batch, images_batch):
-            answers = predict(messages_batch, images_batch)
-            tick(len(answers))
-            return answers
+        fingerprint, roles = state
+        decoding = greedy_decoding(max_new_tokens)
 
-        outcomes = run_abilities(items, counted, cache=self._answers, fingerprint=fingerprint, decoding=decoding)
+        def generate():
+            predict = make_predict(loaded(), max_new_tokens=max_new_tokens)[0]
+
+            def counted(messages_batch, images_batch):
+                answers = predict(messages_batch, images_batch)
+                tick(len(answers))
+                return answers
+
+            return run_abilities(items, counted, cache=self._answers, fingerprint=fingerprint, decoding=decoding)
+
+        plan = _Plan(roles, generate, self._model_device, probes=items)
+        material = self._cache_material("answers", {"state": fingerprint, "decoding": decoding}, plan)
+        outcomes = generate() if material is None else self.results.obtain("answers", material, generate)[0]
         return score_abilities(outcomes)
 
     def _ability_sweep(self, label: str, items, max_new_tokens: int, count: int,
-                       states: Iterator[tuple[str, Callable[[], Any], Callable[[], str]]]) -> dict:
+                       states: Iterator[tuple[str, Callable[[], Any], tuple[str, tuple[str, ...]]]]) -> dict:
         """``{label: scores}`` of ``count`` model states on the same items, as one progress step.
 
-        ``states`` yields ``(label, loaded(), fingerprint())`` and keeps the model in that state
-        until the next item is asked for (a splice sweep); it is closed when done or on error."""
+        ``states`` yields ``(label, loaded, (fingerprint, roles))`` (see :meth:`_abilities`) and
+        keeps the model in that state until the next item is asked for (a splice sweep); it is
+        closed when done or on error."""
         from vlmdiag.measure.abilities import build_prompts
 
         per_state = sum(len(build_prompts(item)[0]) for item in items)
         total = per_state * count
         scores = {}
         with self._step(label, total) as progress, closing(states):
-            for index, (name, loaded, fingerprint) in enumerate(states):
+            for index, (name, loaded, state) in enumerate(states):
                 done = [index * per_state]
 
                 def tick(n: int, done=done, end=(index + 1) * per_state) -> None:
                     done[0] = min(done[0] + n, end)
                     progress(done[0], total)
 
-                scores[name] = self._abilities(loaded(), fingerprint(), items, max_new_tokens, tick)
+                scores[name] = self._abilities(loaded, state, items, max_new_tokens, tick)
                 progress((index + 1) * per_state, total)
         return scores
+
+    def _state(self, role: str) -> tuple[str, tuple[str, ...]]:
+        """The ``(fingerprint, roles)`` of an unmodified checkpoint (see :meth:`_abilities`)."""
+        return self.checkpoint(role).fingerprint, (role,)
 
     # ------------------------------------------------------------------ inference measurements
 
@@ -340,7 +359,7 @@ class Evidence:
         def compute():
             from vlmdiag.claims.inference import AbilityTable
 
-            states = ((label, partial(self.loaded, role), partial(self._fingerprint, role)) for label, role in roles)
+            states = ((label, partial(self.loaded, role), self._state(role)) for label, role in roles)
             scores = self._ability_sweep("abilities (" + ", ".join(label for label, _ in roles) + ")",
                                          items, max_new_tokens, len(roles), states)
             return AbilityTable(scores, tuple(notes))
@@ -360,7 +379,10 @@ class Evidence:
             splicer = Splicer(loaded.model, self.checkpoint("base"), self.checkpoint("rl"), regions=regions)
             count = len(all_variants())
             # The splicer's incremental sweep holds each variant while its answers are generated.
-            states = ((variant.label("IN", "RL"), lambda: loaded, partial(splicer.fingerprint, variant))
+            parents = {self._state(role)[0]: self._state(role) for role in ("base", "rl")}
+            # A variant taking nothing from one parent is that parent: it shares the parent's answers.
+            states = ((variant.label("IN", "RL"), lambda: loaded,
+                       parents.get(splicer.fingerprint(variant), (splicer.fingerprint(variant), ("base", "rl"))))
                       for variant, _ in splicer.sweep())
             scores = self._ability_sweep(f"transplant sweep ({count} models)", items, max_new_tokens, count, states)
             return AbilityTable(scores, (f"splices at cuts {regions.cuts} ({regions.preset}); non-decoder "
@@ -383,15 +405,12 @@ class Evidence:
         def compute():
             from vlmdiag.claims.inference import AbilityTable
 
-            states = ((label, partial(self.loaded, role), partial(self._fingerprint, role)) for label, role in roles)
+            states = ((label, partial(self.loaded, role), self._state(role)) for label, role in roles)
             scores = self._ability_sweep("freezing (" + ", ".join(label for label, _ in roles) + ")",
                                          items, max_new_tokens, len(roles), states)
             return AbilityTable(scores, tuple(notes))
 
         return _Plan(tuple(role for _, role in roles), compute, self._model_device, probes=items)
-
-    def _fingerprint(self, role: str) -> str:
-        return self.checkpoint(role).fingerprint
 
     # ------------------------------------------------------------------ weight measurements
 

@@ -564,6 +564,11 @@ def run_abilities(items: Sequence[AbilityItem], predict: Predict, grade: Grade |
     return outcomes
 
 
+def greedy_decoding(max_new_tokens: int) -> dict:
+    """The decoding settings of :func:`make_predict` (greedy), as passed to :func:`run_abilities`."""
+    return {"do_sample": False, "max_new_tokens": max_new_tokens, "num_beams": 1}
+
+
 def make_predict(loaded, *, max_new_tokens: int = 128, batch_size: int = 8) -> tuple[Predict, dict]:
     """A ``predict`` callable over :func:`vlmdiag.runtime.generate.generate` (greedy), and the
     decoding settings to pass to :func:`run_abilities` as ``decoding``."""
@@ -574,4 +579,4 @@ def make_predict(loaded, *, max_new_tokens: int = 128, batch_size: int = 8) -> t
         prompts = [GenPrompt(m, i) for m, i in zip(messages_batch, images_batch)]
         return [g.text for g in generate(loaded, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)]
 
-    return predict, {"do_sample": False, "max_new_tokens": max_new_tokens, "num_beams": 1}
+    return predict, greedy_decoding(max_new_tokens)
