@@ -13,15 +13,15 @@ import argparse
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import benchlib
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "RESULTS.md"
 HEADING = "## Model organism build"
 
 CHILD = """
@@ -56,10 +56,6 @@ def build_once(recipe: str, into_cache: bool = False) -> dict:
         return rep
 
 
-def _load() -> str:
-    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
 def section(results: dict[str, list[dict]], load_before: str, load_after: str,
             command: str) -> str:
     lines = [HEADING, ""]
@@ -69,7 +65,7 @@ def section(results: dict[str, list[dict]], load_before: str, load_after: str,
         f"`{command}` "
         f"({platform.machine()}, {os.cpu_count()} CPUs, torch {v['torch']}, transformers "
         f"{v['transformers']}, trl {v['trl']}; 1 intra-op thread (recipe `threads=1`); load average "
-        f"before/after {load_before} -> {load_after}: other engineers' jobs shared the 2 cores). "
+        f"before/after {load_before} -> {load_after}). "
         f"Model: Qwen2.5-VL, {first['n_params'] / 1e6:.2f}M parameters "
         f"(LLM {first['recipe']['hidden']}x{first['recipe']['layers']} layers, vision "
         f"{first['recipe']['vision_hidden']}x{first['recipe']['vision_depth']} blocks), 112x112 "
@@ -194,16 +190,6 @@ batch 16, lr 1e-3, held-out accuracy on 100 items per task), not full builds:
 """
 
 
-def write_section(text: str) -> None:
-    current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(current):
-        current = pattern.sub(lambda _: text + "\n", current)
-    else:
-        current = current.rstrip("\n") + "\n\n" + text + "\n"
-    RESULTS.write_text(current)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--recipe", action="append", default=None)
@@ -221,13 +207,13 @@ def main() -> int:
         command = saved.get("command", command)
     else:
         recipes = args.recipe or ["fast", "full"]
-        load_before = _load()
+        load_before = benchlib.load_average()
         results = {}
         for name in recipes:
             results[name] = [build_once(name, into_cache=args.cache)]
             if args.twice:
                 results[name].append(build_once(name))
-        load_after = _load()
+        load_after = benchlib.load_average()
         if args.save_json:
             Path(args.save_json).write_text(json.dumps(
                 {"results": results, "load_before": load_before, "load_after": load_after,
@@ -235,7 +221,7 @@ def main() -> int:
     text = section(results, load_before, load_after, command)
     print(text)
     if args.write:
-        write_section(text)
+        benchlib.write_section(HEADING, text)
     return 0
 
 

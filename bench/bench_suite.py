@@ -2,7 +2,7 @@
 warm (every measurement cached), side by side in one run; optionally cold again with
 pytest-xdist workers. Records "Full suite: cold vs warm" in bench/RESULTS.md with ``--write``.
 
-Usage: ``python bench/bench_suite.py [--recipe fast|full] [--workers 2] [--write]``
+Usage: ``python bench/bench_suite.py [--recipe fast|full] [--workers 2] [--triple DIR] [--write]``
 
 Each run is ``pytest diagnostics --origin organism:base --base organism:in --rl organism:rl
 --rl-frozen Late=organism:rl-frozen-late --report-only`` in a subprocess (wall time includes
@@ -10,6 +10,8 @@ Python start-up, imports, checkpoint opening, judging, the report and plots). Th
 is a temporary root whose ``organism/`` links to the real organism cache, so the organism is
 built once (before timing, if needed) and the user's results cache is not touched. The cold and
 warm reports must agree on every verdict and metric; so must the cold run with workers.
+``--triple DIR`` also times cold and warm runs of the suite on a weight-only Base/IN/RL triple (the
+one bench_weights.py builds), where the cold run does real work (the spectral weight pass).
 
 The runs use a snapshot of the working tree (vlmdiag, diagnostics, configuration) copied at the
 start: the cache key holds a hash of vlmdiag's measuring code, so an edit to the tree between the
@@ -22,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -31,15 +32,13 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import benchlib
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "RESULTS.md"
+RESULTS = benchlib.RESULTS
 HEADING = "## Full suite: cold vs warm"
 SUITE = ["diagnostics", "--origin=organism:base", "--base=organism:in", "--rl=organism:rl",
          "--rl-frozen=Late=organism:rl-frozen-late", "--report-only"]
-
-
-def _load() -> str:
-    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 SNAPSHOT = ("vlmdiag", "diagnostics", "fixtures", "thresholds.yaml", "pyproject.toml", "conftest.py")
@@ -57,11 +56,11 @@ def snapshot(into: Path) -> Path:
     return into
 
 
-def run_suite(env: dict, out: Path, name: str, *extra: str) -> dict:
+def run_suite(env: dict, out: Path, name: str, suite: list[str], *extra: str) -> dict:
     """One timed pytest run; returns wall time, time inside the tests, the report and the outcome."""
     report, junit = out / f"{name}.json", out / f"{name}.xml"
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", "-q", *SUITE,
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", "-q", *suite,
                            f"--report-json={report}", f"--junitxml={junit}", *extra],
                           cwd=env["BENCH_TREE"], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -79,10 +78,45 @@ def outcome(report: dict) -> dict:
     return {(c["recipe"], c["id"]): (c["verdict"], c["metrics"]) for c in report["claims"]}
 
 
+def cold_warm(fresh_root, out: Path, name: str, suite: list[str], workers: int) -> dict:
+    """Cold and warm runs on one results cache, and a cold run with ``workers`` on another."""
+    cached = fresh_root(name)
+    runs = {"cold": run_suite(cached, out, f"{name}-cold", suite)}
+    runs["warm"] = run_suite(cached, out, f"{name}-warm", suite)
+    if workers:
+        runs["parallel"] = run_suite(fresh_root(f"{name}-parallel"), out, f"{name}-parallel", suite, "-n", str(workers))
+    return runs
+
+
+def table(runs: dict, workers: int) -> tuple[list[str], bool]:
+    """The Markdown rows of one workload, and whether every run agreed with the cold one."""
+    cold = runs["cold"]
+    rows = ["| run | wall (s) | inside tests (s) | claims read from the cache | verdicts and metrics as cold |",
+            "|---|---|---|---|---|",
+            f"| cold (empty results cache) | {cold['wall']:.1f} | {cold['in_tests']:.1f} | "
+            f"{cold['from_cache']}/{cold['claims']} | - |"]
+    same = True
+    for key, label in (("warm", "warm (same checkpoints, cached)"), ("parallel", f"cold, `-n {workers}`")):
+        if key not in runs:
+            continue
+        run = runs[key]
+        agree = outcome(run["report"]) == outcome(cold["report"])
+        same &= agree
+        inside = f"{run['in_tests']:.1f}" + (" (summed over workers)" if key == "parallel" else "")
+        rows.append(f"| {label} | {run['wall']:.1f} | {inside} | {run['from_cache']}/{run['claims']} | "
+                    f"{'identical' if agree else 'DIFFERENT'} |")
+    ratio = runs["warm"]["wall"] / cold["wall"]
+    rows += ["", f"Warm / cold: **{ratio:.1%}** of the cold wall time (target < 10 %); cold {cold['wall']:.0f} s, "
+             f"warm {runs['warm']['wall']:.1f} s."]
+    return rows, same
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", choices=("fast", "full"), default="fast", help="organism recipe")
     parser.add_argument("--workers", type=int, default=0, help="also time a cold run with -n WORKERS")
+    parser.add_argument("--triple", type=Path, help="also time the suite on the weight-only Base/IN/RL triple "
+                        "in this folder (origin/, base/, rl/; bench_weights.py builds one)")
     parser.add_argument("--write", action="store_true", help=f"replace the '{HEADING}' section of {RESULTS}")
     args = parser.parse_args()
 
@@ -113,59 +147,56 @@ def main() -> int:
             sys.exit(f"the runs would import vlmdiag from {where}, not from the snapshot {tree}")
         organism_s = time.perf_counter() - start
 
-        load_before = _load()
-        cached = fresh_root("serial")
-        cold = run_suite(cached, tmp, "cold")
-        warm = run_suite(cached, tmp, "warm")
-        parallel = run_suite(fresh_root("parallel"), tmp, "parallel", "-n", str(args.workers)) if args.workers else None
-        load_after = _load()
+        load_before = benchlib.load_average()
+        organism = cold_warm(fresh_root, tmp, "organism", SUITE, args.workers)
+        triple = None
+        if args.triple:
+            triple_suite = ["diagnostics", *(f"--{role}={args.triple.resolve() / folder}" for role, folder in
+                                             (("origin", "origin"), ("base", "base"), ("rl", "rl"))),
+                            "--report-only"]
+            triple = cold_warm(fresh_root, tmp, "triple", triple_suite, 0)
+        load_after = benchlib.load_average()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the organism link goes, never what it points to
 
-    same_warm = outcome(warm["report"]) == outcome(cold["report"])
-    same_parallel = parallel is None or outcome(parallel["report"]) == outcome(cold["report"])
-    verdicts = ", ".join(f"{claim} {verdict}" for (_, claim), (verdict, _) in sorted(outcome(cold["report"]).items()))
     import torch
     import transformers
 
+    rows, same = table(organism, args.workers)
+    command = f"python bench/bench_suite.py --recipe {args.recipe}" + (f" --workers {args.workers}" if args.workers else "") \
+        + (f" --triple {args.triple}" if args.triple else "") + " --write"
+    cold = organism["cold"]
+    verdicts = ", ".join(f"{claim} {verdict}" for (_, claim), (verdict, _) in sorted(outcome(cold["report"]).items()))
     lines = [
         HEADING, "",
-        f"`python bench/bench_suite.py --recipe {args.recipe}" + (f" --workers {args.workers}" if args.workers else "")
-        + " --write` (x86_64, " + f"{os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}, "
-        f"transformers {transformers.__version__}; organism recipe `{args.recipe}`; load average before/after "
-        f"{load_before} -> {load_after}: other engineers' jobs shared the cores). The suite: "
-        f"`pytest {' '.join(SUITE)}`, all {cold['claims']} claims; wall time of the whole pytest process, "
-        "and the part spent inside the tests (measuring + judging; the rest is start-up, imports, opening the "
-        "checkpoints, the report and plots). Organism present or built before timing "
-        f"({organism_s:.0f} s).", "",
-        "| run | wall (s) | inside tests (s) | claims read from the cache | verdicts and metrics as cold |",
-        "|---|---|---|---|---|",
-        f"| cold (empty results cache) | {cold['wall']:.1f} | {cold['in_tests']:.1f} | {cold['from_cache']}/{cold['claims']} | - |",
-        f"| warm (same checkpoints, cached) | {warm['wall']:.1f} | {warm['in_tests']:.1f} | "
-        f"{warm['from_cache']}/{warm['claims']} | {'identical' if same_warm else 'DIFFERENT'} |",
-    ]
-    if parallel is not None:
-        lines.append(f"| cold, `-n {args.workers}` | {parallel['wall']:.1f} | {parallel['in_tests']:.1f} (summed over workers) | "
-                     f"{parallel['from_cache']}/{parallel['claims']} | {'identical' if same_parallel else 'DIFFERENT'} |")
-    ratio = warm["wall"] / cold["wall"]
-    lines += ["", f"Warm / cold: **{ratio:.1%}** of the cold wall time (target < 10 %); cold {cold['wall']:.0f} s "
-              f"(target < 300 s), warm {warm['wall']:.1f} s (target < 30 s). A warm run reads {warm['claims']} "
-              "cached measurements in well under a second; the rest of its time is Python start-up, importing "
-              "torch and transformers, opening the checkpoints, re-judging every claim, and the report's plots.",
-              "", f"Verdicts: {verdicts}."]
+        f"`{command}` (x86_64, {os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}; load average before/after {load_before} -> {load_after}). "
+        f"The suite on the model organism (recipe `{args.recipe}`): `pytest {' '.join(SUITE)}`, all "
+        f"{cold['claims']} claims; wall time of the whole pytest process, and the part spent inside the tests "
+        "(measuring + judging; the rest is start-up, imports, opening the checkpoints, the report and plots). "
+        f"Organism present or built before timing ({organism_s:.0f} s).", "", *rows, "",
+        "Targets: cold < 300 s, warm < 30 s. A warm run reads its cached measurements in well under a second; "
+        "the rest is Python start-up, importing torch, opening the checkpoints, re-judging every claim "
+        "(bootstrap intervals), the report's plots, and in this development venv the hypothesis pytest "
+        "plugin (about 0.9 s at the end of every run; vlmdiag installed without its `test` extra has none): a "
+        "floor of several seconds whatever the checkpoints, so the ratio is small only when the cold run does "
+        "real work.",
+        "", f"Verdicts: {verdicts}."]
     errors = [f"`{c['id']}`: {c['reason'][:160]}" for c in cold["report"]["claims"] if c["verdict"] == "error"]
     if errors:
         lines += ["", "Errors (what the organism's checkpoints are, not the cache): " + "; ".join(errors) + "."]
+    if triple is not None:
+        triple_rows, triple_same = table(triple, 0)
+        same &= triple_same
+        lines += ["", f"The same suite on the weight-only Qwen2.5-VL-shaped triple `{args.triple}` (0.74B parameters "
+                  "per checkpoint in bf16, see \"Weight pass\"; no tokenizer, so the inference claims skip and "
+                  "the cold run is the weight pass with spectra):", "", *triple_rows]
     lines.append("")
     text = "\n".join(lines)
     print(text)
     if args.write:
-        current = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-        pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-        current = pattern.sub(lambda m: text + "\n", current) if pattern.search(current) \
-            else current.rstrip("\n") + "\n\n" + text + "\n"
-        RESULTS.write_text(current)
-    return 0 if same_warm and same_parallel else 1
+        benchlib.write_section(HEADING, text)
+    return 0 if same else 1
 
 
 if __name__ == "__main__":

@@ -287,9 +287,8 @@ def findings(results: dict[str, dict], read: float, files_gb: float, needed_gb: 
         f"({2 * convert['elements'] / convert['seconds'] / 1e9:.0f} GB/s of bf16 read) on one thread, "
         f"{t['convert'] / t['compute'] * 100:.0f} % of the arithmetic. With two workers the pass took "
         f"{t['norms']:.2f} s and with one {t['norms-1']:.2f} s: "
-        + ("reading in one worker overlapped computing in the other, on the share of the second core that "
-           "other jobs left free. " if t["norms"] < 0.9 * t["norms-1"] else
-           "no gain, since other jobs kept the second core busy (load average above). ")
+        + ("reading in one worker overlapped computing in the other. " if t["norms"] < 0.9 * t["norms-1"] else
+           "no gain: the second core was busy with other jobs (load average above). ")
         + f"On two free cores the bound is max(read-needed, arithmetic / 2) = "
         f"{max(t['read-needed'], t['compute'] / 2):.2f} s ({max(t['read-needed'], t['compute'] / 2) / read:.2f}× "
         f"read).",
@@ -299,8 +298,8 @@ def findings(results: dict[str, dict], read: float, files_gb: float, needed_gb: 
                  "ratio to the read time can only fall.")
     if "spectra" in t:
         lines.append(f"- With spectra the pass takes {t['spectra']:.1f} s ({rss['spectra']:.0f} MB): the top-50 "
-                     f"`svdvals` of 2 × 190 matrices dominate, each on one intra-op thread per worker (on this busy "
-                     f"machine a 4864×896 `svdvals` took 1.8 s on one thread and 14.5 s on two).")
+                     f"`svdvals` of 2 × 190 matrices dominate, each on one intra-op thread per worker (two "
+                     f"threads per svdvals on two busy cores were several times slower, session 2).")
     return lines
 
 
@@ -329,7 +328,7 @@ def main(argv=None) -> int:
         HEADING, "",
         f"`.venv/bin/python bench/bench_weights.py{' --full' if args.full else ''}"
         f"{f' --layers {args.layers}' if args.layers else ''}` ({benchlib.machine()}; load average "
-        f"{load_before} before, {benchlib.load_average()} after: other jobs shared the cores). "
+        f"{load_before} before, {benchlib.load_average()} after). "
         f"Qwen2.5-VL-shaped Base/IN/RL triple in bf16, {layers} LLM layers (896 wide), 4 vision blocks "
         f"(1280 wide): {params:.2f}B parameters per checkpoint, {files_gb:.2f} GB of safetensors in all, of which "
         f"the pass reads {needed_gb:.2f} GB (the embedding is not an update matrix). Each row is its own "

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-LOGS = Path(os.environ.get("VLMDIAG_BENCH_DIR", "/tmp/vlmdiag-bench")) / "logs"
+BENCH_DIR = Path(os.environ.get("VLMDIAG_BENCH_DIR", "/tmp/vlmdiag-bench"))
+LOGS = BENCH_DIR / "logs"
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ BENCHES = (
           "Transplant sweep: splicer memory"),
     Bench("organism", "bench_organism.py", ("--recipe", "fast"), ("--recipe", "full", "--recipe", "fast", "--twice"),
           ("--write",), "Model organism build"),
-    Bench("suite", "bench_suite.py", ("--recipe", "fast"), ("--recipe", "full", "--workers", "2"), ("--write",),
+    Bench("suite", "bench_suite.py", ("--recipe", "fast"), ("--recipe", "full", "--workers", "2", "--triple", str(BENCH_DIR / "qwen25vl-0.6b")), ("--write",),
           "Full suite: cold vs warm"),
 )
 

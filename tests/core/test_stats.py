@@ -35,3 +35,18 @@ def test_n_needed_grows_as_the_effect_shrinks():
     i = Interval(-0.02, 0.10, 0.95)
     assert n_needed(100, 0.04, i, 0.0) == 225
     assert n_needed(100, 0.04, i, 0.04) is None
+
+
+def test_mcnemar_is_scipys_exact_binomial_test_and_wilson_uses_the_normal_quantile():
+    from scipy import stats
+
+    for discordant in range(1, 61):
+        for n_tf in range(discordant + 1):
+            expected = stats.binomtest(n_tf, discordant, 0.5).pvalue
+            assert mcnemar_exact(n_tf, discordant - n_tf) == pytest.approx(expected, rel=1e-12, abs=1e-300)
+    for level in (0.8, 0.9, 0.95, 0.99):
+        z = stats.norm.ppf(0.5 + level / 2)
+        p, n = 0.3, 40
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        assert wilson_interval(12, n, level=level).low == pytest.approx(
+            centre - z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n), rel=1e-12)
