@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python bench/run_all.py              # quick: small sizes, a smoke check (~25 min on 2 busy cores, mostly the suite)
+    .venv/bin/python bench/run_all.py              # quick: small sizes, a smoke check (~25 min on 2 busy cores before the xdist thread fix)
     .venv/bin/python bench/run_all.py --full --write   # the sizes bench/RESULTS.md reports, written there
     .venv/bin/python bench/run_all.py --only weights --only transplant
     .venv/bin/python bench/run_all.py --list       # what would run, with which arguments
