@@ -19,8 +19,8 @@ Entries are JSON files ``<root>/<measurement>/<key>.json`` under :func:`results_
 temporary file and renamed into place (concurrent pytest-xdist workers and Ctrl-C never leave a
 half-written entry). :meth:`ResultsCache.obtain` measures under a per-entry file lock
 (``<key>.lock``, ``flock`` through filelock), so when several workers need the same measurement
-one makes it and the others wait and read its entry. Values are encoded without pickle: vlmdiag dataclasses by name and fields,
-numpy arrays as dtype + shape + raw bytes (base64). An entry that cannot be read or decoded is a
+one makes it and the others wait and read its entry. Values are encoded without pickle: vlmdiag
+dataclasses by name and fields, numpy arrays as dtype + shape + raw bytes (base64). An entry that cannot be read or decoded is a
 miss (with a :class:`CacheWarning`) and is overwritten by the new measurement.
 """
 
@@ -266,6 +266,21 @@ def checkpoint_identity(checkpoint) -> dict:
         else:
             files[path.name] = [stat.st_size, stat.st_mtime_ns]
     return {"fingerprint": checkpoint.fingerprint, "files": files}
+
+
+def key_material(name: str, *, checkpoints: dict, device: str, settings: dict | None = None,
+                 probes: Any = None) -> dict:
+    """The key material of measurement ``name``: ``checkpoints`` (``{role:``
+    :func:`checkpoint_identity` ``}``), ``device`` (see :func:`device_description`), ``settings``
+    and ``probes`` (by content), with the entry format, vlmdiag's version and measuring code and
+    the library versions.
+
+    Raises:
+        TypeError: settings or probes whose content cannot be described (see :func:`canonical`).
+    """
+    return {"measurement": name, "format": FORMAT, "vlmdiag": vlmdiag.__version__, "code": code_fingerprint(),
+            "environment": environment_key(device), "checkpoints": checkpoints,
+            "settings": canonical(settings or {}), "probes": content_digest(probes) if probes is not None else None}
 
 
 def key_of(material: dict) -> str:

@@ -173,11 +173,10 @@ class RunState:
                 continue
             # Loading a processor costs seconds of imports: a rerun on the same files remembers
             # that it passed (only passes are stored: a failure raises and is checked again).
-            from vlmdiag.cache import checkpoint_identity, code_fingerprint, environment_key
+            from vlmdiag.cache import checkpoint_identity, key_material
 
-            material = {"measurement": "inference_inputs", "code": code_fingerprint(),
-                        "environment": environment_key("any"), "checkpoint": checkpoint_identity(checkpoint),
-                        "trust_remote_code": self.trust_remote_code}
+            material = key_material("inference_inputs", checkpoints={"checkpoint": checkpoint_identity(checkpoint)},
+                                    device="any", settings={"trust_remote_code": self.trust_remote_code})
             self.results_cache.obtain("inference_inputs", material, lambda check=check: bool(check()))
 
     def checkpoint_table(self) -> dict:

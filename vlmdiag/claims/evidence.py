@@ -167,18 +167,13 @@ class Evidence:
 
     def _material(self, name: str, settings: dict, plan: _Plan) -> dict:
         """The cache key material of a measurement (see :mod:`vlmdiag.cache`)."""
-        import vlmdiag
-        from vlmdiag.cache import FORMAT, canonical, checkpoint_identity, code_fingerprint, content_digest, \
-            environment_key
+        from vlmdiag.cache import checkpoint_identity, key_material
 
         for role in plan.roles:
             if role not in self._identities:
                 self._identities[role] = checkpoint_identity(self.checkpoint(role))
-        return {"measurement": name, "format": FORMAT, "vlmdiag": vlmdiag.__version__, "code": code_fingerprint(),
-                "environment": environment_key(plan.device()),
-                "checkpoints": {role: self._identities[role] for role in plan.roles},
-                "settings": canonical(settings),
-                "probes": content_digest(plan.probes) if plan.probes is not None else None}
+        return key_material(name, checkpoints={role: self._identities[role] for role in plan.roles},
+                            device=plan.device(), settings=settings, probes=plan.probes)
 
     @contextmanager
     def _step(self, label: str, total: int | None = None) -> Iterator[Callable[[int, int], None]]:
@@ -355,16 +350,7 @@ class Evidence:
         else:
             notes.append("Base stage left out: no --origin")
         roles += [("IN", "base"), ("RL", "rl")]
-
-        def compute():
-            from vlmdiag.claims.inference import AbilityTable
-
-            states = ((label, partial(self.loaded, role), self._state(role)) for label, role in roles)
-            scores = self._ability_sweep("abilities (" + ", ".join(label for label, _ in roles) + ")",
-                                         items, max_new_tokens, len(roles), states)
-            return AbilityTable(scores, tuple(notes))
-
-        return _Plan(tuple(role for _, role in roles), compute, self._model_device, probes=items)
+        return self._checkpoints_plan("abilities", roles, notes, items, max_new_tokens)
 
     def _plan_transplant(self, *, n_items: int, max_new_tokens: int, seed: int, regions) -> _Plan:
         from vlmdiag.probes.organism import organism_probe_set
@@ -379,11 +365,14 @@ class Evidence:
             splicer = Splicer(loaded.model, self.checkpoint("base"), self.checkpoint("rl"), regions=regions)
             count = len(all_variants())
             # The splicer's incremental sweep holds each variant while its answers are generated.
-            parents = {self._state(role)[0]: self._state(role) for role in ("base", "rl")}
-            # A variant taking nothing from one parent is that parent: it shares the parent's answers.
-            states = ((variant.label("IN", "RL"), lambda: loaded,
-                       parents.get(splicer.fingerprint(variant), (splicer.fingerprint(variant), ("base", "rl"))))
-                      for variant, _ in splicer.sweep())
+            parents = dict(self._state(role) for role in ("base", "rl"))
+
+            def state(variant) -> tuple[str, tuple[str, ...]]:
+                # A variant taking nothing from one parent is that parent: it shares the parent's answers.
+                fingerprint = splicer.fingerprint(variant)
+                return fingerprint, parents.get(fingerprint, ("base", "rl"))
+
+            states = ((variant.label("IN", "RL"), lambda: loaded, state(variant)) for variant, _ in splicer.sweep())
             scores = self._ability_sweep(f"transplant sweep ({count} models)", items, max_new_tokens, count, states)
             return AbilityTable(scores, (f"splices at cuts {regions.cuts} ({regions.preset}); non-decoder "
                                          "components from the Early source",))
@@ -401,12 +390,18 @@ class Evidence:
                 notes.append(f"{label} left out: its folder has no tokenizer/processor")
                 continue
             roles.append((label, role))
+        return self._checkpoints_plan("freezing", roles, notes, items, max_new_tokens)
+
+    def _checkpoints_plan(self, step: str, roles: list[tuple[str, str]], notes: list[str], items,
+                          max_new_tokens: int) -> _Plan:
+        """Abilities of unmodified checkpoints: ``roles`` is ``[(label, role)]``, ``notes`` what
+        was left out; the :class:`~vlmdiag.claims.inference.AbilityTable` is keyed by label."""
 
         def compute():
             from vlmdiag.claims.inference import AbilityTable
 
             states = ((label, partial(self.loaded, role), self._state(role)) for label, role in roles)
-            scores = self._ability_sweep("freezing (" + ", ".join(label for label, _ in roles) + ")",
+            scores = self._ability_sweep(f"{step} (" + ", ".join(label for label, _ in roles) + ")",
                                          items, max_new_tokens, len(roles), states)
             return AbilityTable(scores, tuple(notes))
 

@@ -41,7 +41,7 @@ def plot_result(result: dict) -> bytes | None:
     height = 1.9 * len(arrays) + 0.6  # inches
     fig, axes = plt.subplots(len(arrays), 1, figsize=(7, height), sharex=True, squeeze=False)
     # Fixed margins in inches, not tight_layout: it cost a third of a warm rerun's plotting time.
-    fig.subplots_adjust(left=0.1, right=0.98, top=1 - 0.4 / height, bottom=0.45 / height, hspace=0.12 * 1.9 / 1.5)
+    fig.subplots_adjust(left=0.1, right=0.98, top=1 - 0.4 / height, bottom=0.45 / height, hspace=0.15)
     x = list(range(1, regions["num_layers"] + 1))
     for ax, (name, values) in zip(axes[:, 0], arrays.items()):
         for region, color in _BANDS.items():
