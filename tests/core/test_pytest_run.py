@@ -100,3 +100,17 @@ def test_help_lists_every_option():
     for flag in ("--base", "--rl", "--origin", "--recipe", "--rl-frozen", "--regions", "--thresholds",
                  "--report-json", "--report-only", "--allow-pickle", "--trust-remote-code"):
         assert flag in out
+
+
+def test_the_terminal_table_says_why_when_a_verdict_has_no_number():
+    from vlmdiag.report.terminal import render
+
+    without = {"id": "transplant.mid_late_carries_gain", "recipe": "main", "verdict": "inconclusive", "gate": False,
+               "reason": "RL has no resolved Mv2r/Mrea gain over IN to carry", "metrics": {}}
+    with_number = {"id": "updates.energy_mid", "recipe": "main", "verdict": "inconclusive", "gate": False,
+                   "reason": "the interval straddles the threshold",
+                   "metrics": {"statistic": 1.05, "interval": {"low": 0.9, "high": 1.2, "level": 0.95},
+                               "threshold": 1.1}}
+    text = render({"claims": [without, with_number], "regions": "paper"}, width=200, color=False)
+    assert "transplant.mid_late_carries_gain [main] inconclusive: RL has no resolved Mv2r/Mrea gain" in text
+    assert "1.05 [0.9, 1.2] vs 1.1" in text and "straddles" not in text  # the number speaks for itself

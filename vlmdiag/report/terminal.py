@@ -138,8 +138,8 @@ def render(report: dict, *, width: int = 120, color: bool = True) -> str:
             if m.get("robust_to_cut") is False:
                 cell.append("\nnot robust to the cut", style="yellow")
             row.append(cell)
-            if verdict in ("skipped", "error"):
-                notes.append(Text(f"{claim_id} [{recipe}] {verdict}: {result['reason']}", style=STYLES[verdict]))
+            if verdict in ("skipped", "error") or not _effect(result):  # a verdict without a number: say why
+                notes.append(Text(f"{claim_id} [{recipe}] {verdict}: {result['reason']}", style=STYLES.get(verdict, "")))
         table.add_row(*row)
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=color, color_system="standard" if color else None)
