@@ -72,3 +72,13 @@ def test_end_to_end_on_tiny_models(runnable, shipped):
     result = run(CLAIM, runnable, small(shipped, CLAIM, n_items=2, max_new_tokens=6))
     assert result.verdict not in ("error", "skipped"), result.reason + result.metrics.get("traceback", "")
     assert len(result.metrics["own_mass_increase"]) == 6 and "basis teacher_forced" in result.reason
+
+
+def test_every_condition_is_recorded_with_its_direction(shipped):
+    """The case a bare "0.0025 [0.0012, 0.0038] vs 0" hid: the Mid–Late increase holds, the
+    margin over Early fails; the outcome lists both, so the report can say which."""
+    out = judge(planted([0.03, 0.03, 0.01, 0.01, 0.01, 0.01]), shipped)
+    assert out.verdict == "not_reproduced"
+    increase, margin = out.conditions
+    assert (increase.op, increase.holds, margin.op, margin.holds) == (">", True, ">", False)
+    assert margin.interval.high <= margin.threshold == 0.0 and margin.name == "margin over Early"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from vlmdiag.claims.inference import AbilityTable, comparison_text, comparisons_dict
+from vlmdiag.claims.inference import AbilityTable, comparison_condition, comparison_text, comparisons_dict
 from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
 from vlmdiag.regions import Regions
 
@@ -77,4 +77,9 @@ def no_uniform_vision_gain(table: AbilityTable, regions: Regions, t: NoUniformVi
                "comparisons": comparisons_dict(comparisons), "no_vision_gain": no_gain,
                "non_monotone": non_monotone, "rl_has_reasoning_gain": has_gain, "stages": list(table.scores),
                "n_needed": vision.n_needed}
-    return Outcome(verdict, "; ".join(parts), vision.delta, vision.interval, t.min_vision_gain, metrics)
+    # What the rule read: no clear vision gain, RL's reasoning gain to explain, any resolved decline.
+    conditions = (comparison_condition(vision, t.min_vision_gain, "below"),
+                  *(comparison_condition(c, 0.0, "above") for c in reasoning),
+                  *(comparison_condition(c, 0.0, "below") for c in usable if "Base" in table.scores))
+    return Outcome(verdict, "; ".join(parts), vision.delta, vision.interval, t.min_vision_gain, metrics,
+                   conditions=conditions)

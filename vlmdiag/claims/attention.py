@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from vlmdiag.claims.inference import MODES, AttentionComparison, combine, layer_list, region_means
-from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
+from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim, condition
 from vlmdiag.regions import Regions
 from vlmdiag.stats import bootstrap_interval, decide
 
@@ -77,5 +77,8 @@ def r2v_shift_mid_late(m: AttentionComparison, regions: Regions, t: AttentionShi
               f"Early {by_region['Early'].mean():+.4f}, margin {margin.mean():+.4f} "
               f"[{margin_interval.low:+.4f}, {margin_interval.high:+.4f}] (threshold {t.min_margin_over_early:g}); "
               f"N={int(ok.sum())}")
+    conditions = (condition("Mid–Late R→V mass increase RL − IN", statistic, interval, t.min_mid_late_increase,
+                            "above"),
+                  condition("margin over Early", margin.mean(), margin_interval, t.min_margin_over_early, "above"))
     return Outcome(verdict, reason, statistic, interval, t.min_mid_late_increase, metrics,
-                   series=f"{t.basis}_mass_increase")
+                   series=f"{t.basis}_mass_increase", conditions=conditions)

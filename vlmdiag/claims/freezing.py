@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from vlmdiag.claims.inference import GAIN_METRICS, AbilityTable, combine, comparison_text, comparisons_dict, rl_gains
+from vlmdiag.claims.inference import (GAIN_METRICS, AbilityTable, combine, comparison_condition, comparison_text,
+                                      comparisons_dict, rl_gains)
 from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
 from vlmdiag.regions import Regions
 from vlmdiag.stats import decide
@@ -46,9 +47,10 @@ def late_necessary(table: AbilityTable, regions: Regions, t: LateNecessaryThresh
                        + "; ".join(table.notes), metrics=metrics)
     gains, rl_text = rl_gains(comparisons)
     metrics["rl_gains"] = gains
+    conditions = tuple(comparison_condition(c, 0.0) for m in GAIN_METRICS if (c := comparisons.get(f"{m} RL − IN")))
     if not gains:
         return Outcome("inconclusive", f"RL has no resolved Mv2r/Mrea gain over IN that freezing could remove "
-                       f"({rl_text})", metrics=metrics)
+                       f"({rl_text})", metrics=metrics, conditions=conditions)
     # RL − frozen, as a comparison frozen → RL, so a loss is a positive delta.
     losses = [table.compare(label, "RL", m, level=level, n_resamples=n, threshold=t.min_loss)
               for label in runs for m in gains]
@@ -57,4 +59,5 @@ def late_necessary(table: AbilityTable, regions: Regions, t: LateNecessaryThresh
     metrics["losses"] = comparisons_dict({f"{c.metric} RL − {c.label_a}": c for c in losses})
     reason = (f"RL gains: {rl_text}; loss when frozen: " + "; ".join(comparison_text(c) for c in losses)
               + f" (threshold {t.min_loss:g})" + ("; " + "; ".join(table.notes) if table.notes else ""))
-    return Outcome(verdict, reason, weakest.delta, weakest.interval, t.min_loss, metrics)
+    conditions += tuple(comparison_condition(c, t.min_loss) for c in losses)
+    return Outcome(verdict, reason, weakest.delta, weakest.interval, t.min_loss, metrics, conditions=conditions)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vlmdiag.measure.abilities import AbilityScore, SkippedAbility, StageComparison, compare_stages
+from vlmdiag.claims.registry import condition
 from vlmdiag.probes.types import AbilityItem
 from vlmdiag.regions import REGION_NAMES, Regions
 from vlmdiag.runtime.model import LoadedModel
@@ -153,6 +154,12 @@ def rl_gains(comparisons: Mapping[str, StageComparison | None]) -> tuple[list[st
     resolved or not, for a reason string)."""
     present = [(m, c) for m in GAIN_METRICS if (c := comparisons.get(f"{m} RL − IN")) is not None]
     return [m for m, c in present if c.interval.low > 0], "; ".join(comparison_text(c) for _, c in present)
+
+
+def comparison_condition(c: StageComparison, threshold: float, side: str = "above"):
+    """The :class:`~vlmdiag.claims.registry.Condition` that the paired ``c.label_b − c.label_a``
+    change of ``c.metric`` lies on ``side`` of ``threshold``, named like ``Mv2r RL − IN``."""
+    return condition(f"{c.metric} {c.label_b} − {c.label_a}", c.delta, c.interval, threshold, side)
 
 
 def comparisons_dict(comparisons: Mapping[str, StageComparison | None]) -> dict:

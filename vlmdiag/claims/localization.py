@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import Field
 
 from vlmdiag.claims.inference import layer_list, region_means
-from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
+from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim, condition, requirement
 from vlmdiag.regions import Regions
 from vlmdiag.stats import bootstrap_interval, decide, wilson_interval
 
@@ -54,17 +54,21 @@ def reasoning_late(m, regions: Regions, t: ReasoningLateThresholds) -> Outcome:
         "error_increase": layer_list(increase.mean(axis=0)),
         "baseline_error_rate": 1 - hits / n, "baseline_accuracy_interval": accuracy_interval.as_dict(),
         **{f"{r.lower()}_error_increase": float(v.mean()) for r, v in by_region.items()}, "n_items": n}
+    conditions = (requirement("unskipped accuracy (Wilson upper bound)", accuracy_interval.high, ">=",
+                              t.min_baseline_accuracy),
+                  condition("error increase Late − Early", statistic, interval, t.min_late_minus_early, "above"))
     if accuracy_interval.high < t.min_baseline_accuracy:
         return Outcome("inconclusive", f"the unskipped base model answers {hits}/{n} items right (upper bound "
                        f"{accuracy_interval.high:.0%} < {t.min_baseline_accuracy:.0%}): skipping a layer "
                        "cannot cost accuracy it does not have", statistic, interval,
-                       t.min_late_minus_early, metrics, series="skip_error_rate")
+                       t.min_late_minus_early, metrics, series="skip_error_rate", conditions=conditions[:1])
     verdict = decide(interval, t.min_late_minus_early, "above")
     reason = (f"error increase when skipping a layer: Late {by_region['Late'].mean():+.2f}, Mid "
               f"{by_region['Mid'].mean():+.2f}, Early {by_region['Early'].mean():+.2f}; Late − Early = "
               f"{statistic:+.2f} ({t.confidence:.0%} CI [{interval.low:+.2f}, {interval.high:+.2f}], threshold "
               f"{t.min_late_minus_early:g}); unskipped error {1 - hits / n:.0%}, N={n}")
-    return Outcome(verdict, reason, statistic, interval, t.min_late_minus_early, metrics, series="skip_error_rate")
+    return Outcome(verdict, reason, statistic, interval, t.min_late_minus_early, metrics, series="skip_error_rate",
+                   conditions=conditions)
 
 
 class VisionEarlyThresholds(ProbeThresholds):
@@ -129,16 +133,19 @@ def vision_early(results: Sequence, regions: Regions, t: VisionEarlyThresholds) 
     where = {"from": "swap from layer L on", "only": "swap at layer L alone"}[mode]
     # from: L = 0 swaps every layer; only: no single layer may matter on its own.
     full = float(per_layer[:, 0].mean()) if mode == "from" else float(per_layer.mean(axis=0).max())
+    conditions = (requirement("full-swap change rate" if mode == "from" else "largest single-layer change rate",
+                              full, ">=", t.min_full_swap_rate),
+                  condition("change rate Early–Mid − Late", statistic, interval, t.min_early_mid_minus_late, "above"))
     if full < t.min_full_swap_rate:
         what = "at every layer" if mode == "from" else "at any single layer"
         return Outcome("inconclusive", f"swapping the visual tokens {what} changes at most {full:.0%} of the "
                        f"answers (< {t.min_full_swap_rate:.0%}; mode {mode}): the model does not read these "
                        "attributes, so where it reads them cannot be located", statistic, interval,
-                       t.min_early_mid_minus_late, metrics, series="swap_change_rate")
+                       t.min_early_mid_minus_late, metrics, series="swap_change_rate", conditions=conditions[:1])
     verdict = decide(interval, t.min_early_mid_minus_late, "above")
     reason = (f"{where} (mode {mode}): change rate with L in Early–Mid {early_mid.mean():.0%} vs Late "
               f"{by_region['Late'].mean():.0%}: difference {statistic:+.2f} ({t.confidence:.0%} CI "
               f"[{interval.low:+.2f}, {interval.high:+.2f}], threshold {t.min_early_mid_minus_late:g}); "
               f"{len(results)} pairs over {', '.join(tasks)}")
     return Outcome(verdict, reason, statistic, interval, t.min_early_mid_minus_late, metrics,
-                   series="swap_change_rate")
+                   series="swap_change_rate", conditions=conditions)

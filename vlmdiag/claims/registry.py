@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vlmdiag.stats import Interval
+from vlmdiag.stats import Interval, Side, decide
 
 VERDICTS = ("reproduced", "not_reproduced", "inconclusive", "skipped", "error")
 
@@ -44,6 +44,47 @@ class ProbeThresholds(ClaimThresholds):
         return {"n_items": self.n_items, "max_new_tokens": self.max_new_tokens, "seed": self.probe_seed}
 
 
+_HOLDS = {"reproduced": True, "not_reproduced": False, "inconclusive": None}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition a verdict rule read: ``statistic`` ``op`` ``threshold``, where ``op`` is
+    ``>``, ``<``, ``>=`` or ``<=``. ``holds``: True (the whole ``interval`` lies on the
+    condition's side, or the exact statistic does), False (on the other side), None (the interval
+    straddles the threshold). ``interval`` is None for an exact statistic.
+
+    The report shows every condition with its direction, so a verdict says why where the user
+    looks (``margin over Early +0.0004 [-0.001, 0.002] > 0 ?``).
+    """
+
+    name: str
+    statistic: float | None
+    interval: Interval | None
+    op: str
+    threshold: float
+    holds: bool | None
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "statistic": self.statistic,
+                "interval": self.interval.as_dict() if self.interval else None,
+                "op": self.op, "threshold": self.threshold, "holds": self.holds}
+
+
+def condition(name: str, statistic: float | None, interval: Interval, threshold: float, side: Side) -> Condition:
+    """The condition that ``interval`` (around ``statistic``) lies on ``side`` of ``threshold``,
+    decided as every verdict is (:func:`vlmdiag.stats.decide`: strictly ``>`` or ``<``)."""
+    return Condition(name, None if statistic is None else float(statistic), interval,
+                     ">" if side == "above" else "<", float(threshold), _HOLDS[decide(interval, threshold, side)])
+
+
+def requirement(name: str, value: float, op: str, threshold: float) -> Condition:
+    """An exact precondition (``value op threshold``, ``op`` one of ``>= <= > <``), such as "the
+    unskipped model answers enough items" without which the rule can only say inconclusive."""
+    holds = {">=": value >= threshold, "<=": value <= threshold, ">": value > threshold, "<": value < threshold}[op]
+    return Condition(name, float(value), None, op, float(threshold), bool(holds))
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What a verdict rule decided.
@@ -52,6 +93,7 @@ class Outcome:
     (degenerate for exact, unsampled statistics), ``threshold`` what it was compared with.
     ``metrics``: scalars and per-layer arrays (lists) for the report and plots.
     ``series``: name of the per-layer array in ``metrics`` that the terminal sparkline shows.
+    ``conditions``: every :class:`Condition` the rule read, in the order it read them.
     """
 
     verdict: str
@@ -61,6 +103,7 @@ class Outcome:
     threshold: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     series: str | None = None
+    conditions: tuple[Condition, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ def run_claim(claim: Claim, evidence: Evidence, regions_spec: str | Regions | Ca
         "regions": regions.as_dict(),
         "robust_to_cut": robust,
         "verdicts_by_cut": by_cut,
+        "conditions": [c.as_dict() for c in outcome.conditions],
         **outcome.metrics,
     }
     if robust is False:

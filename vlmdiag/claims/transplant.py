@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from vlmdiag.claims.inference import GAIN_METRICS, AbilityTable, combine, comparison_text, comparisons_dict, rl_gains
+from vlmdiag.claims.inference import (GAIN_METRICS, AbilityTable, combine, comparison_condition, comparison_text,
+                                      comparisons_dict, rl_gains)
 from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
 from vlmdiag.regions import Regions
 from vlmdiag.stats import decide
@@ -65,9 +66,10 @@ def mid_late_carries_gain(table: AbilityTable, regions: Regions, t: MidLateCarri
     metrics["splices_keeping_the_gain"] = [
         label for label in table.scores if label not in ("IN", "RL") and gains
         and all((c := kept(label, m)) is not None and c.interval.low > t.min_kept_gain for m in gains)]
+    conditions = tuple(comparison_condition(c, 0.0) for m in GAIN_METRICS if (c := versus_in.get(f"{m} RL − IN")))
     if not gains:
         return Outcome("inconclusive", f"RL has no resolved Mv2r/Mrea gain over IN to carry ({rl_text})",
-                       metrics=metrics)
+                       metrics=metrics, conditions=conditions)
     splice = [kept(SPLICE, m) for m in gains]
     if any(c is None for c in splice):
         raise ValueError(f"transplant: {SPLICE} was not scored on {', '.join(gains)}")
@@ -77,4 +79,5 @@ def mid_late_carries_gain(table: AbilityTable, regions: Regions, t: MidLateCarri
               + f" (threshold {t.min_kept_gain:g}); other splices keeping every gain: "
               + (", ".join(s for s in metrics["splices_keeping_the_gain"] if s != SPLICE) or "none")
               + "; " + "; ".join(table.notes))
-    return Outcome(verdict, reason, weakest.delta, weakest.interval, t.min_kept_gain, metrics)
+    conditions += tuple(comparison_condition(c, t.min_kept_gain) for c in splice)
+    return Outcome(verdict, reason, weakest.delta, weakest.interval, t.min_kept_gain, metrics, conditions=conditions)

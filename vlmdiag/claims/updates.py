@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import Field
 
-from vlmdiag.claims.registry import ClaimThresholds, Outcome, claim
+from vlmdiag.claims.registry import ClaimThresholds, Outcome, claim, condition
 from vlmdiag.regions import REGION_NAMES, Regions
 from vlmdiag.stats import Interval, bootstrap_interval, decide
 
@@ -53,7 +53,7 @@ class EnergyMidThresholds(ClaimThresholds):
        statement="Both IN and RL updates concentrate their energy in Mid layers",
        source="§3.2.1, Fig. 5", measurement="weight_deltas", thresholds=EnergyMidThresholds)
 def energy_mid(deltas: WeightDeltas, regions: Regions, t: EnergyMidThresholds) -> Outcome:
-    metrics, checks, lines = {}, [], []
+    metrics, checks, lines, conditions = {}, [], [], []
     for stage in deltas.stages:
         energy = deltas.llm_layer_values(stage, lambda m: m.stats.frobenius ** 2, np.sum)
         params = deltas.llm_layer_values(stage, lambda m: m.numel, np.sum)
@@ -68,6 +68,13 @@ def energy_mid(deltas: WeightDeltas, regions: Regions, t: EnergyMidThresholds) -
         concentration = {r: share[r] / param_share[r] for r in REGION_NAMES}
         densest = max(REGION_NAMES, key=concentration.get)
         checks.append((concentration["Mid"], densest == "Mid"))
+        name = STAGE_NAMES[stage]
+        others = max(concentration["Early"], concentration["Late"])
+        conditions += [
+            condition(f"{name} Mid concentration (energy share / parameter share)", concentration["Mid"],
+                      _exact(concentration["Mid"]), t.min_mid_concentration, "above"),
+            condition(f"{name} Mid concentration − the largest other region's", concentration["Mid"] - others,
+                      _exact(concentration["Mid"] - others), 0.0, "above")]
         metrics.update({f"{stage}_energy_share": share, f"{stage}_parameter_share": param_share,
                         f"{stage}_concentration": concentration, **_per_layer(deltas, stage)})
         lines.append(f"{STAGE_NAMES[stage]}: Mid holds {share['Mid']:.0%} of the update energy with "
@@ -80,7 +87,7 @@ def energy_mid(deltas: WeightDeltas, regions: Regions, t: EnergyMidThresholds) -
     if "in" not in deltas.stages:
         lines.append("IN not checked: no --origin")
     return Outcome(verdict, "; ".join(lines), statistic, _exact(statistic), t.min_mid_concentration,
-                   metrics, series="rl_frobenius_mean")
+                   metrics, series="rl_frobenius_mean", conditions=tuple(conditions))
 
 
 class SmallerThresholds(ClaimThresholds):
@@ -120,7 +127,9 @@ def rl_smaller_than_in(deltas: WeightDeltas, regions: Regions, t: SmallerThresho
               f"{t.confidence:.0%} CI 10^[{interval.low:.2f}, {interval.high:.2f}]); "
               f"threshold 10^{t.max_log10_ratio:g}")
     return Outcome(decide(interval, t.max_log10_ratio, "below"), reason, statistic, interval,
-                   t.max_log10_ratio, metrics, series="log10_ratio_per_layer")
+                   t.max_log10_ratio, metrics, series="log10_ratio_per_layer",
+                   conditions=(condition("median log10(‖ΔRL‖/‖ΔIN‖)", statistic, interval, t.max_log10_ratio,
+                                         "below"),))
 
 
 class SteeperThresholds(ClaimThresholds):
@@ -166,7 +175,9 @@ def rl_steeper_mid_late(deltas: WeightDeltas, regions: Regions, t: SteeperThresh
               f"[{interval.low:+.3f}, {interval.high:+.3f}] over {samples.size} layers); "
               f"steeper means below {t.max_log_ratio_difference:g}")
     return Outcome(decide(interval, t.max_log_ratio_difference, "below"), reason, statistic, interval,
-                   t.max_log_ratio_difference, metrics, series="log_ratio_difference_per_layer")
+                   t.max_log_ratio_difference, metrics, series="log_ratio_difference_per_layer",
+                   conditions=(condition("Mid–Late log(σk/σ1) RL − IN", statistic, interval,
+                                         t.max_log_ratio_difference, "below"),))
 
 
 def _paired(deltas: WeightDeltas, value) -> list[list[tuple]]:

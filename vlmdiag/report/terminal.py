@@ -33,17 +33,51 @@ def sparkline(values: list, cuts: tuple[int, int] | None = None) -> str:
     return "".join(out)
 
 
+OPS = {">": ">", "<": "<", ">=": "≥", "<=": "≤"}
+HOLDS = {True: "✓", False: "✗", None: "?"}
+CONDITIONS_LEGEND = "conditions: ✓ holds, ✗ fails, ? its interval straddles the threshold"
+
+
+def _number(statistic, interval) -> str:
+    text = f"{statistic:.3g}"
+    if interval and interval.get("level", 1) < 1:
+        text += f" [{interval['low']:.3g}, {interval['high']:.3g}]"
+    return text
+
+
 def _effect(result: dict) -> str:
+    """``0.00252 [0.00124, 0.00384] > 0``: the statistic, its interval and the threshold, with the
+    direction of the condition it belongs to (``vs`` when no recorded condition matches)."""
     m = result.get("metrics") or {}
     statistic, interval, threshold = m.get("statistic"), m.get("interval"), m.get("threshold")
     if statistic is None:
         return ""
-    text = f"{statistic:.3g}"
-    if interval and interval.get("level", 1) < 1:
-        text += f" [{interval['low']:.3g}, {interval['high']:.3g}]"
+    text = _number(statistic, interval)
     if threshold is not None:
-        text += f" vs {threshold:g}"
+        op = next((c["op"] for c in m.get("conditions") or () if c.get("threshold") == threshold
+                   and c.get("statistic") is not None and math.isclose(c["statistic"], statistic)), None)
+        text += f" {OPS.get(op, 'vs')} {threshold:g}"
     return text
+
+
+def condition_text(c: dict) -> str:
+    """``✗ margin over Early -0.0003 [-0.001, -0.0001] > 0`` (see :class:`vlmdiag.claims.registry.Condition`)."""
+    value = "—" if c.get("statistic") is None else _number(c["statistic"], c.get("interval"))
+    return f"{HOLDS.get(c.get('holds'), '?')} {c['name']} {value} {OPS.get(c['op'], c['op'])} {c['threshold']:g}"
+
+
+def conditions_line(result: dict) -> Text | None:
+    """Every condition the verdict read, on one line (folded by the console), or None."""
+    conditions = (result.get("metrics") or {}).get("conditions")
+    if not conditions or result["verdict"] in ("skipped", "error"):
+        return None
+    gate = "gated" if result.get("gate") else "not gated"
+    line = Text(f"{result['id']} [{result['recipe']}] {result['verdict']} ({gate}): ",
+                style=STYLES.get(result["verdict"], ""))
+    for i, c in enumerate(conditions):
+        line.append("; " if i else "")
+        line.append(condition_text(c), style={True: "green", False: "red"}.get(c.get("holds"), "yellow"))
+    return line
 
 
 def _percent(value: float) -> str:
@@ -118,7 +152,7 @@ def render(report: dict, *, width: int = 120, color: bool = True) -> str:
     table.add_column("claim", no_wrap=True)
     for recipe in recipes:
         table.add_column(recipe)
-    notes = []
+    notes, why = [], []
     for claim_id in claims:
         row = [Text(claim_id)]
         for recipe in recipes:
@@ -140,12 +174,19 @@ def render(report: dict, *, width: int = 120, color: bool = True) -> str:
             row.append(cell)
             if verdict in ("skipped", "error") or not _effect(result):  # a verdict without a number: say why
                 notes.append(Text(f"{claim_id} [{recipe}] {verdict}: {result['reason']}", style=STYLES.get(verdict, "")))
+            line = conditions_line(result)
+            if line is not None:
+                why.append(line)
         table.add_row(*row)
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=color, color_system="standard" if color else None)
     console.print(table)
     for note in notes:
         console.print(note)
+    if why:
+        console.print(Text(CONDITIONS_LEGEND, style="dim"))
+    for line in why:
+        console.print(line)
     for recipe in recipes:
         line = localized_line(recipe, [r for r in results if r["recipe"] == recipe])
         if line is not None:
