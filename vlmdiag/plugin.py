@@ -1,8 +1,9 @@
 """The pytest plugin: options, the run state, the ``recipe`` and ``diagnose`` fixtures, and the
 reports. Registered through the ``pytest11`` entry point.
 
-Results travel in each test report's ``user_properties`` (``vlmdiag.result``), so the process
-that writes the report sees every result whether tests ran in it or in xdist workers.
+Results travel on each call-phase test report (``report.vlmdiag_result``, JSON text, serialised
+by xdist with the report), so the process that writes the report sees every result whether tests
+ran in it or in xdist workers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 from vlmdiag.errors import VlmdiagError
 
 RESULT_PROPERTY = "vlmdiag.result"
+_RESULT = pytest.StashKey[str]()  # a test's result as JSON text, until its report is made
 
 # Help-text house style: say what the value is, then an example; the default comes last.
 
@@ -42,6 +44,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                                                "rootdir"),
         ("--report-json", "report_json", "PATH", "write the versioned JSON report here (atomically), with "
                                                  "per-layer plots in PATH's folder"),
+        ("--baseline", "baseline", "PATH", "an earlier JSON report to compare with, per claim and recipe: "
+                                           "verdict changes, the statistic against its interval, per-layer "
+                                           "curves (tolerances: baseline in thresholds.yaml)"),
+        ("--report-md", "report_md", "PATH", "write a Markdown summary here (claims x recipes); it is also "
+                                             "appended to $GITHUB_STEP_SUMMARY when that is set"),
     ]
     for flag, dest, metavar, help_text in options:
         group.addoption(flag, dest=f"vlmdiag_{dest}", metavar=metavar, default=None, help=help_text)
@@ -53,7 +60,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="an RL run trained with REGION frozen (repeatable), for freezing.late_necessary")
     parser.addini("vlmdiag_rl_frozen", "RL runs with a region frozen, one REGION=CKPT per line", type="linelist")
     for flag, dest, help_text in (
-            ("--report-only", "report_only", "report verdicts but fail no test"),
+            ("--report-only", "report_only", "report verdicts but fail no test (except regressions under "
+                                             "--fail-on-regression)"),
+            ("--fail-on-regression", "fail_on_regression", "with --baseline: a claim whose verdict got worse, or "
+                                                           "whose statistic moved against it, fails its test, "
+                                                           "gated or not"),
+            ("--require-gated", "require_gated", "a gated claim that is skipped (an input missing) fails its test"),
             ("--allow-pickle", "allow_pickle", "load pickle (.bin) weights; pickle can run code: only for "
                                                "checkpoints you trust"),
             ("--trust-remote-code", "trust_remote_code", "let transformers run code shipped with a checkpoint"),
@@ -75,6 +87,7 @@ class RunState:
     allow_pickle: bool
     trust_remote_code: bool
     use_cache: bool = True
+    reports: object = None  # vlmdiag.report.options.ReportOptions: --baseline, --report-md, --require-gated, ...
     progress: object = None  # a vlmdiag.report.progress.StepProgress, set in pytest_configure
     usage_error: str | None = None  # an xdist worker's usage error, reported once by the controller
     current_nodeid: str | None = None  # the test running now (progress lines resume its line)
@@ -148,6 +161,8 @@ class RunState:
                 check_localized_inputs(self.thresholds, opened[0].path, recipe.base)
             else:
                 regions_for(self.regions, opened[0].num_llm_layers)
+        self.reports.check_baseline(regions=self.regions, layers={
+            name: self.checkpoints.get(recipe.base).num_llm_layers for name, recipe in self.recipes.items()})
         self._check_inference_inputs()
 
     def _check_inference_inputs(self) -> None:
@@ -244,7 +259,14 @@ def pytest_configure(config: pytest.Config) -> None:
         allow_pickle=bool(_value(config, "allow_pickle")),
         trust_remote_code=bool(_value(config, "trust_remote_code")),
         use_cache=not _value(config, "no_cache"))
+    from vlmdiag.report.options import ReportOptions
+
+    try:
+        state.reports = ReportOptions.from_config(partial(_value, config))
+    except VlmdiagError as error:
+        raise pytest.UsageError(str(error)) from None
     config.pluginmanager.register(ReportWriter(state, config), "vlmdiag-report-writer")
+    config.pluginmanager.register(SummaryWriter(state, config), "vlmdiag-summary-writer")
     if _xdist_controller(config):
         if state.recipes and not config.getoption("help", False):
             # Workers collect, the controller does not: check the inputs here, once, rather
@@ -472,7 +494,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 @pytest.fixture
-def diagnose(request: pytest.FixtureRequest, record_property):
+def diagnose(request: pytest.FixtureRequest):
     """``diagnose(recipe)``: evaluate the test's ``@pytest.mark.claim(id)`` on a recipe, attach its metrics to the test
     (``record_property``, so ``--junitxml`` carries them), and turn the verdict into the test's
     outcome: a gated ``not_reproduced`` or an ``error`` fails (never under ``--report-only``),
@@ -496,20 +518,32 @@ def diagnose(request: pytest.FixtureRequest, record_property):
         result = run_claim(claims[claim_id], evidence, state.regions_of(recipe), state.thresholds.get(claim_id))
         data = _jsonable(result.as_dict())
         data["cache"] = cache_record(evidence.cache_log[first:], enabled=state.use_cache)
-        record_property("vlmdiag.verdict", result.verdict)
-        record_property("vlmdiag.reason", result.reason)
-        for key in ("statistic", "threshold", "robust_to_cut"):
-            record_property(f"vlmdiag.{key}", data["metrics"].get(key))
-        record_property(RESULT_PROPERTY, json.dumps(data, allow_nan=False))
-        message = f"{claim_id} [{recipe}]: {result.verdict}: {result.reason}"
-        if result.verdict == "skipped":
-            pytest.skip(message)
-        if not state.report_only and (result.verdict == "error" or
-                                      (result.verdict == "not_reproduced" and result.gate)):
+        state.reports.compare(data, state.thresholds)
+        request.node.stash[_RESULT] = json.dumps(data, allow_nan=False)  # to the report writer, via the test report
+        if request.config.getini("junit_family") in ("legacy", "xunit1"):
+            # xunit2 (pytest's default) allows no per-test properties: those go to the suite's
+            # properties instead (ReportWriter), and record_property would warn.
+            request.node.user_properties.extend(
+                [(f"vlmdiag.{k}", v) for k, v in state.reports.properties(data)]
+                + [(RESULT_PROPERTY, request.node.stash[_RESULT])])
+        action, message = state.reports.outcome(data, report_only=state.report_only) or (None, "")
+        if action == "fail":
             pytest.fail(message, pytrace=False)
+        if action == "skip":
+            pytest.skip(message)
+        if action == "xfail":
+            pytest.xfail(message)
         return result
 
     return run
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):
+    report = yield
+    if call.when == "call" and _RESULT in item.stash:
+        report.vlmdiag_result = item.stash[_RESULT]
+    return report
 
 
 def cache_record(log: list[tuple[str, str]], *, enabled: bool) -> dict:
@@ -535,11 +569,15 @@ class ReportWriter:
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call":  # setup/teardown reports carry the same user_properties
+        text = getattr(report, "vlmdiag_result", None) if report.when == "call" else None
+        if text is None:
             return
-        for key, value in report.user_properties:
-            if key == RESULT_PROPERTY:
-                self.state.results.append(json.loads(value))
+        result = json.loads(text)
+        self.state.results.append(result)
+        xml = self.config.stash.get(_junit_xml_key(), None)
+        if xml is not None:  # valid under every junit_family, including xunit2, and with xdist
+            for key, value in self.state.reports.properties(result):
+                xml.add_global_property(f"vlmdiag {result['id']}[{result['recipe']}] {key}", value)
 
     @pytest.hookimpl
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -557,12 +595,43 @@ class ReportWriter:
 
         cache = {"enabled": state.use_cache, "dir": str(state.results_cache.root) if state.use_cache else None}
         report = build_report(state.results, checkpoints=state.checkpoint_table(), regions=state.regions,
-                              thresholds=str(state.thresholds_path), cache=cache)
+                              thresholds=str(state.thresholds_path), cache=cache,
+                              baseline=state.reports.baseline_summary(state.results))
         try:
             write_atomic(state.report_json, dumps(report))
             write_plots(report, state.report_json.parent / f"{state.report_json.stem}_plots")
         except OSError as error:  # the folder vanished or the disk is full since the run began
             state.usage_error = f"--report-json {state.report_json}: cannot write the report ({error.strerror})"
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.USAGE_ERROR
+
+
+def _junit_xml_key():
+    from _pytest.junitxml import xml_key  # where --junitxml keeps its LogXML
+
+    return xml_key
+
+
+class SummaryWriter:
+    """Writes the Markdown summary (``--report-md``, ``$GITHUB_STEP_SUMMARY``) after the JSON
+    report and its plots (``trylast``), in the process that saw every result."""
+
+    def __init__(self, state: RunState, config: pytest.Config):
+        self.state, self.config = state, config
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        state = self.state
+        if getattr(self.config, "workerinput", None) is not None or not state.results:
+            return
+        if exitstatus == pytest.ExitCode.USAGE_ERROR:
+            return
+        from vlmdiag.report.markdown import write_summaries
+
+        problem = write_summaries(state.results, state.reports, regions=state.regions,
+                                  report_json=state.report_json, environ=os.environ)
+        if problem:
+            state.usage_error = problem
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.USAGE_ERROR
 

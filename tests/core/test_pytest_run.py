@@ -29,7 +29,7 @@ def test_reproducing_recipe_passes_and_writes_json_plots_and_junit(planted, tmp_
     assert code == 0, out
     assert "updates.energy_mid" in out and "reproduced" in out
     data = json.loads(report.read_text())
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert {"environment", "checkpoints", "regions", "claims"} <= set(data)
     assert len(data["claims"]) == 3
     assert {c["id"] for c in data["claims"]} == {"updates.energy_mid", "updates.rl_smaller_than_in",

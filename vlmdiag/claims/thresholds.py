@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vlmdiag.claims.registry import ClaimThresholds, all_claims
 from vlmdiag.errors import ThresholdsError
@@ -15,11 +15,31 @@ from vlmdiag.regions import LocalizedRule
 SCHEMA_VERSION = 1
 
 
+class CurveTolerance(BaseModel):
+    """How far a per-layer value may move from the baseline's: ``|now − then| <= atol + rtol·|then|``
+    (``numpy.isclose``). Also the tolerance of an exact statistic (one without a sampled interval)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rtol: float = Field(0.05, ge=0, description="relative tolerance (0.05: 5 % of the baseline's value)")
+    atol: float = Field(1e-6, ge=0, description="absolute tolerance, in the curve's own units")
+
+
+class BaselineRule(CurveTolerance):
+    """``baseline`` in ``thresholds.yaml``: the tolerances of ``--baseline`` comparisons, with
+    per-claim overrides (``claims: {CLAIM_ID: {rtol, atol}}``)."""
+
+    claims: dict[str, CurveTolerance] = Field(default_factory=dict)
+
+    def for_claim(self, claim_id: str) -> CurveTolerance:
+        return self.claims.get(claim_id, self)
+
+
 class _File(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_version: int
     claims: dict[str, dict]
     localized_regions: LocalizedRule | None = None  # the rule of --regions localized
+    baseline: BaselineRule = Field(default_factory=BaselineRule)  # --baseline tolerances
 
 
 @dataclass(frozen=True)
@@ -29,6 +49,7 @@ class Thresholds:
     path: Path
     claims: dict[str, ClaimThresholds]
     localized: LocalizedRule | None = None  # None: the file has no localized_regions section
+    baseline: BaselineRule = BaselineRule()  # the --baseline tolerances (defaults when the file has none)
 
     def get(self, claim_id: str) -> ClaimThresholds | None:
         return self.claims.get(claim_id)
@@ -72,7 +93,11 @@ def load_thresholds(path: str | Path) -> Thresholds:
             claims[claim_id] = registry[claim_id].thresholds.model_validate(entry or {})
         except ValidationError as error:
             raise ThresholdsError(_message(path, root, error, ("claims", claim_id))) from error
-    return Thresholds(path, claims, document.localized_regions)
+    unknown = sorted(set(document.baseline.claims) - set(registry))
+    if unknown:
+        raise ThresholdsError(f"{path}:{_line(root, ('baseline', 'claims', unknown[0]))}: baseline.claims: unknown "
+                              f"claim {unknown[0]!r}; known claims: {', '.join(sorted(registry))}")
+    return Thresholds(path, claims, document.localized_regions, document.baseline)
 
 
 def _message(path: Path, root, error: ValidationError, prefix: tuple) -> str:

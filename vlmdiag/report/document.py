@@ -14,7 +14,8 @@ from typing import Any
 import vlmdiag
 from vlmdiag.atomic import write_atomic  # noqa: F401 (re-exported: plugin, plots)
 
-SCHEMA_VERSION = 1
+# 2: metrics.conditions per claim, the baseline section (and a claim's baseline entry); 1 read as before.
+SCHEMA_VERSION = 2
 
 
 def environment() -> dict[str, Any]:
@@ -38,12 +39,15 @@ def environment() -> dict[str, Any]:
 
 
 def build_report(results: list[dict], *, checkpoints: dict, regions: str, thresholds: str,
-                 cache: dict | None = None) -> dict:
+                 cache: dict | None = None, baseline: dict | None = None) -> dict:
     """The JSON document: ``schema_version``, ``vlmdiag_version``, ``created``, ``environment``,
     ``checkpoints`` (per recipe and role: spec, path, fingerprint), ``regions``, ``thresholds``,
     ``cache`` (``enabled``, ``dir`` of the results cache; None when not given) and ``claims`` (one
     entry per claim and recipe: ``id``, ``recipe``, ``verdict``, ``metrics``, ``reason``, ``cache``
-    (whether its measurements came from the results cache), ...), sorted by recipe then claim id."""
+    (whether its measurements came from the results cache), ``baseline`` (its comparison with
+    ``--baseline``, see :mod:`vlmdiag.report.baseline`), ...), sorted by recipe then claim id; and
+    ``baseline``: the comparison's summary (:func:`vlmdiag.report.baseline.summary`), None without
+    ``--baseline``."""
     return {
         "schema_version": SCHEMA_VERSION,
         "vlmdiag_version": vlmdiag.__version__,
@@ -54,6 +58,7 @@ def build_report(results: list[dict], *, checkpoints: dict, regions: str, thresh
         "thresholds": thresholds,
         "cache": cache,
         "claims": sorted(results, key=lambda r: (r["recipe"], r["id"])),
+        "baseline": baseline,
     }
 
 

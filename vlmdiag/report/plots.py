@@ -58,6 +58,11 @@ def plot_result(result: dict) -> bytes | None:
     return buffer.getvalue()
 
 
+def plot_file_name(result: dict) -> str:
+    """The file name of a result's figure in the plots folder: ``CLAIM__RECIPE.png``."""
+    return re.sub(r"[^\w.-]+", "_", f"{result['id']}__{result['recipe']}") + ".png"
+
+
 def write_plots(report: dict, folder: str | Path) -> list[Path]:
     """One PNG per claim result with per-layer arrays, written atomically into ``folder``."""
     folder = Path(folder)
@@ -67,6 +72,5 @@ def write_plots(report: dict, folder: str | Path) -> list[Path]:
         if png is None:
             continue
         folder.mkdir(parents=True, exist_ok=True)
-        stem = re.sub(r"[^\w.-]+", "_", f"{result['id']}__{result['recipe']}")
-        written.append(write_atomic(folder / f"{stem}.png", png))
+        written.append(write_atomic(folder / plot_file_name(result), png))
     return written

@@ -142,6 +142,17 @@ def localized_line(recipe: str, results: list[dict]) -> Text | None:
     return Text(f"localized regions [{recipe}]: {ranges}; " + "; ".join(parts))
 
 
+def baseline_cell(entry: dict | None) -> Text:
+    """The ``vs baseline`` cell: the change (:func:`vlmdiag.report.baseline.cell_text`), red for a
+    regression, green for an improvement."""
+    from vlmdiag.report.baseline import cell_text
+
+    if not entry:
+        return Text("—")
+    style = "bold red" if entry.get("regression") else "green" if entry.get("change") == "improvement" else ""
+    return Text(cell_text(entry).replace("; ", "\n"), style=style)
+
+
 def render(report: dict, *, width: int = 120, color: bool = True) -> str:
     """The summary table and one line per skipped/errored claim, as text (ANSI when ``color``)."""
     results = report["claims"]
@@ -150,15 +161,18 @@ def render(report: dict, *, width: int = 120, color: bool = True) -> str:
     by_key = {(r["id"], r["recipe"]): r for r in results}
     table = Table(title=f"vlmdiag — regions: {report.get('regions')}", show_lines=True)
     table.add_column("claim", no_wrap=True)
+    compared = any(r.get("baseline") for r in results)  # --baseline: a column of changes per recipe
     for recipe in recipes:
         table.add_column(recipe)
+        if compared:
+            table.add_column(f"{recipe} vs baseline")
     notes, why = [], []
     for claim_id in claims:
         row = [Text(claim_id)]
         for recipe in recipes:
             result = by_key.get((claim_id, recipe))
             if result is None:
-                row.append(Text("—"))
+                row.extend([Text("—")] * (2 if compared else 1))
                 continue
             verdict = result["verdict"]
             cell = Text(verdict + ("" if not result.get("gate") else " (gate)"), style=STYLES.get(verdict, ""))
@@ -172,6 +186,8 @@ def render(report: dict, *, width: int = 120, color: bool = True) -> str:
             if m.get("robust_to_cut") is False:
                 cell.append("\nnot robust to the cut", style="yellow")
             row.append(cell)
+            if compared:
+                row.append(baseline_cell(result.get("baseline")))
             if verdict in ("skipped", "error") or not _effect(result):  # a verdict without a number: say why
                 notes.append(Text(f"{claim_id} [{recipe}] {verdict}: {result['reason']}", style=STYLES.get(verdict, "")))
             line = conditions_line(result)
