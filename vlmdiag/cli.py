@@ -1,15 +1,10 @@
-"""The ``vlmdiag`` console script: the commands that are not a pytest run.
-
-``vlmdiag organism build``  build the model organism's checkpoints
-``vlmdiag planted OUT``     write a Base/IN/RL triple with planted weight updates
-``vlmdiag transplant ...``  write a Frankenstein splice of two checkpoints
-``vlmdiag report PATH``     re-render a saved JSON report in the terminal
-``vlmdiag cache info|clear`` show or empty the results cache
-"""
+"""The ``vlmdiag`` console script: the commands that are not a pytest run (the diagnostics
+themselves run under ``pytest --base CKPT --rl CKPT``, or from Python with :func:`vlmdiag.run`)."""
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from collections.abc import Sequence
 
@@ -39,14 +34,29 @@ def _report(argv: Sequence[str]) -> int:
     from vlmdiag.report.document import load_report
     from vlmdiag.report.terminal import render
 
-    parser = argparse.ArgumentParser(prog="vlmdiag report", description="Re-render a saved JSON report.")
-    parser.add_argument("path")
+    parser = argparse.ArgumentParser(prog="vlmdiag report", description="Re-render a saved JSON report in the "
+                                     "terminal (at its width; $COLUMNS sets it), or as Markdown.")
+    parser.add_argument("path", help="a report written by --report-json")
+    parser.add_argument("--md", metavar="OUT", help="write the Markdown summary (as --report-md) to OUT instead")
     args = parser.parse_args(argv)
     try:
         report = load_report(args.path)
     except (OSError, ValueError) as error:
         raise VlmdiagError(str(error)) from error
-    sys.stdout.write(render(report, color=sys.stdout.isatty()))
+    if args.md:
+        from pathlib import Path
+
+        from vlmdiag.atomic import write_atomic
+        from vlmdiag.report.markdown import render_markdown
+
+        out = Path(args.md).absolute()
+        source = Path(args.path).absolute()
+        text = render_markdown(report["claims"], regions=report.get("regions"),
+                               figures=source.parent / f"{source.stem}_plots", relative_to=out.parent,
+                               baseline=report.get("baseline"))
+        write_atomic(out, text)
+        return 0
+    sys.stdout.write(render(report, width=shutil.get_terminal_size().columns, color=sys.stdout.isatty()))
     return 0
 
 
@@ -86,18 +96,40 @@ def _transplant(argv: Sequence[str]) -> int:
     return main(list(argv))
 
 
-COMMANDS = {"organism": _organism, "planted": _planted, "transplant": _transplant, "report": _report,
-            "cache": _cache}
+COMMANDS = {"organism": (_organism, "build the model organism's checkpoints (vlmdiag organism build)"),
+            "planted": (_planted, "write a Base/IN/RL triple with planted weight updates"),
+            "transplant": (_transplant, "write a Frankenstein splice of two checkpoints"),
+            "report": (_report, "re-render a saved JSON report in the terminal, or as Markdown (--md)"),
+            "cache": (_cache, "show or empty the results cache (info | clear)")}
+
+
+def _parser() -> argparse.ArgumentParser:
+    from vlmdiag import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="vlmdiag", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="vlmdiag's commands besides the diagnostics themselves, which run under pytest\n"
+                    "(pytest --base=CKPT --rl=CKPT) or from Python (vlmdiag.run(base=..., rl=...)).",
+        epilog="commands:\n" + "\n".join(f"  {name:<11} {text}" for name, (_, text) in COMMANDS.items())
+               + "\n\n`vlmdiag COMMAND --help` describes each.")
+    parser.add_argument("--version", action="version", version=f"vlmdiag {__version__}")
+    parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND", help="one of: " + ", ".join(COMMANDS))
+    parser.add_argument("arguments", nargs=argparse.REMAINDER, help="the command's own arguments")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``vlmdiag`` console script; returns the exit code (2 for bad input)."""
+    """Entry point of the ``vlmdiag`` console script; returns the exit code (2 for bad input).
+    Help (``-h``) and ``--version`` go to stdout; usage errors to stderr."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        print(__doc__.strip(), file=sys.stderr)
-        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    parser = _parser()
+    if not argv:
+        parser.print_help()
+        return 2
+    if argv[0] not in COMMANDS:
+        parser.parse_args(argv)  # -h / --version exit 0; an unknown command is a usage error (exit 2)
     try:
-        return COMMANDS[argv[0]](argv[1:])
+        return COMMANDS[argv[0]][0](argv[1:])
     except VlmdiagError as error:
         print(f"vlmdiag: error: {error}", file=sys.stderr)
         return 2

@@ -56,9 +56,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--recipe", dest="vlmdiag_recipe", action="append", default=[], metavar="NAME=BASE,RL[,ORIGIN]",
                     help="one more recipe (repeatable); the report becomes a claim x recipe matrix")
     parser.addini("vlmdiag_recipe", "recipes, one NAME=BASE,RL[,ORIGIN] per line", type="linelist")
-    group.addoption("--rl-frozen", dest="vlmdiag_rl_frozen", action="append", default=[], metavar="REGION=CKPT",
-                    help="an RL run trained with REGION frozen (repeatable), for freezing.late_necessary")
-    parser.addini("vlmdiag_rl_frozen", "RL runs with a region frozen, one REGION=CKPT per line", type="linelist")
+    group.addoption("--rl-frozen", dest="vlmdiag_rl_frozen", action="append", default=[], metavar="[NAME:]REGION=CKPT",
+                    help="an RL run trained with REGION frozen (repeatable), for freezing.late_necessary; NAME: the --recipe "
+                         "it belongs to (default: the --base/--rl recipe, or the only --recipe)")
+    parser.addini("vlmdiag_rl_frozen", "RL runs with a region frozen, one [NAME:]REGION=CKPT per line", type="linelist")
     for flag, dest, help_text in (
             ("--report-only", "report_only", "report verdicts but fail no test (except regressions under "
                                              "--fail-on-regression)"),

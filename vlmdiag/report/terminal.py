@@ -163,9 +163,9 @@ def render(report: dict, *, width: int = 120, color: bool = True) -> str:
     table.add_column("claim", no_wrap=True)
     compared = any(r.get("baseline") for r in results)  # --baseline: a column of changes per recipe
     for recipe in recipes:
-        table.add_column(recipe)
+        table.add_column(recipe, overflow="fold")  # a narrow terminal folds a verdict, never cuts it
         if compared:
-            table.add_column(f"{recipe} vs baseline")
+            table.add_column(f"{recipe} vs baseline", overflow="fold")
     notes, why = [], []
     for claim_id in claims:
         row = [Text(claim_id)]
