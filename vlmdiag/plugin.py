@@ -76,6 +76,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         parser.addini(f"vlmdiag_{dest}", help_text, type="bool", default=False)
 
 
+def _report_options():
+    """A :class:`vlmdiag.report.options.ReportOptions` without options (imported when needed)."""
+    from vlmdiag.report.options import ReportOptions
+
+    return ReportOptions()
+
+
 @dataclass
 class RunState:
     """Everything one pytest run knows about vlmdiag (kept in ``config.stash``)."""
@@ -88,7 +95,7 @@ class RunState:
     allow_pickle: bool
     trust_remote_code: bool
     use_cache: bool = True
-    reports: object = None  # vlmdiag.report.options.ReportOptions: --baseline, --report-md, --require-gated, ...
+    reports: object = field(default_factory=_report_options)  # --baseline, --report-md, ...
     progress: object = None  # a vlmdiag.report.progress.StepProgress, set in pytest_configure
     usage_error: str | None = None  # an xdist worker's usage error, reported once by the controller
     current_nodeid: str | None = None  # the test running now (progress lines resume its line)
