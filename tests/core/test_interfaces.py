@@ -85,3 +85,22 @@ def test_the_python_api_returns_the_report(planted, tmp_path):
     assert report["claims"][0]["metrics"]["conditions"][0]["holds"] is True
     with pytest.raises(UsageError, match="/nonexistent/in: checkpoint folder does not exist"):
         vlmdiag.run("/nonexistent/in", paths["rl"])
+
+
+def test_the_terminal_shows_every_condition_with_its_direction():
+    """Measured on main: `attention … not_reproduced 0.00252 [0.00124, 0.00384] vs 0` read like a
+    pass; the margin over Early that failed was only in the JSON."""
+    from vlmdiag.report.terminal import render
+
+    interval = {"low": 0.00124, "high": 0.00384, "level": 0.95}
+    result = {"id": "attention.r2v_shift_mid_late", "recipe": "main", "verdict": "not_reproduced", "gate": False,
+              "reason": "...", "metrics": {"statistic": 0.00252, "interval": interval, "threshold": 0.0, "conditions": [
+                  {"name": "Mid–Late R→V mass increase RL − IN", "statistic": 0.00252, "interval": interval,
+                   "op": ">", "threshold": 0.0, "holds": True},
+                  {"name": "margin over Early", "statistic": -0.0004, "interval": {"low": -0.0009, "high": -0.0001,
+                                                                                   "level": 0.95},
+                   "op": ">", "threshold": 0.0, "holds": False}]}}
+    text = render({"claims": [result], "regions": "paper"}, width=200, color=False)
+    assert "0.00252 [0.00124, 0.00384] > 0" in text and " vs " not in text
+    assert ("attention.r2v_shift_mid_late [main] not_reproduced (not gated): ✓ Mid–Late R→V mass increase RL − IN "
+            "0.00252 [0.00124, 0.00384] > 0; ✗ margin over Early -0.0004 [-0.0009, -0.0001] > 0") in text
