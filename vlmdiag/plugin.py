@@ -503,10 +503,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 @pytest.fixture
 def diagnose(request: pytest.FixtureRequest):
-    """``diagnose(recipe)``: evaluate the test's ``@pytest.mark.claim(id)`` on a recipe, attach its metrics to the test
-    (``record_property``, so ``--junitxml`` carries them), and turn the verdict into the test's
-    outcome: a gated ``not_reproduced`` or an ``error`` fails (never under ``--report-only``),
-    ``skipped`` skips with the reason, the rest pass."""
+    """``diagnose(recipe)``: evaluate the test's ``@pytest.mark.claim(id)`` on a recipe, compare it
+    with ``--baseline``, attach its metrics for ``--junitxml`` (suite properties under xunit2,
+    test properties under xunit1/legacy), and turn the verdict into the test's outcome
+    (:meth:`vlmdiag.report.options.ReportOptions.outcome`: fail, skip, xfail or pass)."""
     state: RunState = request.config.stash[STATE]
 
     marker = request.node.get_closest_marker("claim")
@@ -615,8 +615,11 @@ class ReportWriter:
 
 
 def _junit_xml_key():
-    from _pytest.junitxml import xml_key  # where --junitxml keeps its LogXML
-
+    """Where ``--junitxml`` keeps its LogXML (pytest-internal: a key no run holds if it moves)."""
+    try:
+        from _pytest.junitxml import xml_key
+    except ImportError:
+        return pytest.StashKey[object]()
     return xml_key
 
 
