@@ -41,9 +41,13 @@ def recipes_from(base: str | None, rl: str | None, origin: str | None, recipes: 
     """The recipes of a run: ``--base/--rl[/--origin]`` (named ``main``) plus every ``--recipe``.
 
     Raises:
-        UsageError: only one of --base/--rl, --origin or --rl-frozen without them, or two
-            recipes with one name.
+        UsageError: only one of --base/--rl, --origin or --rl-frozen without them, one region
+            given to --rl-frozen twice, or two recipes with one name.
     """
+    regions = [region for region, _ in rl_frozen]
+    for region in dict.fromkeys(r for r in regions if regions.count(r) > 1):
+        given = " and ".join(repr(spec) for r, spec in rl_frozen if r == region)
+        raise UsageError(f"--rl-frozen {region} is given twice ({given}); give each region one checkpoint")
     out = []
     if base or rl:
         if not (base and rl):

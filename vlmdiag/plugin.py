@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from vlmdiag.errors import VlmdiagError
+from vlmdiag.errors import VlmdiagError, printable
 
 RESULT_PROPERTY = "vlmdiag.result"
 
@@ -78,6 +78,7 @@ class RunState:
     progress: object = None  # a vlmdiag.report.progress.StepProgress, set in pytest_configure
     usage_error: str | None = None  # an xdist worker's usage error, reported once by the controller
     current_nodeid: str | None = None  # the test running now (progress lines resume its line)
+    report_lines: list[str] = field(default_factory=list)  # what the report writer says in the summary
     results: list[dict] = field(default_factory=list)
     selected: set[str] = field(default_factory=set)
     _thresholds: object = None
@@ -138,7 +139,11 @@ class RunState:
         from vlmdiag.checkpoints import check_compatible
         from vlmdiag.regions import regions_for
 
+        from vlmdiag.report.safety import check_outputs
+
         self.thresholds  # noqa: B018  (validates the file)
+        folders = [self.checkpoints.get(spec).path for r in self.recipes.values() for spec in r.specs().values()]
+        check_outputs(self.report_json, self.results_cache.root if self.use_cache else None, folders)
         for recipe in self.recipes.values():
             opened = [self.checkpoints.get(spec) for spec in recipe.specs().values()]
             check_compatible(*opened)
@@ -219,7 +224,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                [parse_rl_frozen(r) for r in _value(config, "rl_frozen") or []])
         regions = parse_regions(_value(config, "regions") or "paper")
     except VlmdiagError as error:
-        raise pytest.UsageError(str(error)) from None
+        raise pytest.UsageError(printable(error)) from None
     if config.inipath is None and (config.invocation_params.dir / "pyproject.toml").is_file():
         # pytest picks its rootdir before plugins load, so in `--base /some/folder` the folder reads
         # as a test path, and pytest misses this folder's configuration (testpaths, markers).
@@ -230,14 +235,12 @@ def pytest_configure(config: pytest.Config) -> None:
     thresholds = Path(_value(config, "thresholds") or config.rootpath / "thresholds.yaml")
     report_json = _value(config, "report_json")
     if report_json:
-        report_json = Path(report_json).absolute()
-        if report_json.is_dir():
-            raise pytest.UsageError(f"--report-json {report_json}: is a folder; name a file, e.g. "
-                                    f"--report-json={report_json / 'report.json'}")
-        if not report_json.parent.is_dir():
-            raise pytest.UsageError(f"--report-json {report_json}: folder {report_json.parent} does not exist")
-        if not os.access(report_json.parent, os.W_OK):
-            raise pytest.UsageError(f"--report-json {report_json}: folder {report_json.parent} is not writable")
+        from vlmdiag.report.safety import check_report_path
+
+        try:
+            report_json = check_report_path(report_json)
+        except VlmdiagError as error:
+            raise pytest.UsageError(printable(error)) from None
     config.stash[STATE] = state = RunState(
         recipes={r.name: r for r in recipes}, regions=regions, thresholds_path=thresholds,
         report_json=report_json, report_only=bool(_value(config, "report_only")),
@@ -252,7 +255,7 @@ def pytest_configure(config: pytest.Config) -> None:
             try:
                 state.validate_inputs()
             except VlmdiagError as error:
-                raise pytest.UsageError(str(error)) from None
+                raise pytest.UsageError(printable(error)) from None
 
 
 # ---------------------------------------------------------------------------- pytest-xdist
@@ -468,7 +471,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         try:
             state.validate_inputs()
         except VlmdiagError as error:
-            raise pytest.UsageError(str(error)) from None
+            raise pytest.UsageError(printable(error)) from None
 
 
 @pytest.fixture
@@ -501,7 +504,7 @@ def diagnose(request: pytest.FixtureRequest, record_property):
         for key in ("statistic", "threshold", "robust_to_cut"):
             record_property(f"vlmdiag.{key}", data["metrics"].get(key))
         record_property(RESULT_PROPERTY, json.dumps(data, allow_nan=False))
-        message = f"{claim_id} [{recipe}]: {result.verdict}: {result.reason}"
+        message = printable(f"{claim_id} [{recipe}]: {result.verdict}: {result.reason}")
         if result.verdict == "skipped":
             pytest.skip(message)
         if not state.report_only and (result.verdict == "error" or
@@ -552,25 +555,36 @@ class ReportWriter:
             return
         if not state.results and not state.selected:
             return
-        from vlmdiag.report.document import build_report, dumps, write_atomic
-        from vlmdiag.report.plots import write_plots
+        from vlmdiag.report.document import build_report
+        from vlmdiag.report.safety import stop_reason, write_report
 
-        cache = {"enabled": state.use_cache, "dir": str(state.results_cache.root) if state.use_cache else None}
-        report = build_report(state.results, checkpoints=state.checkpoint_table(), regions=state.regions,
-                              thresholds=str(state.thresholds_path), cache=cache)
+        stopped = stop_reason(exitstatus, session.shouldstop, session.shouldfail)
         try:
-            write_atomic(state.report_json, dumps(report))
-            write_plots(report, state.report_json.parent / f"{state.report_json.stem}_plots")
-        except OSError as error:  # the folder vanished or the disk is full since the run began
-            state.usage_error = f"--report-json {state.report_json}: cannot write the report ({error.strerror})"
+            cache = {"enabled": state.use_cache, "dir": str(state.results_cache.root) if state.use_cache else None}
+            report = build_report(state.results, checkpoints=state.checkpoint_table(), regions=state.regions,
+                                  thresholds=str(state.thresholds_path), cache=cache)
+            state.report_lines, problem = write_report(state.report_json, report, stopped=stopped)
+        except Exception as error:  # noqa: BLE001 — a report that cannot be built loses nothing old
+            problem = (f"--report-json {state.report_json}: cannot build the report ({type(error).__name__}: "
+                       f"{error}); nothing was written")
+        if problem:
+            state.usage_error = printable(problem)
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.USAGE_ERROR
+        if exitstatus == pytest.ExitCode.INTERNAL_ERROR:  # pytest prints no terminal summary then
+            reporter = self.config.pluginmanager.getplugin("terminalreporter")
+            for line in [*state.report_lines, *([f"ERROR: {state.usage_error}"] if problem else [])]:
+                if reporter is not None:
+                    reporter.write_line(printable(line), red=True)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is not None and state.usage_error:
-        terminalreporter.write_line(f"ERROR: {state.usage_error}", red=True)
+        terminalreporter.write_line(f"ERROR: {printable(state.usage_error)}", red=True)
+    if state is not None and not state.results:
+        for line in state.report_lines:
+            terminalreporter.write_line(printable(line), yellow=True)
     if state is None or not state.results:
         return
     from vlmdiag.report.terminal import render
@@ -580,9 +594,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.write(render(report, width=terminalreporter._tw.fullwidth, color=terminalreporter.hasmarkup))
     line = _cache_line(state)
     if line:
-        terminalreporter.write_line(line)
-    if state.report_json:
-        terminalreporter.write_line(f"report: {state.report_json}")
+        terminalreporter.write_line(printable(line))
+    for line in state.report_lines:
+        terminalreporter.write_line(printable(line), yellow=not line.startswith("report: "))
 
 
 def _cache_line(state: RunState) -> str | None:

@@ -13,7 +13,9 @@ import torch
 from vlmdiag.adapters import Adapter, TensorLocation, adapter_for
 from vlmdiag.checkpoints.safetensors_header import DTYPES, TensorEntry, read_header, read_tensor
 from vlmdiag.checkpoints.reader import TensorReader
+from vlmdiag.checkpoints.validate import check_layer_counts, check_regular_files, shard_files
 from vlmdiag.errors import CheckpointError, IncompatibleCheckpointsError
+from vlmdiag.paths import protect_checkpoint
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 _SAMPLES, _SAMPLE_BYTES = 16, 4096
@@ -37,10 +39,15 @@ class Checkpoint:
         self.spec = spec or str(path)
         if not self.path.is_dir():
             raise CheckpointError(f"{self.path}: checkpoint folder does not exist")
+        protect_checkpoint(self.path)  # from now on no report, plot or cache entry may land here
+        check_regular_files(self.path)
         config_file = self.path / "config.json"
         if not config_file.is_file():
             raise CheckpointError(f"{self.path}: no config.json (is this a Hugging Face checkpoint folder?)")
-        self._config_bytes = config_file.read_bytes()
+        try:
+            self._config_bytes = config_file.read_bytes()
+        except OSError as error:
+            raise CheckpointError(f"{config_file}: cannot read ({error.strerror})") from error
         try:
             self.config: dict = json.loads(self._config_bytes)
         except (ValueError, RecursionError) as error:
@@ -58,6 +65,7 @@ class Checkpoint:
             raise CheckpointError(f"{config_file}: unexpected value ({type(error).__name__}: {error}); "
                                   f"layer counts must be integers") from error
         self._entries, self._headers, self._pickled = self._index(allow_pickle)
+        check_layer_counts(self, config_file)
 
     def _index(self, allow_pickle: bool):
         """Map canonical names to safetensors entries or to (pickle file, on-disk name)."""
@@ -88,15 +96,11 @@ class Checkpoint:
     def _weight_files(self) -> list[Path]:
         index = self.path / "model.safetensors.index.json"
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (ValueError, KeyError, TypeError) as error:
-                raise CheckpointError(f"{index}: malformed shard index ({error})") from error
-            files = sorted({self.path / name for name in weight_map.values()})
-            missing = [f.name for f in files if not f.is_file()]
+            files = shard_files(index)
+            missing = [name for name, f in files.items() if not f.is_file()]
             if missing:
-                raise CheckpointError(f"{index}: names shard(s) that do not exist: {', '.join(missing)}")
-            return files
+                raise CheckpointError(f"{index}: names shard(s) that do not exist: {', '.join(map(repr, missing))}")
+            return sorted(files.values())
         safetensors = sorted(self.path.glob("*.safetensors"))
         if safetensors:
             return safetensors
