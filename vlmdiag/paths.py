@@ -101,28 +101,30 @@ def writable_target(path: str | os.PathLike) -> Path:
 
 
 def check_output(path: str | os.PathLike, option: str, checkpoints: Iterable[str | os.PathLike],
-                 *, folder: bool = False, fix: str = "") -> None:
+                 *, folder: bool = False, file_ok: bool = False, fix: str = "") -> None:
     """Up-front check of one output location of a run (the report, its plots folder, the cache).
 
     Args:
         path: where the output goes (a file; with ``folder=True`` a folder vlmdiag creates files in).
+        file_ok: with ``folder=True``, a regular file there is no error (its writer copes with it).
         option: what set it, for the message (``--report-json``, ``$VLMDIAG_CACHE_DIR``, ...).
         checkpoints: the run's checkpoint folders (checked besides the registered ones).
         fix: what to do, appended to the message.
 
     Raises:
         UnsafeOutputError: ``path`` resolves into a checkpoint folder, or it exists and is not a
-            regular file (not a folder, with ``folder=True``).
+            regular file (not a folder, with ``folder=True``; a regular file is then refused too,
+            unless ``file_ok``).
     """
     target = real(path)
     holder = checkpoint_holding(target, checkpoints)
     if holder is not None:
         raise UnsafeOutputError(f"{shown(path)}: {option} lies inside the checkpoint {shown(holder)}; vlmdiag "
                                 f"never writes into a checkpoint folder{fix}")
-    what = non_regular(target)
+    what = "a regular file" if folder and target.is_file() and not file_ok else non_regular(target)
     if what is not None and not (folder and what == "a folder"):
         raise UnsafeOutputError(f"{shown(path)}: {option} is {what}; vlmdiag only writes "
-                                f"{'folders' if folder else 'regular files'} (or new ones){fix}")
+                                f"{'into folders' if folder else 'regular files'} (or new ones){fix}")
 
 
 def check_holds_no_checkpoint(folder: str | os.PathLike, option: str, checkpoints: Iterable[str | os.PathLike],

@@ -70,7 +70,7 @@ NAMES = ["model.language_model.layers.0.mlp.up_proj.weight", "model.language_mod
 def config_json(tmp_path_factory):
     from vlmdiag.planted import tiny_config
 
-    return tiny_config().to_json_string()
+    return tiny_config(num_layers=2, vision_depth=1).to_json_string()  # the layers NAMES hold
 
 
 def write_triple(folder, config_json, tensors_by_stage):

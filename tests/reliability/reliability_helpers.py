@@ -45,15 +45,22 @@ def copy(src: Path, dst: Path) -> Path:
 
 def snapshot(folder: Path) -> dict[str, tuple]:
     """Every file and folder under ``folder`` (itself included): size, sha256 and mtime (ns) of
-    files, mtime of folders. Equal snapshots: nothing was written, touched, added or removed."""
+    files, mtime of folders, the target of symlinks (not followed), the type of anything else
+    (a FIFO is never opened). Equal snapshots: nothing was written, touched, added or removed."""
+    import stat as kinds
+
     out = {".": ("dir", folder.stat().st_mtime_ns)}
     for path in sorted(folder.rglob("*")):
-        stat = path.stat()
+        info = path.lstat()
         key = str(path.relative_to(folder))
-        if path.is_dir():
-            out[key] = ("dir", stat.st_mtime_ns)
+        if path.is_symlink():
+            out[key] = ("link", os.readlink(path))
+        elif kinds.S_ISDIR(info.st_mode):
+            out[key] = ("dir", info.st_mtime_ns)
+        elif kinds.S_ISREG(info.st_mode):
+            out[key] = (info.st_size, hashlib.sha256(path.read_bytes()).hexdigest(), info.st_mtime_ns)
         else:
-            out[key] = (stat.st_size, hashlib.sha256(path.read_bytes()).hexdigest(), stat.st_mtime_ns)
+            out[key] = ("special", kinds.S_IFMT(info.st_mode), info.st_mtime_ns)
     return out
 
 

@@ -14,7 +14,7 @@ from vlmdiag.adapters import Adapter, TensorLocation, adapter_for
 from vlmdiag.checkpoints.safetensors_header import DTYPES, TensorEntry, read_header, read_tensor
 from vlmdiag.checkpoints.reader import TensorReader
 from vlmdiag.checkpoints.validate import check_layer_counts, check_regular_files, shard_files
-from vlmdiag.errors import CheckpointError, IncompatibleCheckpointsError
+from vlmdiag.errors import CheckpointError, IncompatibleCheckpointsError, printable
 from vlmdiag.paths import protect_checkpoint
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -99,7 +99,7 @@ class Checkpoint:
             files = shard_files(index)
             missing = [name for name, f in files.items() if not f.is_file()]
             if missing:
-                raise CheckpointError(f"{index}: names shard(s) that do not exist: {', '.join(map(repr, missing))}")
+                raise CheckpointError(f"{index}: names shard(s) that do not exist: {printable(', '.join(missing))}")
             return sorted(files.values())
         safetensors = sorted(self.path.glob("*.safetensors"))
         if safetensors:

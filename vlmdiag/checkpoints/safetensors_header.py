@@ -45,8 +45,7 @@ class TensorEntry:
 
 def read_header(path: Path) -> tuple[dict[str, TensorEntry], bytes]:
     """Parse and validate the header of one safetensors file, as strictly as the safetensors
-    library does (``Metadata::validate``): the header is a JSON object starting with ``{``,
-    ``__metadata__`` maps strings to strings, every tensor has a supported dtype, a shape of
+    library does (``Metadata::validate``): the header is a JSON object, ``__metadata__`` maps strings to strings, every tensor has a supported dtype, a shape of
     non-negative integers and ``data_offsets`` whose length is dtype size × element count, and
     the byte ranges, sorted, tile the data exactly: from 0, contiguous, non-overlapping, up to
     the end of the file. A file that breaks any rule would be refused by ``safetensors`` (and by
@@ -76,8 +75,6 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], bytes]:
     except OSError as error:
         raise CheckpointError(f"{shown}: cannot read ({error.strerror})") from error
     try:
-        if not raw.startswith(b"{"):
-            raise ValueError("the header does not start with '{'")
         header = json.loads(raw)
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")

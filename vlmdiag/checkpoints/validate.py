@@ -89,7 +89,7 @@ def shard_files(index: Path) -> dict[str, Path]:
             raise CheckpointError(f"{where}: shard {printable(repr(shard))} points outside the checkpoint folder; "
                                   f"refused: shards must be files inside the folder")
         if not shard.endswith(".safetensors") or "\0" in shard or not parts.parts:
-            raise CheckpointError(f"{where}: shard {printable(repr(shard))} is not a .safetensors file name")
+            raise CheckpointError(f"{where}: shard {printable(repr(shard))} is not a plain .safetensors file name")
         files[shard] = index.parent / shard
     return files
 

@@ -58,6 +58,7 @@ def load_thresholds(path: str | Path) -> Thresholds:
         raise ThresholdsError(f"{path}: nested too deeply to be a thresholds file") from error
     if not isinstance(data, dict):
         raise ThresholdsError(f"{path}: expected a mapping with schema_version and claims")
+    _check_numbers(path, root, (), data)  # before pydantic, whose range messages would hide a NaN
     try:
         document = _File.model_validate(data)
     except ValidationError as error:

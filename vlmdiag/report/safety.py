@@ -65,7 +65,8 @@ def check_outputs(report_json: Path | None, cache_root: Path | None, checkpoints
         check_output(plots_folder(report_json), "the plots folder of --report-json", checkpoints, folder=True, fix=fix)
     if cache_root is not None:
         fix = "; set VLMDIAG_CACHE_DIR to another folder, or pass --no-cache"
-        check_output(cache_root, "the results cache", checkpoints, folder=True, fix=fix)
+        # A cache root that cannot be written only turns caching off (vlmdiag.cache): not an error here.
+        check_output(cache_root, "the results cache", checkpoints, folder=True, file_ok=True, fix=fix)
         check_holds_no_checkpoint(cache_root, "the results cache", checkpoints, fix=fix)
 
 
