@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from vlmdiag.errors import VlmdiagError
+from vlmdiag.errors import VlmdiagError, printable
 
 
 def _planted(argv: Sequence[str]) -> int:
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[argv[0]](argv[1:])
     except VlmdiagError as error:
-        print(f"vlmdiag: error: {error}", file=sys.stderr)
+        print(f"vlmdiag: error: {printable(error)}", file=sys.stderr)
         return 2
 
 

@@ -31,15 +31,19 @@ def real(path: str | os.PathLike) -> Path:
 
 def protect_checkpoint(folder: str | os.PathLike) -> None:
     """Register ``folder`` (a checkpoint) as a place vlmdiag never writes into: the folder's
-    real path, and the real targets of the symlinks inside it (files and folders)."""
+    real path, and the real targets of the symlinks directly inside it (files and folders; a
+    hub snapshot's files link into ``blobs/``). Only the top level is listed: a mistaken spec
+    such as ``/`` must not walk a whole file system."""
     shown = str(folder)
     found = {str(real(folder)): "folder"}
-    for top, dirs, files in os.walk(folder):  # symlinked subfolders are not descended into
-        for name in [*dirs, *files]:
-            entry = os.path.join(top, name)
-            if os.path.islink(entry):
-                target = real(entry)
-                found[str(target)] = "folder" if target.is_dir() else "file"
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:  # not listable: the checkpoint's own checks report it
+        entries = []
+    for entry in entries:
+        if entry.is_symlink():
+            target = real(entry.path)
+            found[str(target)] = "folder" if target.is_dir() else "file"
     with _lock:
         for path, kind in found.items():
             (_folders if kind == "folder" else _files)[path] = shown

@@ -531,10 +531,15 @@ class ReportWriter:
 
     def __init__(self, state: RunState, config: pytest.Config):
         self.state, self.config = state, config
+        self.finished = 0  # tests run to the end (under xdist, reported by the workers)
 
     @pytest.hookimpl
     def pytest_runtest_logstart(self, nodeid: str, location) -> None:
         self.state.current_nodeid = nodeid
+
+    @pytest.hookimpl
+    def pytest_runtest_logfinish(self, nodeid: str, location) -> None:
+        self.finished += 1
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -558,7 +563,8 @@ class ReportWriter:
         from vlmdiag.report.document import build_report
         from vlmdiag.report.safety import stop_reason, write_report
 
-        stopped = stop_reason(exitstatus, session.shouldstop, session.shouldfail)
+        early = session.shouldfail or session.shouldstop  # -x, --maxfail: complete if nothing was left
+        stopped = stop_reason(exitstatus, early if self.finished < session.testscollected else None)
         try:
             cache = {"enabled": state.use_cache, "dir": str(state.results_cache.root) if state.use_cache else None}
             report = build_report(state.results, checkpoints=state.checkpoint_table(), regions=state.regions,

@@ -227,6 +227,17 @@ def test_an_unfinished_run_leaves_the_previous_report_and_writes_beside_it(fault
     assert f"are in {beside}, marked \"complete\": false" in out
 
 
+def test_a_run_stopped_by_maxfail_leaves_the_previous_report(planted, tmp_path, pytester):
+    """``-x``: the gated energy claim fails on uniform updates, and the other claims never run."""
+    report = tmp_path / "r.json"
+    report.write_text('{"old": true}')
+    code, out = run(pytester, *roles(planted("uniform")), f"--report-json={report}", "-x")
+    assert code == 1 and json.loads(report.read_text()) == {"old": True}, out
+    partial = json.loads((tmp_path / "r.incomplete.json").read_text())
+    assert partial["complete"] is False and [c["verdict"] for c in partial["claims"]] == ["not_reproduced"]
+    assert "the run stopped early (stopping after 1 failures): the previous report" in out, out
+
+
 def test_a_deeply_nested_thresholds_file_is_one_line_and_keeps_the_report(triple, tmp_path, pytester):
     thresholds = tmp_path / "thresholds.yaml"
     thresholds.write_text("schema_version: 1\nclaims: " + "[" * 5000 + "]" * 5000 + "\n")

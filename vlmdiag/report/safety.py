@@ -70,17 +70,18 @@ def check_outputs(report_json: Path | None, cache_root: Path | None, checkpoints
         check_holds_no_checkpoint(cache_root, "the results cache", checkpoints, fix=fix)
 
 
-def stop_reason(exitstatus: int, shouldstop: object = False, shouldfail: object = False) -> str | None:
-    """Why a run did not finish (``interrupted``, ``crashed``, ``stopped early``), or None when it ran
-    every selected test. ``shouldstop``/``shouldfail``: pytest's session flags (``-x``, ``--maxfail``)."""
+def stop_reason(exitstatus: int, early: object = None) -> str | None:
+    """Why a run did not finish (``was interrupted``, ``crashed``, ``stopped early``), or None when
+    it ran every selected test. ``early``: pytest's reason for stopping before the last test
+    (``-x``, ``--maxfail``: ``session.shouldfail``), when tests were left."""
     import pytest
 
     if exitstatus == pytest.ExitCode.INTERRUPTED:
         return "was interrupted"
     if exitstatus == pytest.ExitCode.INTERNAL_ERROR:
         return "crashed (internal error)"
-    if shouldstop or shouldfail:
-        return f"stopped early ({printable(shouldfail or shouldstop)})"
+    if early:
+        return f"stopped early ({printable(early)})"
     return None
 
 
