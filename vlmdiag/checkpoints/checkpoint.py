@@ -28,10 +28,15 @@ class Checkpoint:
     canonical (transformers 5.x in-memory names, see :mod:`vlmdiag.adapters`), whatever layout the
     files use. Never writes into the folder.
 
+    Opening registers the folder with :func:`vlmdiag.paths.protect_checkpoint`: no report, plot
+    or cache entry of this process may be written into it afterwards.
+
     Raises:
         CheckpointError: no config.json, no weights, pickle-only weights without
-            ``allow_pickle``, a corrupt/truncated safetensors file, a sharded index that names a
-            missing file, or an unsupported architecture.
+            ``allow_pickle``, a corrupt/truncated safetensors file, a FIFO or device in the
+            folder, a malformed shard index, one that names a missing file or a file outside the
+            folder, a config whose layer counts disagree with the weights, or an unsupported
+            architecture (:mod:`vlmdiag.checkpoints.validate`).
     """
 
     def __init__(self, path: str | Path, *, allow_pickle: bool = False, spec: str | None = None):
