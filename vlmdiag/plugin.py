@@ -138,7 +138,6 @@ class RunState:
         read the thresholds: bad input fails here, before any claim runs."""
         from vlmdiag.checkpoints import check_compatible
         from vlmdiag.regions import regions_for
-
         from vlmdiag.report.safety import check_outputs
 
         self.thresholds  # noqa: B018  (validates the file)
