@@ -53,13 +53,13 @@ def safetensors_digests(entries: Mapping[str, TensorEntry]) -> dict[str, str]:
         OSError: the file cannot be read, or ends before a tensor's last byte.
     """
     digests = {}
-    buffer = memoryview(bytearray(_CHUNK))
     files = {entry.file for entry in entries.values()}
     if len(files) > 1:
         raise ValueError(f"safetensors_digests: entries of {len(files)} files, expected one")
     if not files:
         return digests
     file = files.pop()
+    buffer = _buffer(max(entry.end - entry.start for entry in entries.values()))
     with open(file, "rb", buffering=0) as handle:
         for name, entry in sorted(entries.items(), key=lambda kv: kv[1].start):
             hasher = _tensor_hasher(str(DTYPES[entry.dtype]), entry.shape)
@@ -94,11 +94,16 @@ def file_digest(path: Path) -> str:
         OSError: the file cannot be read.
     """
     hasher = xxhash.xxh3_128()
-    buffer = memoryview(bytearray(_CHUNK))
+    buffer = _buffer(path.stat().st_size)
     with open(path, "rb", buffering=0) as handle:
         while count := handle.readinto(buffer):
             hasher.update(buffer[:count])
     return hasher.hexdigest()
+
+
+def _buffer(size: int) -> memoryview:
+    """A read buffer of up to 16 MiB (a config file does not pay for zeroing 16 MiB)."""
+    return memoryview(bytearray(max(1, min(_CHUNK, size))))
 
 
 def remembered(store, kind: str, path: Path, compute: Callable[[], Any]) -> Any:
@@ -115,7 +120,8 @@ def remembered(store, kind: str, path: Path, compute: Callable[[], Any]) -> Any:
     material = {"measurement": "digests", "scheme": SCHEME, "algorithm": ALGORITHM, "kind": kind,
                 "path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                 "ctime_ns": stat.st_ctime_ns, "inode": stat.st_ino, "device": stat.st_dev}
-    return store.obtain("digests", material, compute)[0]
+    hit, value = store.get("digests", material)  # no lock to read an entry (entries are renamed into place)
+    return value if hit else store.obtain("digests", material, compute)[0]
 
 
 def compose(files: Mapping[str, str], tensors: Mapping[str, str]) -> str:
