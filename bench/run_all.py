@@ -44,6 +44,7 @@ class Bench:
 
 BENCHES = (
     Bench("weights", "bench_weights.py", (), ("--full",), ("--write",), "Weight pass"),
+    Bench("identity", "bench_identity.py", ("--repeats", "1"), ("--full",), ("--write",), "Checkpoint identity"),
     Bench("attention", "bench_attention.py", ("--quick", "--repeats", "1"), (), None, "Inference measurements"),
     Bench("transplant", "bench_transplant.py", ("--layers", "4", "--hidden", "128", "--vocab", "1024", "--repeats", "1"),
           (), ("--write-results",), "Transplant sweep"),

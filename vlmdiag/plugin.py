@@ -109,7 +109,7 @@ class RunState:
             from vlmdiag.claims import CheckpointCache
 
             self._checkpoints = CheckpointCache(allow_pickle=self.allow_pickle,
-                                                trust_remote_code=self.trust_remote_code)
+                                                trust_remote_code=self.trust_remote_code, store=self.results_cache)
         return self._checkpoints
 
     def evidence(self, recipe: str):
