@@ -151,6 +151,7 @@ def test_streamed_norms_match_float64(tmp_path_factory, config_json, monkeypatch
     from vlmdiag.measure import weights
 
     monkeypatch_module.setattr(weights, "NORM_CHUNK", chunk)
+    monkeypatch_module.setattr(weights, "FLOOR_STRIDE", 1)  # exact floors (the sampling: test below)
     g = torch.Generator().manual_seed(seed)
     tensors = {"origin": {}, "base": {}, "rl": {}}
     for name, (rows, cols, depth) in zip(NAMES, shapes):
@@ -181,6 +182,29 @@ def assert_matches_float64(by, tensors, spectra):
         assert by[name, "in"].floor == pytest.approx((rounding["base"] + rounding["origin"]) ** 0.5, rel=1e-4)
         m, n = tensors["base"][name].shape[0], tensors["base"][name][0].numel()
         assert by[name, "rl"].floor_sigma == pytest.approx(by[name, "rl"].floor * (m ** -0.5 + n ** -0.5), rel=1e-6)
+
+
+def test_the_slice_engine_samples_the_floor_closely(tmp_path, config_json, monkeypatch):
+    """Every FLOOR_STRIDE-th slice of a matrix of many slices: the floor within 1% of the exact one,
+    on rows of unequal magnitude (a fifth of the rows 10× larger)."""
+    from vlmdiag.measure import weights
+
+    monkeypatch.setattr(weights, "NORM_CHUNK", 1000)
+    g = torch.Generator().manual_seed(3)
+    shape = (300, 200)
+    scale = torch.where(torch.rand(shape[0], 1, generator=g) < 0.2, 0.2, 0.02)
+    tensors = {stage: {} for stage in ("origin", "base", "rl")}
+    for name in NAMES:
+        w = torch.randn(shape, generator=g) * scale
+        for stage, step in (("origin", 0.0), ("base", 1e-2), ("rl", 1e-3)):
+            w = w + step * torch.randn(shape, generator=g)
+            tensors[stage][name] = w.bfloat16()
+    cks = write_triple(tmp_path, config_json, tensors)
+    result = weights.weight_deltas(cks["base"], cks["rl"], cks["origin"], device="cpu")
+    for m in result.matrices:
+        before, after = ("base", "rl") if m.stage == "rl" else ("origin", "base")
+        exact = (rounding_reference(tensors[before][m.name]) + rounding_reference(tensors[after][m.name])) ** 0.5
+        assert m.stats.floor == pytest.approx(exact, rel=0.01)
 
 
 @pytest.mark.parametrize("spectra", [False, True])
