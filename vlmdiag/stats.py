@@ -216,3 +216,73 @@ def kept_share(reference: np.ndarray, full: np.ndarray, partial: np.ndarray, *, 
     high = np.quantile(np.where(defined, ratio, np.inf), 1 - alpha, method="inverted_cdf")
     estimate = float(kept.sum() / gain.sum()) if gain.sum() > 0 else None
     return Share(estimate, Interval(float(low), float(high), level), int(ref.size))
+
+
+# --------------------------------------------------------------------------- sequential design
+
+
+@dataclass(frozen=True)
+class SequentialPlan:
+    """Measure in rounds, stop when the verdict is decided: looks after ``looks[0] < looks[1] <
+    ... < looks[-1]`` items (cumulative; the last is the maximum N), each judged with a two-sided
+    interval at :attr:`level_per_look`.
+
+    Error spending (Bonferroni): each of the K looks spends (1 − ``confidence``)/K, so the chance
+    that *any* look's interval misses the truth is at most 1 − ``confidence`` (union bound), and
+    a wrong ``reproduced`` or ``not_reproduced`` at whichever look the design stops is as rare as
+    the stated confidence promises, however the looks are correlated. Pocock's boundaries would
+    be a little narrower, but hold only for the normal model they are computed under.
+    """
+
+    looks: tuple[int, ...]
+    confidence: float
+
+    def __post_init__(self):
+        if not self.looks or any(n < 1 for n in self.looks) or list(self.looks) != sorted(set(self.looks)):
+            raise ValueError(f"looks {self.looks} must be increasing item counts >= 1")
+        if not 0 < self.confidence < 1:
+            raise ValueError(f"confidence={self.confidence} must be in (0, 1)")
+
+    @classmethod
+    def evenly(cls, n_max: int, n_looks: int, confidence: float) -> SequentialPlan:
+        """``n_looks`` looks at n_max/K, 2·n_max/K, ..., n_max items."""
+        if n_looks < 1 or n_max < n_looks:
+            raise ValueError(f"need 1 <= n_looks={n_looks} <= n_max={n_max}")
+        return cls(tuple(math.ceil(n_max * (k + 1) / n_looks) for k in range(n_looks)), confidence)
+
+    @property
+    def level_per_look(self) -> float:
+        """The confidence level of each look's interval: 1 − (1 − confidence)/K."""
+        return 1 - (1 - self.confidence) / len(self.looks)
+
+    def run(self, judge: Callable[[int, float], Verdict]) -> tuple[Verdict, int]:
+        """Run the design: ``judge(n, level)`` measures (or reads) the first ``n`` items and returns
+        the verdict of an interval at ``level``. Returns the first decided verdict and the N it
+        used, or ``inconclusive`` at the maximum N."""
+        for n in self.looks:
+            verdict = judge(n, self.level_per_look)
+            if verdict != "inconclusive":
+                return verdict, n
+        return "inconclusive", self.looks[-1]
+
+    def power(self, effect: float, sd: float) -> float:
+        """A lower bound on the chance of ``reproduced`` when the true effect beyond the threshold
+        is ``effect`` > 0 and one item's standard deviation is ``sd``: the normal-approximation
+        power of the last look alone, Φ(effect·√N_max/sd − z), z the two-sided quantile of
+        :attr:`level_per_look` (earlier looks can only add to it)."""
+        z = float(_special.ndtri(0.5 + self.level_per_look / 2))
+        return float(_special.ndtr(effect * math.sqrt(self.looks[-1]) / sd - z))
+
+
+def n_max_for_power(effect: float, sd: float, *, power: float, confidence: float, n_looks: int) -> int:
+    """The maximum N of an evenly spaced :class:`SequentialPlan` with ``n_looks`` looks whose
+    :meth:`~SequentialPlan.power` at ``effect`` (per-item standard deviation ``sd``) is at least
+    ``power``: N = ((z_look + z_power)·sd/effect)².
+
+    Raises:
+        ValueError: ``effect`` or ``sd`` not positive, ``power`` outside (0, 1).
+    """
+    if effect <= 0 or sd <= 0 or not 0 < power < 1:
+        raise ValueError(f"need effect > 0, sd > 0 and power in (0, 1); got {effect}, {sd}, {power}")
+    z_look = float(_special.ndtri(1 - (1 - confidence) / n_looks / 2))
+    return max(n_looks, math.ceil(((z_look + float(_special.ndtri(power))) * sd / effect) ** 2))
