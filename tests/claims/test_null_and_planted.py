@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 from claim_helpers import Items, scores_at
 from test_attention_claim import planted as planted_attention
