@@ -55,6 +55,7 @@ BENCHES = (
           ("--write",), "Model organism build"),
     Bench("suite", "bench_suite.py", ("--recipe", "fast"), ("--recipe", "full", "--workers", "2", "--triple", str(BENCH_DIR / "qwen25vl-0.6b")), ("--write",),
           "Full suite: cold vs warm"),
+    Bench("threads", "bench_threads.py", ("--quick",), (), ("--write",), "Threads on a busy machine"),
 )
 
 
