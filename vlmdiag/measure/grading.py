@@ -20,9 +20,9 @@ standing alone) is *truncated*: it is wrong, and counted as truncated, so a budg
 reasoning model shows up as such rather than as a low score.
 
 Equivalence (:func:`answers_equivalent`): normalised exact match; yes/no by the answer's first
-word; numbers (thousands separators, units, ``%``, ``$`` and trailing periods ignored) within
-1e-6 absolute or 1e-4 relative (the reference's 1 % relative tolerance counts 199 as 200; this
-one does not); then ``math_verify`` (``\\frac{1}{2}`` = ``0.5``, ``x = 3`` = ``3``).
+word; numbers (thousands separators, units, ``%``, ``$`` and trailing periods ignored): integers
+exactly, others within 1e-6 absolute or 1e-4 relative (the reference's 1 % relative tolerance
+counts 199 as 200; this one does not); then ``math_verify`` (``\\frac{1}{2}`` = ``0.5``, ``x = 3`` = ``3``).
 
 Swap criteria (paper App. D.2.2, :func:`swap_changed`): OCR text differs; the count differs; the
 predicted box has IoU > 0.5 with the source box; a recognition answer flips Yes → No.
@@ -51,13 +51,13 @@ _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|-?\.\d+")
 # What may stand around a number with a unit ("12 cm", "$1,200", "x = 3 m^2", "90^\\circ", "50\\%").
 _UNIT_WRAPPER = re.compile(r"\\(?:text|mathrm|mbox)\{([^{}]*)\}|\\[%$,;! ]")
 _UNIT_POWER = re.compile(r"\^\{?(?:\\circ|[23])\}?")
-_NUMBER_NOT_POWER = re.compile(r"(?<![\^{\d.,])(?:" + _NUMBER.pattern + ")")
+_NUMBER_NOT_POWER = re.compile(r"(?<![\^{\w])(?:" + _NUMBER.pattern + ")")
 _BEFORE_NUMBER = re.compile(r"[A-Za-z\s']*(?:=\s*)?\$?")
 _AFTER_NUMBER = re.compile(r"(?!\s*/)[A-Za-z\s°%²³µ/.,!$]*")
 _ANSWER_PHRASE = re.compile(
-    r"(?:final\s+answer|answer)\s*(?:is|:|=)\s*:?\s*(.+?)\s*(?:\.\s|\.?\s*$|\n)", re.IGNORECASE)
+    r"(?:final\s+answer|answer)\s*(?:is|:|=)\s*:?\s*(.+?)\s*(?:[.?!;]\s|[.?!]?\s*$|\n)", re.IGNORECASE)
 # An option letter standing alone: "B", "(B)", "B.", "B)", "B: 9.6", "[B]".
-_LETTER_ALONE = re.compile(r"^[\s*]*[(\[]?([A-H])[)\]]?(?:\s*$|\s*[.):]|(?<=[)\]])\s)")
+_LETTER_ALONE = re.compile(r"^[\s*]*[(\[]?([A-H])[)\]]?\**(?:\s*$|\s*[.):]|(?<=[)\]])\s)")
 # An option letter named in free text: "option B", "choice (C)", "(D)".
 _LETTER_MENTION = re.compile(r"(?i:option|choice)\s*(?:is\s*)?:?\s*\(?([A-H])\)?(?![\w'])|\(([A-H])\)")
 _YES_NO = re.compile(r"[\W_]*(yes|no)\b", re.IGNORECASE)
@@ -192,7 +192,7 @@ def final_answer(response: str, *, choices: Sequence[str] | None = None) -> Answ
         if named is not None:
             return Answer(named, source if source != "text" else "mention")
     elif source == "text":
-        numbers = _NUMBER.findall(text)
+        numbers = _NUMBER_NOT_POWER.findall(text)
         if numbers:
             return Answer(numbers[-1], "number")
     return Answer(_clean(candidate), source)
@@ -232,16 +232,23 @@ def _number_with_unit(text: str) -> float | None:
     return float(number.group().replace(",", ""))
 
 
+# Prose (three words in a row, LaTeX commands aside) is not mathematics: math_verify would spend
+# up to its timeout parsing it.
+_PROSE = re.compile(r"(?<!\\)\b[A-Za-z]{2,}\s+[A-Za-z]{2,}\s+[A-Za-z]{2,}")
+
+
 def _math_verify(pred: str, gold: str) -> bool:
+    if len(pred) > 100 or _PROSE.search(pred):
+        return False
     try:
         from math_verify import parse, verify
     except ImportError:  # pragma: no cover - math-verify is a dependency
         return False
     try:
         wrap = lambda s: s if "$" in s or "\\boxed" in s else f"${s}$"  # noqa: E731
-        gold_parsed = parse(wrap(gold))
-        pred_parsed = parse(wrap(pred))
-        return bool(gold_parsed) and bool(pred_parsed) and bool(verify(gold_parsed, pred_parsed))
+        gold_parsed = parse(wrap(gold), parsing_timeout=1)
+        pred_parsed = parse(wrap(pred), parsing_timeout=1)
+        return bool(gold_parsed) and bool(pred_parsed) and bool(verify(gold_parsed, pred_parsed, timeout_seconds=1))
     except Exception:
         return False
 
@@ -250,8 +257,9 @@ def answers_equivalent(pred: str, gold: str) -> bool:
     """True when an extracted answer equals the gold answer.
 
     Normalised exact match (case, spaces, ``$``, ``\\text{}``); for a yes/no gold, the answer's
-    first word ("Yes, there is." = ``yes``); numbers within 1e-6 absolute or 1e-4 relative, an
-    answer holding one number with a unit counting as that number ("12 cm" = ``12``); then
+    first word ("Yes, there is." = ``yes``); integers exactly, other numbers within 1e-6 absolute
+    or 1e-4 relative, an answer holding one number with a unit counting as that number
+    ("12 cm" = ``12``); then
     ``math_verify`` (``\\frac{1}{2}`` = ``0.5``). Empty answers are never equivalent.
     """
     if not pred.strip() or not gold.strip():
@@ -266,6 +274,8 @@ def answers_equivalent(pred: str, gold: str) -> bool:
         p = _as_number(pred)
         p = _number_with_unit(pred) if p is None else p
         if p is not None:
+            if p.is_integer() and g.is_integer():
+                return p == g  # the relative tolerance would make 10001 equal 10000
             return abs(p - g) < 1e-6 or (g != 0 and abs(p - g) / abs(g) < 1e-4)
     return _math_verify(pred, gold)
 
@@ -316,6 +326,13 @@ def grade(response: str, gold: str, *, choices: Sequence[str] | None = None, hit
     truncated = hit_budget and not found.explicit
     correct = not truncated and answers_equivalent(found.text, gold_text(gold, choices))
     return Graded(found.text, found.source, correct, truncated)
+
+
+def is_truncated(response: str, hit_budget: bool, *, choices: Sequence[str] | None = None) -> bool:
+    """Whether a response ran out of the token budget (``hit_budget``) before stating an explicit
+    answer (:attr:`Answer.explicit`): cut off inside ``<think>``, inside an unclosed ``<answer>``,
+    or in free text."""
+    return hit_budget and not final_answer(response, choices=choices).explicit
 
 
 def is_correct(response: str, gold: str, *, choices: Sequence[str] | None = None, hit_budget: bool = False) -> bool:
