@@ -235,10 +235,12 @@ def _number_with_unit(text: str) -> float | None:
 # Prose (three words in a row, LaTeX commands aside) is not mathematics: math_verify would spend
 # up to its timeout parsing it.
 _PROSE = re.compile(r"(?<!\\)\b[A-Za-z]{2,}\s+[A-Za-z]{2,}\s+[A-Za-z]{2,}")
+# Without a digit, operator or LaTeX command there is nothing for math_verify to read ("yes" vs "5").
+_MATH = re.compile(r"[\d\\^_/+*=<>()\[\]{}-]")
 
 
 def _math_verify(pred: str, gold: str) -> bool:
-    if len(pred) > 100 or _PROSE.search(pred):
+    if len(pred) > 100 or _PROSE.search(pred) or not (_MATH.search(pred) and _MATH.search(gold)):
         return False
     try:
         from math_verify import parse, verify
