@@ -209,12 +209,22 @@ def _normalise(text: str) -> str:
     return re.sub(r"\s+", "", text).lower().rstrip(".")
 
 
+_FRACTION = re.compile(r"(-?)(?:\\[dt]?frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}|(-?\d+(?:\.\d+)?)/(-?\d+(?:\.\d+)?))")
+
+
 def _as_number(text: str) -> float | None:
-    cleaned = _normalise(text).replace(",", "").replace("%", "").replace("\\%", "").lstrip("\\$")
+    """The number a plain answer is: ``1,000``, ``50%``, ``-3.5``, ``\\frac{3}{4}``, ``3/4``; else None."""
+    cleaned = re.sub(r"^\\?\$", "", _normalise(text).replace(",", "").replace("\\%", "").replace("%", ""))
     try:
         return float(cleaned)
     except ValueError:
-        return None
+        pass
+    fraction = _FRACTION.fullmatch(cleaned)  # the common case of math_verify, without sympy
+    if fraction:
+        sign, *parts = fraction.groups()
+        p, q = (float(x) for x in parts if x is not None)
+        return (-1 if sign else 1) * p / q if q else None
+    return None
 
 
 def _number_with_unit(text: str) -> float | None:
@@ -248,9 +258,9 @@ def _math_verify(pred: str, gold: str) -> bool:
         return False
     try:
         wrap = lambda s: s if "$" in s or "\\boxed" in s else f"${s}$"  # noqa: E731
-        gold_parsed = parse(wrap(gold), parsing_timeout=1)
-        pred_parsed = parse(wrap(pred), parsing_timeout=1)
-        return bool(gold_parsed) and bool(pred_parsed) and bool(verify(gold_parsed, pred_parsed, timeout_seconds=1))
+        gold_parsed = parse(wrap(gold))
+        pred_parsed = parse(wrap(pred))
+        return bool(gold_parsed) and bool(pred_parsed) and bool(verify(gold_parsed, pred_parsed))
     except Exception:
         return False
 
@@ -326,7 +336,11 @@ def grade(response: str, gold: str, *, choices: Sequence[str] | None = None, hit
     """
     found = final_answer(response, choices=choices)
     truncated = hit_budget and not found.explicit
-    correct = not truncated and answers_equivalent(found.text, gold_text(gold, choices))
+    gold = gold_text(gold, choices)
+    if choices and found.text in choices and gold in choices:
+        correct = not truncated and found.text == gold  # an option chosen: right or wrong as a whole
+    else:
+        correct = not truncated and answers_equivalent(found.text, gold)
     return Graded(found.text, found.source, correct, truncated)
 
 
