@@ -59,6 +59,8 @@ def test_realistic_responses(response, gold, choices, answer, correct):
     "<think>12 * 3 = 36</think><answer>3",
     # cut inside an unfinished \boxed{
     "The area is \\boxed{\\frac{3",
+    # cut inside the number of an answer phrase (it may have gone on: 7 -> 75)
+    "<think>70 + 5</think>The answer is 7",
 ])
 def test_cut_off_responses_are_truncated_not_graded(response):
     graded = g.grade(response, "7", hit_budget=True)

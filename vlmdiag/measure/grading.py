@@ -15,8 +15,8 @@ option text; else, with no tag, the last number; else the text. Unlike the refer
 extracted answer: ``\\boxed{3.14}`` stays ``3.14``.
 
 Truncation (:func:`grade`): a response that stopped at the token budget (not at EOS) and holds no
-explicit answer (a closed ``<answer>`` tag, a ``\\boxed{}``, an answer phrase, an option letter
-standing alone) is *truncated*: it is wrong, and counted as truncated, so a budget too small for a
+explicit answer (a closed ``<answer>`` tag, a ``\\boxed{}``, an answer phrase ended by a period or
+a new line, an option letter standing alone) is *truncated*: it is wrong, and counted as truncated, so a budget too small for a
 reasoning model shows up as such rather than as a low score.
 
 Equivalence (:func:`answers_equivalent`): normalised exact match; yes/no by the answer's first
@@ -102,12 +102,15 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def _answer_phrase(text: str) -> str | None:
-    """The last "answer is …" / "Final answer: …" (markdown bold ignored), under 100 characters."""
-    matches = list(_ANSWER_PHRASE.finditer(text.replace("**", "")))
+def _answer_phrase(text: str) -> tuple[str, bool] | None:
+    """The last "answer is …" / "Final answer: …" (markdown bold ignored), under 100 characters,
+    and whether it ended (a period, a new line) before the end of ``text``."""
+    text = text.replace("**", "").rstrip()
+    matches = list(_ANSWER_PHRASE.finditer(text))
     if not matches or len(matches[-1].group(1)) >= 100:
         return None
-    return matches[-1].group(1).strip()
+    match = matches[-1]
+    return match.group(1).strip(), match.end() < len(text) or text[-1] in ".?!"
 
 
 def choice_letter(text: str, n_choices: int = 8) -> str | None:
@@ -129,7 +132,8 @@ class Answer:
     Attributes:
         text: the answer (possibly empty); for multiple choice, the chosen option's text.
         source: where it was found: ``tag`` (a closed ``<answer>``), ``open_tag`` (an unclosed
-            one), ``boxed``, ``phrase`` ("The answer is …"), ``letter`` (an option letter standing
+            one), ``boxed``, ``phrase`` ("The answer is …"; ``open_phrase`` when it runs to the end
+            of the response unended), ``letter`` (an option letter standing
             alone), ``mention`` (an option letter named in free text), ``number`` (the last number
             of free text), ``text`` (the whole text), ``none`` (nothing after reasoning).
     """
@@ -176,7 +180,8 @@ def final_answer(response: str, *, choices: Sequence[str] | None = None) -> Answ
     if boxed is not None:
         candidate, source = boxed, "boxed"
     elif phrase is not None:
-        candidate, source = phrase, "phrase"
+        # a phrase running to the very end of the response may have been cut ("the answer is 1|2")
+        candidate, source = phrase[0], "phrase" if phrase[1] or closed else "open_phrase"
     elif tagged is not None:
         candidate, source = region, "tag" if closed else "open_tag"
     elif not text:
