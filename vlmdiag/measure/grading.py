@@ -16,8 +16,8 @@ extracted answer: ``\\boxed{3.14}`` stays ``3.14``.
 
 Truncation (:func:`grade`): a response that stopped at the token budget (not at EOS) and holds no
 explicit answer (a closed ``<answer>`` tag, a ``\\boxed{}``, an answer phrase ended by a period or
-a new line, an option letter standing alone) is *truncated*: it is wrong, and counted as truncated, so a budget too small for a
-reasoning model shows up as such rather than as a low score.
+a new line, an option letter standing alone) is *truncated*: it is wrong, and counted as
+truncated, so a budget too small for a reasoning model shows up as such, not as a low score.
 
 Equivalence (:func:`answers_equivalent`): normalised exact match; yes/no by the answer's first
 word; numbers (thousands separators, units, ``%``, ``$`` and trailing periods ignored): integers
