@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from vlmdiag import invocation
 from vlmdiag.errors import VlmdiagError
 
 RESULT_PROPERTY = "vlmdiag.result"
@@ -204,6 +205,12 @@ def _value(config: pytest.Config, dest: str):
     return value or None
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's own implementation, which loads conftests
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    invocation.fix_rootdir(early_config, args)
+    invocation.keep_pytest_cache_out_of_checkpoints(early_config)
+
+
 @pytest.hookimpl(tryfirst=True)  # before anything may initialise CUDA in a worker
 def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
@@ -220,14 +227,15 @@ def pytest_configure(config: pytest.Config) -> None:
         regions = parse_regions(_value(config, "regions") or "paper")
     except VlmdiagError as error:
         raise pytest.UsageError(str(error)) from None
-    if config.inipath is None and (config.invocation_params.dir / "pyproject.toml").is_file():
-        # pytest picks its rootdir before plugins load, so in `--base /some/folder` the folder reads
-        # as a test path, and pytest misses this folder's configuration (testpaths, markers).
-        raise pytest.UsageError(
-            f"pytest took its rootdir ({config.rootpath}) from a path-valued option and missed "
-            f"{config.invocation_params.dir / 'pyproject.toml'}; write path options as --base=PATH "
-            f"(with '='), or add --rootdir .")
-    thresholds = Path(_value(config, "thresholds") or config.rootpath / "thresholds.yaml")
+    try:
+        thresholds = invocation.thresholds_path(_value(config, "thresholds"), config.rootpath)
+        if recipes and not config.getoption("help", False):
+            invocation.check_local_checkpoints(recipes)
+            collect = invocation.collection_args(config)
+            if collect is not None:
+                config.args[:] = collect
+    except VlmdiagError as error:
+        raise pytest.UsageError(str(error)) from None
     report_json = _value(config, "report_json")
     if report_json:
         report_json = Path(report_json).absolute()
@@ -440,6 +448,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
     if state is not None:
         state.progress = _step_progress(session.config)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash.get(STATE, None)
+    if state is None or not state.recipes:
+        return []
+    return [f"vlmdiag: thresholds {state.thresholds_path}"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
