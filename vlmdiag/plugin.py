@@ -40,7 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                                           "thirds (cuts at L//3, 2L//3), A,B, or localized (from the base "
                                           "checkpoint's swap and skip curves). Default: paper"),
         ("--thresholds", "thresholds", "PATH", "verdict thresholds file. Default: thresholds.yaml in the "
-                                               "rootdir"),
+                                               "rootdir, else vlmdiag's packaged one"),
         ("--report-json", "report_json", "PATH", "write the versioned JSON report here (atomically), with "
                                                  "per-layer plots in PATH's folder"),
     ]
