@@ -12,6 +12,7 @@ always does; a run without checkpoints collects what pytest always does.
 from __future__ import annotations
 
 import copy
+import inspect
 import os
 from pathlib import Path
 
@@ -41,9 +42,11 @@ def fix_rootdir(config: pytest.Config, args: list[str]) -> None:
     capture mode set by the ini file's ``addopts`` (``-s``) does not apply, as the capture
     manager has already started. Runs without vlmdiag options are left alone.
 
+    Written against pytest 9.2's ``Config.parse``; where pytest's internals differ, pytest's own
+    choice stands, or (if replacing it fails half way) a usage error says to write ``--base=PATH``.
+
     Raises:
-        pytest.UsageError: this pytest's internals differ from the ones this was written for
-            (pytest 8 and 9); the message says to write ``--base=PATH``.
+        pytest.UsageError: the configuration could not be replaced on this pytest.
     """
     namespace = config.known_args_namespace
     if not _vlmdiag_options_given(namespace):
@@ -51,11 +54,16 @@ def fix_rootdir(config: pytest.Config, args: list[str]) -> None:
     try:
         from _pytest.config.findpaths import determine_setup
 
-        rootpath, inipath, inicfg, *ignored = determine_setup(
-            inifile=namespace.inifilename, override_ini=namespace.override_ini, args=namespace.file_or_dir,
-            rootdir_cmd_arg=namespace.rootdir or None, invocation_dir=config.invocation_params.dir)
-        if (rootpath, inipath) == (config.rootpath, config.inipath):
-            return
+        setup = {"inifile": namespace.inifilename, "args": namespace.file_or_dir,
+                 "rootdir_cmd_arg": namespace.rootdir or None, "invocation_dir": config.invocation_params.dir}
+        if "override_ini" in inspect.signature(determine_setup).parameters:  # pytest >= 9
+            setup["override_ini"] = namespace.override_ini
+        rootpath, inipath, inicfg, *ignored = determine_setup(**setup)
+    except (ImportError, TypeError, AttributeError):  # another pytest's internals: keep its choice
+        return
+    if (rootpath, inipath) == (config.rootpath, config.inipath):
+        return
+    try:
         old_addopts = list(config.getini("addopts"))
         config._rootpath, config._inipath, config._inicfg = rootpath, inipath, inicfg
         if ignored:
@@ -70,13 +78,32 @@ def fix_rootdir(config: pytest.Config, args: list[str]) -> None:
             args, namespace=copy.copy(config.option))
         config.pluginmanager.consider_preparse(addopts, exclude_only=False)
         config._checkversion()
-        config._configure_python_path()
+        if hasattr(config, "_configure_python_path"):  # pytest 9; pytest 8's pythonpath plugin reads it later
+            config._configure_python_path()
     except AttributeError as error:
         raise pytest.UsageError(
             f"vlmdiag cannot correct the rootdir pytest took from a path-valued option on this "
             f"pytest ({error}); write path options as --base=PATH (with '='), or add --rootdir .") from None
     if namespace.confcutdir is None:
         namespace.confcutdir = str(inipath.parent if inipath is not None else rootpath)
+
+
+def run_recipes(value) -> list:
+    """The recipes of a run (``--base/--rl/--origin``, ``--recipe``, ``--rl-frozen``), given
+    ``value(dest)``: the option's value, else its ini key's. Imports the parsers (and with them
+    torch, seconds) only when a checkpoint is given, so a run of the user's own tests pays nothing.
+
+    Raises:
+        vlmdiag.errors.UsageError: a malformed value (see :mod:`vlmdiag.options`).
+    """
+    values = {dest: value(dest) for dest in ("base", "rl", "origin", "recipe", "rl_frozen")}
+    if not any(values.values()):
+        return []
+    from vlmdiag.options import parse_recipe, parse_rl_frozen, recipes_from
+
+    return recipes_from(values["base"], values["rl"], values["origin"],
+                        [parse_recipe(r) for r in values["recipe"] or []],
+                        [parse_rl_frozen(r) for r in values["rl_frozen"] or []])
 
 
 def collection_args(config: pytest.Config) -> list[str] | None:
@@ -127,12 +154,8 @@ def keep_pytest_cache_out_of_checkpoints(config: pytest.Config) -> None:
         given = getattr(namespace, f"vlmdiag_{dest}", None)
         return given if given not in (None, [], False) else config.getini(f"vlmdiag_{dest}")
 
-    from vlmdiag.options import parse_recipe, parse_rl_frozen, recipes_from
-
     try:
-        recipes = recipes_from(value("base"), value("rl"), value("origin"),
-                               [parse_recipe(r) for r in value("recipe") or []],
-                               [parse_rl_frozen(r) for r in value("rl_frozen") or []])
+        recipes = run_recipes(value)
     except UsageError:
         return  # pytest_configure reports it
     cache_dir = Path(os.path.expandvars(os.path.expanduser(config.getini("cache_dir"))))

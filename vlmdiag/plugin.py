@@ -218,12 +218,10 @@ def pytest_configure(config: pytest.Config) -> None:
         _configure_worker(config, workerinput)
     config.addinivalue_line("markers", "slow: takes minutes (the full organism build, benchmarks)")
     config.addinivalue_line("markers", "claim(id): the vlmdiag claim a diagnostic checks")
-    from vlmdiag.options import parse_recipe, parse_regions, parse_rl_frozen, recipes_from
+    from vlmdiag.regions import parse_regions
 
     try:
-        recipes = recipes_from(_value(config, "base"), _value(config, "rl"), _value(config, "origin"),
-                               [parse_recipe(r) for r in _value(config, "recipe") or []],
-                               [parse_rl_frozen(r) for r in _value(config, "rl_frozen") or []])
+        recipes = invocation.run_recipes(partial(_value, config))
         regions = parse_regions(_value(config, "regions") or "paper")
     except VlmdiagError as error:
         raise pytest.UsageError(str(error)) from None
