@@ -232,6 +232,8 @@ def pytest_configure(config: pytest.Config) -> None:
             collect = invocation.collection_args(config)
             if collect is not None:
                 config.args[:] = collect
+                # Else pytest's header names the testpaths this run does not collect.
+                config.args_source = pytest.Config.ArgsSource.ARGS
     except VlmdiagError as error:
         raise pytest.UsageError(str(error)) from None
     report_json = _value(config, "report_json")
@@ -452,7 +454,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     state = config.stash.get(STATE, None)
     if state is None or not state.recipes:
         return []
-    return [f"vlmdiag: thresholds {state.thresholds_path}"]
+    from vlmdiag.packaged import diagnostics_dir
+
+    return [f"vlmdiag: thresholds {state.thresholds_path}, diagnostics {diagnostics_dir()}"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
