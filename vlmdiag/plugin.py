@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from vlmdiag import invocation
 from vlmdiag.errors import VlmdiagError, printable
 
 RESULT_PROPERTY = "vlmdiag.result"
@@ -39,7 +40,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                                           "thirds (cuts at L//3, 2L//3), A,B, or localized (from the base "
                                           "checkpoint's swap and skip curves). Default: paper"),
         ("--thresholds", "thresholds", "PATH", "verdict thresholds file. Default: thresholds.yaml in the "
-                                               "rootdir"),
+                                               "rootdir, else vlmdiag's packaged one"),
         ("--report-json", "report_json", "PATH", "write the versioned JSON report here (atomically), with "
                                                  "per-layer plots in PATH's folder"),
     ]
@@ -208,6 +209,12 @@ def _value(config: pytest.Config, dest: str):
     return value or None
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's own implementation, which loads conftests
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    invocation.fix_rootdir(early_config, args)
+    invocation.keep_pytest_cache_out_of_checkpoints(early_config)
+
+
 @pytest.hookimpl(tryfirst=True)  # before anything may initialise CUDA in a worker
 def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
@@ -215,23 +222,24 @@ def pytest_configure(config: pytest.Config) -> None:
         _configure_worker(config, workerinput)
     config.addinivalue_line("markers", "slow: takes minutes (the full organism build, benchmarks)")
     config.addinivalue_line("markers", "claim(id): the vlmdiag claim a diagnostic checks")
-    from vlmdiag.options import parse_recipe, parse_regions, parse_rl_frozen, recipes_from
+    from vlmdiag.regions import parse_regions
 
     try:
-        recipes = recipes_from(_value(config, "base"), _value(config, "rl"), _value(config, "origin"),
-                               [parse_recipe(r) for r in _value(config, "recipe") or []],
-                               [parse_rl_frozen(r) for r in _value(config, "rl_frozen") or []])
+        recipes = invocation.run_recipes(partial(_value, config))
         regions = parse_regions(_value(config, "regions") or "paper")
     except VlmdiagError as error:
         raise pytest.UsageError(printable(error)) from None
-    if config.inipath is None and (config.invocation_params.dir / "pyproject.toml").is_file():
-        # pytest picks its rootdir before plugins load, so in `--base /some/folder` the folder reads
-        # as a test path, and pytest misses this folder's configuration (testpaths, markers).
-        raise pytest.UsageError(
-            f"pytest took its rootdir ({config.rootpath}) from a path-valued option and missed "
-            f"{config.invocation_params.dir / 'pyproject.toml'}; write path options as --base=PATH "
-            f"(with '='), or add --rootdir .")
-    thresholds = Path(_value(config, "thresholds") or config.rootpath / "thresholds.yaml")
+    try:
+        thresholds = invocation.thresholds_path(_value(config, "thresholds"), config.rootpath)
+        if recipes and not config.getoption("help", False):
+            invocation.check_local_checkpoints(recipes)
+            collect = invocation.collection_args(config)
+            if collect is not None:
+                config.args[:] = collect
+                # Else pytest's header names the testpaths this run does not collect.
+                config.args_source = pytest.Config.ArgsSource.ARGS
+    except VlmdiagError as error:
+        raise pytest.UsageError(printable(error)) from None
     report_json = _value(config, "report_json")
     if report_json:
         from vlmdiag.report.safety import check_report_path
@@ -442,6 +450,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     state = session.config.stash.get(STATE, None)
     if state is not None:
         state.progress = _step_progress(session.config)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash.get(STATE, None)
+    if state is None or not state.recipes:
+        return []
+    from vlmdiag.packaged import diagnostics_dir
+
+    return [f"vlmdiag: thresholds {state.thresholds_path}, diagnostics {diagnostics_dir()}"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
