@@ -44,6 +44,7 @@ class Bench:
 
 BENCHES = (
     Bench("weights", "bench_weights.py", (), ("--full",), ("--write",), "Weight pass"),
+    Bench("identity", "bench_identity.py", ("--repeats", "1"), ("--full",), ("--write",), "Checkpoint identity"),
     Bench("attention", "bench_attention.py", ("--quick", "--repeats", "1"), (), None, "Inference measurements"),
     Bench("transplant", "bench_transplant.py", ("--layers", "4", "--hidden", "128", "--vocab", "1024", "--repeats", "1"),
           (), ("--write-results",), "Transplant sweep"),
@@ -52,8 +53,10 @@ BENCHES = (
           "Transplant sweep: splicer memory"),
     Bench("organism", "bench_organism.py", ("--recipe", "fast"), ("--recipe", "full", "--recipe", "fast", "--twice"),
           ("--write",), "Model organism build"),
+    Bench("grading", "bench_grading.py", ("--n", "100"), ("--n", "400"), ("--write",), "Grading"),
     Bench("suite", "bench_suite.py", ("--recipe", "fast"), ("--recipe", "full", "--workers", "2", "--triple", str(BENCH_DIR / "qwen25vl-0.6b")), ("--write",),
           "Full suite: cold vs warm"),
+    Bench("threads", "bench_threads.py", ("--quick",), (), ("--write",), "Threads on a busy machine"),
 )
 
 

@@ -4,9 +4,9 @@ A measurement (a weight pass, a generation sweep, a transplant sweep...) is stor
 derived from everything that determines its value:
 
 * the measurement's name and its settings (probe count, decoding budget, region cuts...);
-* each checkpoint it reads: :attr:`~vlmdiag.checkpoints.Checkpoint.fingerprint` plus every file
-  of the folder (small files by content, weight files by size and modification time, so an edit
-  anywhere in a file is a miss even where the sampled fingerprint does not look);
+* each checkpoint (or model state) it reads: :attr:`~vlmdiag.checkpoints.Checkpoint.fingerprint`,
+  a digest of every tensor and every other file of the folder by content (an edit of any byte
+  that matters is a miss; a copy elsewhere is a hit);
 * the probe items, by content (question text, answers, image pixels);
 * the code that measures (a hash of vlmdiag's measuring modules, and ``vlmdiag.__version__``);
 * the numerical environment: torch, transformers, tokenizers, numpy, ... versions, the device
@@ -49,7 +49,6 @@ from vlmdiag.atomic import write_atomic
 
 FORMAT = 1  # bump when the entry layout or the value encoding changes
 _TAG = "__vlmdiag_type__"
-_SMALL_FILE = 1 << 20  # checkpoint files up to 1 MiB (configs, tokenizers) are keyed by content
 _ARRAY_KINDS = "biufcUS"  # numeric, bool and fixed-width strings; never object arrays
 _VERSIONED = ("torch", "transformers", "tokenizers", "safetensors", "accelerate", "numpy", "scipy",
               "pillow", "math-verify")
@@ -253,19 +252,13 @@ def device_description(device, dtype=None) -> str:
 
 
 def checkpoint_identity(checkpoint) -> dict:
-    """A checkpoint's part of a key: its fingerprint, and each file of its folder: files up to
-    1 MiB (config, tokenizer, processor, chat template) by sha256, larger ones (weights) by size
-    and modification time. A checkpoint copied elsewhere with new times is measured again."""
-    files = {}
-    for path in sorted(Path(checkpoint.path).iterdir()):
-        if path.name.startswith(".") or not path.is_file():
-            continue
-        stat = path.stat()
-        if stat.st_size <= _SMALL_FILE:
-            files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
-        else:
-            files[path.name] = [stat.st_size, stat.st_mtime_ns]
-    return {"fingerprint": checkpoint.fingerprint, "files": files}
+    """A checkpoint's part of a key: its exact :attr:`~vlmdiag.checkpoints.Checkpoint.fingerprint`
+    (every tensor and every other file of the folder, by content).
+
+    Raises:
+        CheckpointError: a file of the checkpoint cannot be read.
+    """
+    return {"fingerprint": checkpoint.fingerprint}
 
 
 def key_material(name: str, *, checkpoints: dict, device: str, settings: dict | None = None,

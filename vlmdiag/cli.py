@@ -8,7 +8,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 
-from vlmdiag.errors import VlmdiagError
+from vlmdiag.errors import VlmdiagError, printable
 
 
 def _planted(argv: Sequence[str]) -> int:
@@ -20,12 +20,16 @@ def _planted(argv: Sequence[str]) -> int:
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="paper")
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
+    dtypes = ["float32", "bfloat16", "float16"]
+    parser.add_argument("--dtype", choices=dtypes, default="float32", help="stored dtype of all three")
+    parser.add_argument("--rl-dtype", choices=dtypes, help="stored dtype of RL (default: --dtype)")
     args = parser.parse_args(argv)
     from pathlib import Path
 
     if Path(args.out).exists():
         raise VlmdiagError(f"{args.out}: already exists; vlmdiag never overwrites a folder")
-    paths = build_triple(args.out, args.scenario, num_layers=args.layers, seed=args.seed)
+    paths = build_triple(args.out, args.scenario, num_layers=args.layers, seed=args.seed, dtype=args.dtype,
+                         rl_dtype=args.rl_dtype)
     print(" ".join(f"--{role}={path}" for role, path in paths.items()))
     return 0
 
@@ -131,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[argv[0]][0](argv[1:])
     except VlmdiagError as error:
-        print(f"vlmdiag: error: {error}", file=sys.stderr)
+        print(f"vlmdiag: error: {printable(error)}", file=sys.stderr)
         return 2
 
 

@@ -35,3 +35,19 @@ class ThresholdsError(UsageError):
 
 class ProbeError(VlmdiagError, ValueError):
     """A probe file or probe item is malformed (the message names the file and line)."""
+
+
+class UnsafeOutputError(UsageError, OSError):
+    """An output (report, plots, cache entry) would land inside a checkpoint folder or replace
+    something that is not a regular file. A usage error up front; an ``OSError`` to the writers,
+    which handle it as any failed write."""
+
+
+def printable(value: object) -> str:
+    """``value`` as text safe for a terminal and for a one-line message: control characters,
+    newlines and other unprintable characters become Python escapes (``\\n``, ``\\x1b``), so a
+    crafted file or tensor name can neither move the cursor nor start a new line."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -58,8 +58,8 @@ def recipes_from(base: str | None, rl: str | None, origin: str | None, recipes: 
 
     Raises:
         UsageError: only one of --base/--rl, --origin without them, a plain --rl-frozen that
-            could belong to several recipes, a NAME that names no recipe, or two recipes with one
-            name.
+            could belong to several recipes, a NAME that names no recipe, one region given to
+            --rl-frozen twice for one recipe, or two recipes with one name.
     """
     out = []
     if base or rl:
@@ -84,5 +84,9 @@ def recipes_from(base: str | None, rl: str | None, origin: str | None, recipes: 
         if name not in names:
             raise UsageError(f"--rl-frozen {name}:{run.region}={run.spec}: no recipe is named {name!r} "
                              f"(recipes: {', '.join(names) or 'none'}; --base/--rl is 'main')")
+        earlier = dict(frozen.get(name, ()))
+        if run.region in earlier:  # one would be silently dropped
+            raise UsageError(f"--rl-frozen {run.region} is given twice ({earlier[run.region]!r} and "
+                             f"{run.spec!r}); give each region one checkpoint")
         frozen.setdefault(name, []).append((run.region, run.spec))
     return [dataclasses.replace(r, rl_frozen=tuple(frozen.get(r.name, ()))) for r in out]

@@ -27,7 +27,8 @@ class Plant:
 
 #: Named (ΔIN, ΔRL) pairs. ``paper``: what the paper reports (both concentrated in Mid, RL 100×
 #: smaller and low-rank). ``inverted``: the opposite of every weight claim. ``uniform``: no
-#: structure at all (same-size full-rank noise everywhere, for both stages).
+#: structure at all (same-size full-rank noise everywhere, for both stages). ``null``: no RL
+#: update (RL = IN; stored in another dtype than IN, a pure rounding round trip).
 SCENARIOS: dict[str, tuple[Plant, Plant]] = {
     "paper": (Plant({"Early": 1e-2, "Mid": 3e-2, "Late": 1e-2}),
               Plant({"Early": 1e-4, "Mid": 3e-4, "Late": 1.5e-4}, rank=2)),
@@ -35,6 +36,8 @@ SCENARIOS: dict[str, tuple[Plant, Plant]] = {
                  Plant({"Early": 6e-2, "Mid": 1e-2, "Late": 1e-2})),
     "uniform": (Plant({"Early": 1e-2, "Mid": 1e-2, "Late": 1e-2}),
                 Plant({"Early": 1e-2, "Mid": 1e-2, "Late": 1e-2})),
+    "null": (Plant({"Early": 1e-2, "Mid": 3e-2, "Late": 1e-2}),
+             Plant({"Early": 0.0, "Mid": 0.0, "Late": 0.0})),
 }
 
 
@@ -80,20 +83,26 @@ def _apply(state: dict[str, torch.Tensor], plant: Plant, num_layers: int, genera
 
 
 def build_triple(out: str | Path, scenario: str = "paper", *, num_layers: int = 6, hidden: int = 64,
-                 seed: int = 0) -> dict[str, Path]:
+                 seed: int = 0, dtype: str = "float32", rl_dtype: str | None = None) -> dict[str, Path]:
     """Write ``origin/``, ``base/`` and ``rl/`` checkpoint folders under ``out``.
+
+    The updates are planted in fp32 (the training's master weights); each checkpoint is then stored
+    rounded to its dtype, as trainers save them.
 
     Args:
         out: a folder (created; must not already hold these three folders).
         scenario: a key of :data:`SCENARIOS`.
         num_layers, hidden: decoder depth and width of the tiny model.
         seed: seeds the initial weights and the planted deltas (same seed, same bytes).
+        dtype: the stored dtype of origin and base (``float32``, ``bfloat16``, ``float16``).
+        rl_dtype: the stored dtype of RL (default: ``dtype``).
 
     Returns:
         ``{"origin": Path, "base": Path, "rl": Path}``.
 
     Raises:
         KeyError: unknown scenario. FileExistsError: a target folder exists.
+        AttributeError: ``dtype`` is not a torch dtype.
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -105,11 +114,13 @@ def build_triple(out: str | Path, scenario: str = "paper", *, num_layers: int = 
     origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
     base = _apply(origin, plant_in, num_layers, generator)
     rl = _apply(base, plant_rl, num_layers, generator)
+    dtypes = {"origin": dtype, "base": dtype, "rl": rl_dtype or dtype}
     paths = {}
     for stage, state in (("origin", origin), ("base", base), ("rl", rl)):
         target = out / stage
         target.mkdir(parents=True, exist_ok=False)
-        model.load_state_dict(state)
+        model.to(getattr(torch, dtypes[stage]))
+        model.load_state_dict(state)  # rounds the fp32 values to the model's dtype
         model.save_pretrained(target)
         paths[stage] = target
     return paths

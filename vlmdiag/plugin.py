@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from vlmdiag.errors import VlmdiagError
+from vlmdiag import invocation
+from vlmdiag.errors import VlmdiagError, printable
 
 RESULT_PROPERTY = "vlmdiag.result"
 _RESULT = pytest.StashKey[str]()  # a test's result as JSON text, until its report is made
@@ -41,7 +42,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                                           "thirds (cuts at L//3, 2L//3), A,B, or localized (from the base "
                                           "checkpoint's swap and skip curves). Default: paper"),
         ("--thresholds", "thresholds", "PATH", "verdict thresholds file. Default: thresholds.yaml in the "
-                                               "rootdir"),
+                                               "rootdir, else vlmdiag's packaged one"),
         ("--report-json", "report_json", "PATH", "write the versioned JSON report here (atomically), with "
                                                  "per-layer plots in PATH's folder"),
         ("--baseline", "baseline", "PATH", "an earlier JSON report to compare with, per claim and recipe: "
@@ -99,6 +100,8 @@ class RunState:
     progress: object = None  # a vlmdiag.report.progress.StepProgress, set in pytest_configure
     usage_error: str | None = None  # an xdist worker's usage error, reported once by the controller
     current_nodeid: str | None = None  # the test running now (progress lines resume its line)
+    report_lines: list[str] = field(default_factory=list)  # what the report writer says in the summary
+    stopped: str | None = None  # why the run did not finish (report.safety.stop_reason), None when it did
     results: list[dict] = field(default_factory=list)
     selected: set[str] = field(default_factory=set)
     _thresholds: object = None
@@ -129,7 +132,7 @@ class RunState:
             from vlmdiag.claims import CheckpointCache
 
             self._checkpoints = CheckpointCache(allow_pickle=self.allow_pickle,
-                                                trust_remote_code=self.trust_remote_code)
+                                                trust_remote_code=self.trust_remote_code, store=self.results_cache)
         return self._checkpoints
 
     def evidence(self, recipe: str):
@@ -158,8 +161,15 @@ class RunState:
         read the thresholds: bad input fails here, before any claim runs."""
         from vlmdiag.checkpoints import check_compatible
         from vlmdiag.regions import regions_for
+        from vlmdiag.report.safety import check_outputs
 
         self.thresholds  # noqa: B018  (validates the file)
+        folders = [self.checkpoints.get(spec).path for r in self.recipes.values() for spec in r.specs().values()]
+        check_outputs(self.report_json, self.results_cache.root if self.use_cache else None, folders)
+        if self.reports.report_md is not None:
+            from vlmdiag.paths import check_output
+
+            check_output(self.reports.report_md, "--report-md", folders, fix="; write the summary elsewhere")
         for recipe in self.recipes.values():
             opened = [self.checkpoints.get(spec) for spec in recipe.specs().values()]
             check_compatible(*opened)
@@ -227,6 +237,12 @@ def _value(config: pytest.Config, dest: str):
     return value or None
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest's own implementation, which loads conftests
+def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
+    invocation.fix_rootdir(early_config, args)
+    invocation.keep_pytest_cache_out_of_checkpoints(early_config)
+
+
 @pytest.hookimpl(tryfirst=True)  # before anything may initialise CUDA in a worker
 def pytest_configure(config: pytest.Config) -> None:
     workerinput = getattr(config, "workerinput", None)
@@ -234,33 +250,32 @@ def pytest_configure(config: pytest.Config) -> None:
         _configure_worker(config, workerinput)
     config.addinivalue_line("markers", "slow: takes minutes (the full organism build, benchmarks)")
     config.addinivalue_line("markers", "claim(id): the vlmdiag claim a diagnostic checks")
-    from vlmdiag.options import parse_recipe, parse_regions, parse_rl_frozen, recipes_from
+    from vlmdiag.regions import parse_regions
 
     try:
-        recipes = recipes_from(_value(config, "base"), _value(config, "rl"), _value(config, "origin"),
-                               [parse_recipe(r) for r in _value(config, "recipe") or []],
-                               [parse_rl_frozen(r) for r in _value(config, "rl_frozen") or []])
+        recipes = invocation.run_recipes(partial(_value, config))
         regions = parse_regions(_value(config, "regions") or "paper")
     except VlmdiagError as error:
-        raise pytest.UsageError(str(error)) from None
-    if config.inipath is None and (config.invocation_params.dir / "pyproject.toml").is_file():
-        # pytest picks its rootdir before plugins load, so in `--base /some/folder` the folder reads
-        # as a test path, and pytest misses this folder's configuration (testpaths, markers).
-        raise pytest.UsageError(
-            f"pytest took its rootdir ({config.rootpath}) from a path-valued option and missed "
-            f"{config.invocation_params.dir / 'pyproject.toml'}; write path options as --base=PATH "
-            f"(with '='), or add --rootdir .")
-    thresholds = Path(_value(config, "thresholds") or config.rootpath / "thresholds.yaml")
+        raise pytest.UsageError(printable(error)) from None
+    try:
+        thresholds = invocation.thresholds_path(_value(config, "thresholds"), config.rootpath)
+        if recipes and not config.getoption("help", False):
+            invocation.check_local_checkpoints(recipes)
+            collect = invocation.collection_args(config)
+            if collect is not None:
+                config.args[:] = collect
+                # Else pytest's header names the testpaths this run does not collect.
+                config.args_source = pytest.Config.ArgsSource.ARGS
+    except VlmdiagError as error:
+        raise pytest.UsageError(printable(error)) from None
     report_json = _value(config, "report_json")
     if report_json:
-        report_json = Path(report_json).absolute()
-        if report_json.is_dir():
-            raise pytest.UsageError(f"--report-json {report_json}: is a folder; name a file, e.g. "
-                                    f"--report-json={report_json / 'report.json'}")
-        if not report_json.parent.is_dir():
-            raise pytest.UsageError(f"--report-json {report_json}: folder {report_json.parent} does not exist")
-        if not os.access(report_json.parent, os.W_OK):
-            raise pytest.UsageError(f"--report-json {report_json}: folder {report_json.parent} is not writable")
+        from vlmdiag.report.safety import check_report_path
+
+        try:
+            report_json = check_report_path(report_json)
+        except VlmdiagError as error:
+            raise pytest.UsageError(printable(error)) from None
     config.stash[STATE] = state = RunState(
         recipes={r.name: r for r in recipes}, regions=regions, thresholds_path=thresholds,
         report_json=report_json, report_only=bool(_value(config, "report_only")),
@@ -272,7 +287,7 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         state.reports = ReportOptions.from_config(partial(_value, config))
     except VlmdiagError as error:
-        raise pytest.UsageError(str(error)) from None
+        raise pytest.UsageError(printable(error)) from None
     config.pluginmanager.register(ReportWriter(state, config), "vlmdiag-report-writer")
     config.pluginmanager.register(SummaryWriter(state, config), "vlmdiag-summary-writer")
     if _xdist_controller(config):
@@ -282,7 +297,7 @@ def pytest_configure(config: pytest.Config) -> None:
             try:
                 state.validate_inputs()
             except VlmdiagError as error:
-                raise pytest.UsageError(str(error)) from None
+                raise pytest.UsageError(printable(error)) from None
 
 
 # ---------------------------------------------------------------------------- pytest-xdist
@@ -472,6 +487,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         state.progress = _step_progress(session.config)
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    state = config.stash.get(STATE, None)
+    if state is None or not state.recipes:
+        return []
+    from vlmdiag.packaged import diagnostics_dir
+
+    return [f"vlmdiag: thresholds {state.thresholds_path}, diagnostics {diagnostics_dir()}"]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "recipe" in metafunc.fixturenames:
         names = list(metafunc.config.stash[STATE].recipes)
@@ -498,7 +522,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         try:
             state.validate_inputs()
         except VlmdiagError as error:
-            raise pytest.UsageError(str(error)) from None
+            raise pytest.UsageError(printable(error)) from None
 
 
 @pytest.fixture
@@ -535,6 +559,8 @@ def diagnose(request: pytest.FixtureRequest):
                 [(f"vlmdiag.{k}", v) for k, v in state.reports.properties(data)]
                 + [(RESULT_PROPERTY, request.node.stash[_RESULT])])
         action, message = state.reports.outcome(data, report_only=state.report_only) or (None, "")
+        # printable: a reason quotes file and tensor names, which must not drive the terminal
+        message = printable(message)
         if action == "fail":
             pytest.fail(message, pytrace=False)
         if action == "skip":
@@ -570,10 +596,15 @@ class ReportWriter:
 
     def __init__(self, state: RunState, config: pytest.Config):
         self.state, self.config = state, config
+        self.finished = 0  # tests run to the end (under xdist, reported by the workers)
 
     @pytest.hookimpl
     def pytest_runtest_logstart(self, nodeid: str, location) -> None:
         self.state.current_nodeid = nodeid
+
+    @pytest.hookimpl
+    def pytest_runtest_logfinish(self, nodeid: str, location) -> None:
+        self.finished += 1
 
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -589,29 +620,40 @@ class ReportWriter:
 
     @pytest.hookimpl
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        from vlmdiag.report.safety import stop_reason
+
         state = self.state
         if state.usage_error and getattr(self.config, "workerinput", None) is None:
             session.exitstatus = exitstatus = pytest.ExitCode.USAGE_ERROR
+        early = session.shouldfail or session.shouldstop  # -x, --maxfail: complete if nothing was left
+        state.stopped = stopped = stop_reason(exitstatus, early if self.finished < session.testscollected else None)
         if getattr(self.config, "workerinput", None) is not None or not state.report_json:
             return
         if exitstatus == pytest.ExitCode.USAGE_ERROR:
             return
         if not state.results and not state.selected:
             return
-        from vlmdiag.report.document import build_report, dumps, write_atomic
-        from vlmdiag.report.plots import write_plots
+        from vlmdiag.report.document import build_report
+        from vlmdiag.report.safety import write_report
 
-        cache = {"enabled": state.use_cache, "dir": str(state.results_cache.root) if state.use_cache else None}
-        report = build_report(state.results, checkpoints=state.checkpoint_table(), regions=state.regions,
-                              thresholds=str(state.thresholds_path), cache=cache,
-                              baseline=state.reports.baseline_summary(state.results))
         try:
-            write_atomic(state.report_json, dumps(report))
-            write_plots(report, state.report_json.parent / f"{state.report_json.stem}_plots")
-        except OSError as error:  # the folder vanished or the disk is full since the run began
-            state.usage_error = f"--report-json {state.report_json}: cannot write the report ({error.strerror})"
+            cache = {"enabled": state.use_cache, "dir": str(state.results_cache.root) if state.use_cache else None}
+            report = build_report(state.results, checkpoints=state.checkpoint_table(), regions=state.regions,
+                                  thresholds=str(state.thresholds_path), cache=cache,
+                                  baseline=state.reports.baseline_summary(state.results))
+            state.report_lines, problem = write_report(state.report_json, report, stopped=stopped)
+        except Exception as error:  # noqa: BLE001 — a report that cannot be built loses nothing old
+            problem = (f"--report-json {state.report_json}: cannot build the report ({type(error).__name__}: "
+                       f"{error}); nothing was written")
+        if problem:
+            state.usage_error = printable(problem)
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.USAGE_ERROR
+        if exitstatus == pytest.ExitCode.INTERNAL_ERROR:  # pytest prints no terminal summary then
+            reporter = self.config.pluginmanager.getplugin("terminalreporter")
+            for line in [*state.report_lines, *([f"ERROR: {state.usage_error}"] if problem else [])]:
+                if reporter is not None:
+                    reporter.write_line(printable(line), red=True)
 
 
 def _junit_xml_key():
@@ -639,10 +681,16 @@ class SummaryWriter:
             return
         from vlmdiag.report.markdown import write_summaries
 
+        if state.stopped is not None and state.reports.report_md is not None:
+            # as with the JSON report: an unfinished run replaces no summary (its results are in
+            # the .incomplete.json beside the report, when there is one)
+            state.report_lines.append(f"vlmdiag: the run {state.stopped}: --report-md "
+                                      f"{state.reports.report_md} was not written")
         problem = write_summaries(state.results, state.reports, regions=state.regions,
-                                  report_json=state.report_json, environ=os.environ)
+                                  report_json=state.report_json, environ=os.environ,
+                                  write_md=state.stopped is None)
         if problem:
-            state.usage_error = problem
+            state.usage_error = printable(problem)
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
@@ -650,7 +698,10 @@ class SummaryWriter:
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     state = config.stash.get(STATE, None)
     if state is not None and state.usage_error:
-        terminalreporter.write_line(f"ERROR: {state.usage_error}", red=True)
+        terminalreporter.write_line(f"ERROR: {printable(state.usage_error)}", red=True)
+    if state is not None and not state.results:
+        for line in state.report_lines:
+            terminalreporter.write_line(printable(line), yellow=True)
     if state is None or not state.results:
         return
     from vlmdiag.report.terminal import render
@@ -660,9 +711,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.write(render(report, width=terminalreporter._tw.fullwidth, color=terminalreporter.hasmarkup))
     line = _cache_line(state)
     if line:
-        terminalreporter.write_line(line)
-    if state.report_json:
-        terminalreporter.write_line(f"report: {state.report_json}")
+        terminalreporter.write_line(printable(line))
+    for line in state.report_lines:
+        terminalreporter.write_line(printable(line), yellow=not line.startswith("report: "))
 
 
 def _cache_line(state: RunState) -> str | None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -39,7 +38,7 @@ from typing import Literal
 
 import torch
 
-from vlmdiag.checkpoints import Checkpoint, check_compatible, open_checkpoint
+from vlmdiag.checkpoints import Checkpoint, check_compatible, identity, open_checkpoint
 from vlmdiag.checkpoints.safetensors_header import read_header
 from vlmdiag.errors import IncompatibleCheckpointsError, UsageError, VlmdiagError
 from vlmdiag.regions import REGION_NAMES, Regions, regions_for
@@ -328,19 +327,21 @@ class Splicer:
         return [n for n in self._params if plan.source_of(n, self.a) == "B"]
 
     def fingerprint(self, variant: Variant | str) -> str:
-        """A fingerprint of the spliced model (for answer caches, see
-        :func:`vlmdiag.measure.abilities.answer_key`): the parents get their checkpoint's own
-        fingerprint; a splice gets sha256 of both fingerprints and its per-tensor sources."""
+        """The exact identity of the spliced model (for answer caches, see
+        :func:`vlmdiag.measure.abilities.answer_key`), composed as
+        :attr:`Checkpoint.fingerprint <vlmdiag.checkpoints.Checkpoint.fingerprint>` is: A's
+        files other than weights (the model runs with A's config and tokenizer) and each tensor's
+        digest from the checkpoint it comes from. A variant whose tensors equal a parent's byte
+        for byte (one that takes nothing from B, or only tensors equal in both) has that parent's
+        fingerprint; variants that differ anywhere have different ones.
+
+        Raises:
+            CheckpointError: a weight file cannot be read (the digests are computed once).
+        """
         variant = parse_variant(variant) if isinstance(variant, str) else variant
-        plan = self.plan(variant)
-        taken = self.tensors_from_b(plan)
-        if not taken:
-            return self.a.fingerprint
-        if len(taken) == len(self._params):
-            return self.b.fingerprint
-        digest = hashlib.sha256(f"{self.a.fingerprint}|{self.b.fingerprint}|".encode())
-        digest.update("\n".join(taken).encode())
-        return digest.hexdigest()[:16]
+        taken = set(self.tensors_from_b(self.plan(variant)))
+        tensors = {n: (self.b if n in taken else self.a).tensor_digests[n] for n in self._params}
+        return identity.compose(self.a.file_digests, tensors)
 
     def _read(self, checkpoint: Checkpoint, name: str, target: torch.Tensor) -> torch.Tensor:
         """One tensor of ``checkpoint`` cast to ``target``'s dtype (on the CPU)."""

@@ -145,3 +145,64 @@ def test_bad_items_and_bad_predict():
 ], ids=["answer-tag-decimal", "frac", "wrong", "mc-letter", "mc-wrong-letter", "think-stripped"])
 def test_default_grade_hand_checked(response, gold, choices, expected):
     assert default_grade(response, gold, choices=choices) is expected
+
+
+def test_budget_hit_responses_are_truncated_and_counted():
+    """A response that ran out of the token budget before its answer is wrong and counted as
+    truncated, per condition and per metric; one that stated its answer first is graded."""
+    from vlmdiag.measure.abilities import Response
+
+    def predict(messages_batch, images_batch):
+        out = []
+        for messages, image in zip(messages_batch, images_batch):
+            text = messages[0]["content"][-1]["text"]
+            black = image is not None and not np.asarray(image).any()
+            if "colour" in text:      # v1: image answered in time, black cut inside <think>
+                out.append(Response("<think>red, I think; the answer is red", True) if black
+                           else Response("<think>it is red</think><answer>red</answer>", True))
+            elif "dark" in text:      # v2: ended at EOS
+                out.append("\\boxed{no}")
+            else:                     # math and text items: cut in free text holding the gold number
+                out.append(Response("Let me compute 1 + 1 = 2, then 3 and 5 and", True))
+        return out
+
+    outcomes = {o.item_id: o for o in run_abilities(ITEMS, predict)}
+    assert outcomes["v1"].correct == {"image": True, "black": False} and outcomes["v1"].truncated == ("black",)
+    assert outcomes["v2"].truncated == () and outcomes["t1"].truncated == ("text",)
+    assert outcomes["m1"].correct == {"image": False, "black_description": False}
+    scores = score_abilities(list(outcomes.values()))
+    assert (scores["Mvis"].truncated, scores["Mv2r"].truncated, scores["Mrea"].truncated) == (1, 2, 1)
+    assert scores["Mrea"].n == 1 and scores["Mrea"].value == 0.0      # truncated stays in N, as wrong
+    assert scores["Mvis"].as_dict()["truncated"] == 1
+
+
+def test_cache_keeps_whether_a_response_hit_the_budget():
+    from vlmdiag.measure.abilities import Response
+
+    cache = {}
+    item = [ITEMS[4]]
+    first = run_abilities(item, lambda m, i: [Response("<think>1 + 1 is", True)], cache=cache, fingerprint="f")
+    again = run_abilities(item, lambda m, i: pytest.fail("asked again"), cache=cache, fingerprint="f")
+    assert first[0].truncated == again[0].truncated == ("text",)
+
+
+@pytest.mark.parametrize("answer_format, suffix", [
+    ("none", ""),
+    ("think_answer", "\nOutput the thinking process in <think> </think> and final answer in <answer> </answer> tags."),
+    ("boxed", '\nPlease solve the problem step by step and put your answer in one "\\boxed{}".'),
+])
+def test_answer_format_is_appended_to_every_condition(answer_format, suffix):
+    for item in ITEMS[:3] + ITEMS[4:]:
+        plain, _ = build_prompts(item)
+        prompts, _ = build_prompts(item, answer_format)
+        for a, b in zip(plain, prompts):
+            assert b.messages[0]["content"][-1]["text"] == a.messages[0]["content"][-1]["text"] + suffix
+    with pytest.raises(ValueError, match="expected one of none, think_answer, boxed"):
+        build_prompts(ITEMS[4], "json")
+
+
+def test_answer_format_changes_the_cache_key():
+    cache = {}
+    run_abilities([ITEMS[4]], FakeModel(), cache=cache, fingerprint="f")
+    run_abilities([ITEMS[4]], FakeModel(), cache=cache, fingerprint="f", answer_format="boxed")
+    assert len(cache) == 2

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import shutil
 
 import numpy as np
@@ -213,16 +214,17 @@ def test_a_rerun_hits_and_each_input_that_changes_results_misses(triple, tmp_pat
     assert misses()  # library versions
     monkeypatch.undo()
     assert not misses()  # back to the stored inputs: a hit again
-    # One byte of RL's weights, placed between the fingerprint's samples, changes the key.
+    # One bit of RL's weights anywhere changes the key, even with size and times put back.
     from vlmdiag.checkpoints import Checkpoint
 
     weights = triple["rl"] / "model.safetensors"
     data = bytearray(weights.read_bytes())
-    assert len(data) > cache_module._SMALL_FILE  # keyed by size and time, not by content
     fingerprint = Checkpoint(triple["rl"]).fingerprint
     data[len(data) * 3 // 32 + 4096 + 17] ^= 0x01
+    stat = weights.stat()
     weights.write_bytes(bytes(data))
-    assert Checkpoint(triple["rl"]).fingerprint == fingerprint
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert Checkpoint(triple["rl"]).fingerprint != fingerprint
     assert misses()
     (triple["base"] / "generation_config.json").write_text("{}")  # a small file: by content
     assert misses()

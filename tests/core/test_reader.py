@@ -21,7 +21,7 @@ def folders(tmp_path_factory):
     out = {}
     for kind in ("safetensors", "pickle"):
         folder = tmp_path_factory.mktemp(kind)
-        (folder / "config.json").write_text(tiny_config().to_json_string())
+        (folder / "config.json").write_text(tiny_config(num_layers=2, vision_depth=1).to_json_string())  # the layers below
         if kind == "safetensors":
             save_file(tensors, str(folder / "model.safetensors"))
         else:

@@ -50,3 +50,40 @@ def test_mcnemar_is_scipys_exact_binomial_test_and_wilson_uses_the_normal_quanti
         centre = (p + z * z / (2 * n)) / (1 + z * z / n)
         assert wilson_interval(12, n, level=level).low == pytest.approx(
             centre - z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n), rel=1e-12)
+
+
+def test_vectorised_bootstrap_of_the_mean_gives_the_same_interval_as_the_loop():
+    from vlmdiag.stats import bootstrap_interval as fast
+
+    x = np.random.default_rng(2).normal(size=97)
+    loop = fast(x, lambda v: float(np.mean(v)), seed=5)  # not np.mean itself: the row-by-row path
+    assert fast(x, seed=5) == loop
+
+
+def test_kept_share_is_the_paired_ratio_of_gains_with_a_conservative_interval():
+    from vlmdiag.stats import kept_share
+
+    n = 100
+    ref = np.zeros(n)
+    full = (np.arange(n) < 40).astype(float)          # gains 0.40
+    half = (np.arange(n) < 20).astype(float)          # keeps half of it
+    share = kept_share(ref, full, half, n_resamples=2000)
+    assert share.estimate == pytest.approx(0.5) and share.n == n
+    assert share.interval.low < 0.5 < share.interval.high and share.interval.high - share.interval.low < 0.4
+    assert kept_share(ref, full, full).interval.low == pytest.approx(1.0)
+    # no gain: undefined share, an interval that supports no side
+    none = kept_share(ref, ref, half)
+    assert none.estimate is None and none.interval.low == -np.inf and none.interval.high == np.inf
+    with pytest.raises(ValueError):
+        kept_share(ref, full[:10], half)
+
+
+def test_n_to_decide_of_several_parts_is_decided_by_the_first_failing_or_the_last_holding_part():
+    from vlmdiag.stats import n_to_decide, n_to_decide_all, standard_error
+
+    i = Interval(-0.02, 0.10, 0.95)
+    assert n_to_decide(100, 0.04, i, 0.0) == 225 and standard_error(i) == pytest.approx(0.06 / 1.959964)
+    assert n_to_decide_all([(225, True), (400, True)]) == 400      # every part must hold
+    assert n_to_decide_all([(225, True), (900, False)]) == 900     # one failing part decides alone
+    assert n_to_decide_all([(225, True), (None, True)]) is None    # a part on its threshold never decides
+    assert n_to_decide_all([(300, False), (None, True)]) == 300

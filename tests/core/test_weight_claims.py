@@ -111,3 +111,33 @@ def test_malformed_thresholds_name_file_line_and_key(case, tmp_path):
 
 def test_the_shipped_thresholds_cover_every_claim(thresholds):
     assert set(thresholds.claims) == set(all_claims())
+
+
+# ---------------------------------------------------------------- the storage-precision floor
+
+
+def test_paper_like_updates_stored_in_bf16_are_still_found(planted, thresholds):
+    """All three checkpoints rounded to bf16, as trainers save them: RL's 1e-4 updates are a few
+    times the rounding, and every weight claim still reads them."""
+    results = verdicts(planted("paper", dtype="bfloat16"), thresholds)
+    assert {c: r.verdict for c, r in results.items()} == dict.fromkeys(WEIGHT_CLAIMS, "reproduced")
+    assert results["updates.rl_smaller_than_in"].metrics["median_ratio"] == pytest.approx(0.01, rel=0.3)
+    assert results["updates.energy_mid"].metrics["rl_signal_to_floor"] > 2
+
+
+def test_a_bf16_round_trip_of_IN_is_not_an_update(planted, thresholds):
+    """RL = IN rounded to bf16 (no training): its ΔW is pure storage rounding. Every weight claim
+    says so (inconclusive, naming the floor) instead of reading the rounding as an update."""
+    results = verdicts(planted("null", rl_dtype="bfloat16"), thresholds)
+    for claim, result in results.items():
+        assert result.verdict == "inconclusive", (claim, result.reason)
+        assert "RL's update" in result.reason and "within the storage-precision floor" in result.reason
+    assert 0.9 < results["updates.energy_mid"].metrics["rl_signal_to_floor"] < 1.1
+
+
+def test_a_null_pair_reproduces_nothing(planted, thresholds):
+    """RL = a copy of IN: no claim comparing RL with IN is reproduced; each says RL has no update."""
+    results = verdicts(planted("null"), thresholds)
+    for claim, result in results.items():
+        assert result.verdict == "inconclusive", (claim, result.reason)
+        assert "RL has no update at all" in result.reason

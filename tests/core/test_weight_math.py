@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from vlmdiag.measure.weights import SPECTRUM_RANKS, delta_stats
+from vlmdiag.measure.weights import SPECTRUM_RANKS, delta_stats, rounding_energy
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 matrices = st.tuples(st.integers(1, 48), st.integers(1, 48)).flatmap(
@@ -59,6 +59,46 @@ def test_higher_rank_weights_are_flattened_per_output_channel():
     assert stats.frobenius == pytest.approx(float(conv.norm()), rel=1e-5)
 
 
+# ---------------------------------------------------------------- the storage-precision floor
+
+
+def rounding_reference(stored: torch.Tensor) -> float:
+    """Σ ulp(w)²/12 over the stored values, ulp from numpy's float64 frexp (w = m·2^e, m ∈ [0.5, 1))."""
+    mantissa, exponent = np.frexp(stored.double().numpy())
+    binade = np.where(mantissa != 0, np.ldexp(1.0, exponent - 1), 0.0)
+    return float((binade ** 2).sum() * torch.finfo(stored.dtype).eps ** 2 / 12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_rounding_energy_is_the_expected_square_error_of_rounding(dtype):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(256, 384, generator=g, dtype=torch.float64) * 0.02
+    stored = w.to(dtype)
+    energy = rounding_energy(stored.float(), dtype)
+    assert energy == pytest.approx(rounding_reference(stored), rel=1e-4)
+    if dtype != torch.float32:  # the measured square error of this rounding (fp32 is below float64's resolution)
+        assert float((stored.double() - w).square().sum()) == pytest.approx(energy, rel=0.03)
+
+
+def test_a_pure_bf16_round_trip_sits_on_its_floor_and_a_low_rank_update_rises_above_it():
+    """ΔW = bf16(W) − W has the floor's Frobenius norm and a top singular value at the floor's σ;
+    a rank-2 update of 3× the per-entry rounding error of two bf16 checkpoints rises above both, but only in 2 directions."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(384, 256, generator=g) * 0.02
+    before = w.bfloat16()
+    floor_energy = 2 * rounding_energy(before.float(), torch.bfloat16)  # both stored in bf16
+    rounded = delta_stats((w.bfloat16().float() - w), w, spectra=True, floor_energy=rounding_energy(w, torch.float32)
+                          + rounding_energy(before.float(), torch.bfloat16))
+    assert 0.9 < rounded.frobenius / rounded.floor < 1.1
+    assert 0.9 < rounded.singular_values[0] / rounded.floor_sigma < 1.3
+    per_entry = (floor_energy / w.numel()) ** 0.5
+    signal = (torch.randn(384, 2, generator=g) @ torch.randn(2, 256, generator=g)) * (3 * per_entry / 2 ** 0.5)
+    after = (w + signal).bfloat16()
+    update = delta_stats(after.float() - before.float(), before.float(), spectra=True, floor_energy=floor_energy)
+    assert update.frobenius > 2.5 * update.floor
+    assert update.singular_values[1] > 5 * update.floor_sigma > 5 * update.singular_values[2]
+
+
 # ---------------------------------------------------------------- the streaming engines against float64
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -70,7 +110,7 @@ NAMES = ["model.language_model.layers.0.mlp.up_proj.weight", "model.language_mod
 def config_json(tmp_path_factory):
     from vlmdiag.planted import tiny_config
 
-    return tiny_config().to_json_string()
+    return tiny_config(num_layers=2, vision_depth=1).to_json_string()  # the layers NAMES hold
 
 
 def write_triple(folder, config_json, tensors_by_stage):
@@ -111,6 +151,7 @@ def test_streamed_norms_match_float64(tmp_path_factory, config_json, monkeypatch
     from vlmdiag.measure import weights
 
     monkeypatch_module.setattr(weights, "NORM_CHUNK", chunk)
+    monkeypatch_module.setattr(weights, "FLOOR_STRIDE", 1)  # exact floors (the sampling: test below)
     g = torch.Generator().manual_seed(seed)
     tensors = {"origin": {}, "base": {}, "rl": {}}
     for name, (rows, cols, depth) in zip(NAMES, shapes):
@@ -136,6 +177,34 @@ def assert_matches_float64(by, tensors, spectra):
         assert by[name, "in"].frobenius == pytest.approx(in_norm, rel=1e-5, abs=1e-12)
         assert by[name, "in"].relative == pytest.approx(in_rel, rel=1e-5, abs=1e-12)
         assert (by[name, "rl"].singular_values is not None) == (spectra and rl_norm > 0)
+        rounding = {stage: rounding_reference(tensors[stage][name]) for stage in ("origin", "base", "rl")}
+        assert by[name, "rl"].floor == pytest.approx((rounding["base"] + rounding["rl"]) ** 0.5, rel=1e-4)
+        assert by[name, "in"].floor == pytest.approx((rounding["base"] + rounding["origin"]) ** 0.5, rel=1e-4)
+        m, n = tensors["base"][name].shape[0], tensors["base"][name][0].numel()
+        assert by[name, "rl"].floor_sigma == pytest.approx(by[name, "rl"].floor * (m ** -0.5 + n ** -0.5), rel=1e-6)
+
+
+def test_the_slice_engine_samples_the_floor_closely(tmp_path, config_json, monkeypatch):
+    """Every FLOOR_STRIDE-th slice of a matrix of many slices: the floor within 1% of the exact one,
+    on rows of unequal magnitude (a fifth of the rows 10× larger)."""
+    from vlmdiag.measure import weights
+
+    monkeypatch.setattr(weights, "NORM_CHUNK", 1000)
+    g = torch.Generator().manual_seed(3)
+    shape = (300, 200)
+    scale = torch.where(torch.rand(shape[0], 1, generator=g) < 0.2, 0.2, 0.02)
+    tensors = {stage: {} for stage in ("origin", "base", "rl")}
+    for name in NAMES:
+        w = torch.randn(shape, generator=g) * scale
+        for stage, step in (("origin", 0.0), ("base", 1e-2), ("rl", 1e-3)):
+            w = w + step * torch.randn(shape, generator=g)
+            tensors[stage][name] = w.bfloat16()
+    cks = write_triple(tmp_path, config_json, tensors)
+    result = weights.weight_deltas(cks["base"], cks["rl"], cks["origin"], device="cpu")
+    for m in result.matrices:
+        before, after = ("base", "rl") if m.stage == "rl" else ("origin", "base")
+        exact = (rounding_reference(tensors[before][m.name]) + rounding_reference(tensors[after][m.name])) ** 0.5
+        assert m.stats.floor == pytest.approx(exact, rel=0.01)
 
 
 @pytest.mark.parametrize("spectra", [False, True])

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,15 +46,22 @@ def copy(src: Path, dst: Path) -> Path:
 
 def snapshot(folder: Path) -> dict[str, tuple]:
     """Every file and folder under ``folder`` (itself included): size, sha256 and mtime (ns) of
-    files, mtime of folders. Equal snapshots: nothing was written, touched, added or removed."""
+    files, mtime of folders, the target of symlinks (not followed), the type of anything else
+    (a FIFO is never opened). Equal snapshots: nothing was written, touched, added or removed."""
+    import stat as kinds
+
     out = {".": ("dir", folder.stat().st_mtime_ns)}
     for path in sorted(folder.rglob("*")):
-        stat = path.stat()
+        info = path.lstat()
         key = str(path.relative_to(folder))
-        if path.is_dir():
-            out[key] = ("dir", stat.st_mtime_ns)
+        if path.is_symlink():
+            out[key] = ("link", os.readlink(path))
+        elif kinds.S_ISDIR(info.st_mode):
+            out[key] = ("dir", info.st_mtime_ns)
+        elif kinds.S_ISREG(info.st_mode):
+            out[key] = (info.st_size, hashlib.sha256(path.read_bytes()).hexdigest(), info.st_mtime_ns)
         else:
-            out[key] = (stat.st_size, hashlib.sha256(path.read_bytes()).hexdigest(), stat.st_mtime_ns)
+            out[key] = ("special", kinds.S_IFMT(info.st_mode), info.st_mtime_ns)
     return out
 
 
@@ -86,3 +94,28 @@ def comparable(report: dict) -> dict:
     out = {k: v for k, v in report.items() if k not in ("created", "environment", "cache")}
     out["claims"] = [{k: v for k, v in claim.items() if k != "cache"} for claim in report["claims"]]
     return out
+
+
+def run_diagnostics(pytester, *args, plugins=()) -> tuple[int, str]:
+    """``pytest diagnostics/test_updates.py ARGS`` in this process, with extra plugin objects; the
+    exit code and all output. Without plugins the output must hold no traceback."""
+    result = pytester.runpytest_inprocess(str(UPDATES), f"--rootdir={ROOT}", "-p", "no:randomly",
+                                          "-p", "no:cacheprovider", *map(str, args), plugins=list(plugins),
+                                          no_reraise_ctrlc=True)
+    out = "\n".join(result.outlines + result.errlines)
+    assert plugins or ("Traceback" not in out and "INTERNALERROR" not in out), out
+    return int(result.ret), out
+
+
+def roles(paths: dict, **replace) -> list[str]:
+    """``--origin/--base/--rl`` options for a triple, with some roles replaced."""
+    paths = {**paths, **replace}
+    return [f"--{role}={paths[role]}" for role in ("origin", "base", "rl") if paths.get(role)]
+
+
+@contextmanager
+def untouched(*folders: Path):
+    """Asserts that no file under ``folders`` changed (bytes, mtime) and that nothing appeared."""
+    before = [snapshot(folder) for folder in folders]
+    yield
+    assert [snapshot(folder) for folder in folders] == before

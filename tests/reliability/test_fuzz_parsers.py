@@ -301,7 +301,7 @@ def test_safetensors_header_parses_or_names_the_file(scratch, content):
 # ----------------------------------------------------------------------------- config.json, pickle weights
 
 GOOD_CONFIG = {"architectures": ["Qwen2_5_VLForConditionalGeneration"], "model_type": "qwen2_5_vl",
-               "text_config": {"num_hidden_layers": 3}, "vision_config": {"depth": 1}, "image_token_id": 5}
+               "text_config": {"num_hidden_layers": 1}, "vision_config": {"depth": 1}, "image_token_id": 5}
 
 
 def _configs():

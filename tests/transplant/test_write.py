@@ -44,7 +44,7 @@ def test_folder_contents_layout_and_provenance(tmp_path, ckpt_a, ckpt_b):
     record = json.loads((result.out / "vlmdiag_transplant.json").read_text())
     assert record["variant"] == "B:A:A" and record["components_from"] == "B"
     assert record["checkpoints"]["A"]["path"] == str(ckpt_a.resolve())
-    assert len(record["checkpoints"]["B"]["fingerprint"]) == 16
+    assert len(record["checkpoints"]["B"]["fingerprint"]) == 32
     written, b = load(result.out), load(ckpt_b)
     assert torch.equal(written.lm_head.weight, b.lm_head.weight)
     assert torch.equal(written.model.visual.merger.mlp[0].weight, b.model.visual.merger.mlp[0].weight)

@@ -4,13 +4,14 @@ from vlmdiag.checkpoints.checkpoint import Checkpoint, check_compatible
 from vlmdiag.checkpoints.resolve import resolve_checkpoint
 
 
-def open_checkpoint(spec: str, *, allow_pickle: bool = False) -> Checkpoint:
-    """Resolve ``spec`` (folder, ``organism:STAGE`` or hub id) and open it.
+def open_checkpoint(spec: str, *, allow_pickle: bool = False, store=None) -> Checkpoint:
+    """Resolve ``spec`` (folder, ``organism:STAGE`` or hub id) and open it; ``store`` remembers
+    its content digests (see :class:`Checkpoint`).
 
     Raises:
         CheckpointError: see :func:`resolve_checkpoint` and :class:`Checkpoint`.
     """
-    return Checkpoint(resolve_checkpoint(spec), allow_pickle=allow_pickle, spec=spec)
+    return Checkpoint(resolve_checkpoint(spec), allow_pickle=allow_pickle, spec=spec, store=store)
 
 
 __all__ = ["Checkpoint", "check_compatible", "open_checkpoint", "resolve_checkpoint"]

@@ -3,20 +3,22 @@ between checkpoints that are compared."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import torch
 
 from vlmdiag.adapters import Adapter, TensorLocation, adapter_for
+from vlmdiag.checkpoints import identity
 from vlmdiag.checkpoints.safetensors_header import DTYPES, TensorEntry, read_header, read_tensor
 from vlmdiag.checkpoints.reader import TensorReader
-from vlmdiag.errors import CheckpointError, IncompatibleCheckpointsError
+from vlmdiag.checkpoints.validate import check_layer_counts, check_regular_files, shard_files
+from vlmdiag.errors import CheckpointError, IncompatibleCheckpointsError, printable
+from vlmdiag.paths import protect_checkpoint
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-_SAMPLES, _SAMPLE_BYTES = 16, 4096
+_SHARD_INDEX = "model.safetensors.index.json"
 
 
 class Checkpoint:
@@ -24,23 +26,35 @@ class Checkpoint:
 
     Nothing but headers is read at construction; :meth:`get` reads one tensor. Tensor names are
     canonical (transformers 5.x in-memory names, see :mod:`vlmdiag.adapters`), whatever layout the
-    files use. Never writes into the folder.
+    files use. Never writes into the folder. ``store`` (a :class:`~vlmdiag.cache.ResultsCache`, or
+    None) remembers the content digests of :attr:`fingerprint` between runs.
+
+    Opening registers the folder with :func:`vlmdiag.paths.protect_checkpoint`: no report, plot
+    or cache entry of this process may be written into it afterwards.
 
     Raises:
         CheckpointError: no config.json, no weights, pickle-only weights without
-            ``allow_pickle``, a corrupt/truncated safetensors file, a sharded index that names a
-            missing file, or an unsupported architecture.
+            ``allow_pickle``, a corrupt/truncated safetensors file, a FIFO or device in the
+            folder, a malformed shard index, one that names a missing file or a file outside the
+            folder, a config whose layer counts disagree with the weights, or an unsupported
+            architecture (:mod:`vlmdiag.checkpoints.validate`).
     """
 
-    def __init__(self, path: str | Path, *, allow_pickle: bool = False, spec: str | None = None):
+    def __init__(self, path: str | Path, *, allow_pickle: bool = False, spec: str | None = None, store=None):
         self.path = Path(path)
         self.spec = spec or str(path)
+        self.store = store
         if not self.path.is_dir():
             raise CheckpointError(f"{self.path}: checkpoint folder does not exist")
+        protect_checkpoint(self.path)  # from now on no report, plot or cache entry may land here
+        check_regular_files(self.path)
         config_file = self.path / "config.json"
         if not config_file.is_file():
             raise CheckpointError(f"{self.path}: no config.json (is this a Hugging Face checkpoint folder?)")
-        self._config_bytes = config_file.read_bytes()
+        try:
+            self._config_bytes = config_file.read_bytes()
+        except OSError as error:
+            raise CheckpointError(f"{config_file}: cannot read ({error.strerror})") from error
         try:
             self.config: dict = json.loads(self._config_bytes)
         except (ValueError, RecursionError) as error:
@@ -58,6 +72,7 @@ class Checkpoint:
             raise CheckpointError(f"{config_file}: unexpected value ({type(error).__name__}: {error}); "
                                   f"layer counts must be integers") from error
         self._entries, self._headers, self._pickled = self._index(allow_pickle)
+        check_layer_counts(self, config_file)
 
     def _index(self, allow_pickle: bool):
         """Map canonical names to safetensors entries or to (pickle file, on-disk name)."""
@@ -86,17 +101,13 @@ class Checkpoint:
         return entries, headers, pickled
 
     def _weight_files(self) -> list[Path]:
-        index = self.path / "model.safetensors.index.json"
+        index = self.path / _SHARD_INDEX
         if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (ValueError, KeyError, TypeError) as error:
-                raise CheckpointError(f"{index}: malformed shard index ({error})") from error
-            files = sorted({self.path / name for name in weight_map.values()})
-            missing = [f.name for f in files if not f.is_file()]
+            files = shard_files(index)
+            missing = [name for name, f in files.items() if not f.is_file()]
             if missing:
-                raise CheckpointError(f"{index}: names shard(s) that do not exist: {', '.join(missing)}")
-            return files
+                raise CheckpointError(f"{index}: names shard(s) that do not exist: {printable(', '.join(missing))}")
+            return sorted(files.values())
         safetensors = sorted(self.path.glob("*.safetensors"))
         if safetensors:
             return safetensors
@@ -158,19 +169,57 @@ class Checkpoint:
 
     @cached_property
     def fingerprint(self) -> str:
-        """sha256 (hex, 16 chars) of config.json, every weight file's header, and 16 samples of
-        4 KiB spread over each file's data. Cheap (reads ≤ 64 KiB a file) and it tells apart
-        checkpoints of one architecture, since fine-tuning changes bytes everywhere."""
-        digest = hashlib.sha256(self._config_bytes)
-        for raw in self._headers:
-            digest.update(raw)
-        for file in sorted({e.file for e in self._entries.values()} | {f for f, _ in self._pickled.values()}):
-            size = file.stat().st_size
-            with open(file, "rb") as f:
-                for i in range(_SAMPLES):
-                    f.seek(size * i // _SAMPLES)
-                    digest.update(f.read(_SAMPLE_BYTES))
-        return digest.hexdigest()[:16]
+        """The checkpoint's exact identity (32 hex characters of xxh3-128): a digest of every
+        tensor (canonical name, stored dtype, shape, every byte) and of every other top-level file
+        of the folder by name and content (see :mod:`vlmdiag.checkpoints.identity`). Equal for two
+        folders exactly when they hold the same model; a copy, or a re-sharding, keeps it.
+        The first call reads every byte (remembered in :attr:`store`, when given, by file stat).
+
+        Raises:
+            CheckpointError: a file cannot be read.
+        """
+        return identity.compose(self.file_digests, self.tensor_digests)
+
+    @cached_property
+    def tensor_digests(self) -> dict[str, str]:
+        """``{canonical name: digest}`` of every tensor (stored dtype, shape and bytes).
+
+        Raises:
+            CheckpointError: a weight file cannot be read.
+        """
+        digests: dict[str, str] = {}
+        for file in self._weight_paths():
+            if file.suffix == ".safetensors":
+                compute = lambda file=file: identity.safetensors_digests(read_header(file)[0])  # noqa: E731
+            else:
+                compute = lambda file=file: {k: identity.torch_digest(v) for k, v in _load_pickle(file).items()}  # noqa: E731
+            for name, digest in self._remembered("tensors", file, compute).items():
+                digests[self.adapter.canonical(name)] = digest
+        return digests
+
+    @cached_property
+    def file_digests(self) -> dict[str, str]:
+        """``{file name: digest}`` of every top-level file of the folder other than the weights
+        and the shard index (config, tokenizer, processor, ...; hidden files left out).
+
+        Raises:
+            CheckpointError: a file cannot be read.
+        """
+        weights = set(self._weight_paths())
+        return {path.name: self._remembered("file", path, partial(identity.file_digest, path))
+                for path in sorted(self.path.iterdir())
+                if path.is_file() and not path.name.startswith(".") and path.name != _SHARD_INDEX
+                and path not in weights}
+
+    def _weight_paths(self) -> list[Path]:
+        """The files that hold this checkpoint's tensors."""
+        return sorted({e.file for e in self._entries.values()} | {f for f, _ in self._pickled.values()})
+
+    def _remembered(self, kind: str, path: Path, compute):
+        try:
+            return identity.remembered(self.store, kind, path, compute)
+        except OSError as error:
+            raise CheckpointError(f"{path}: cannot read ({error.strerror or error})") from error
 
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.path)!r}, {self.adapter.family}, L={self.num_llm_layers})"

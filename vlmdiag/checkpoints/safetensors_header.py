@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from vlmdiag.errors import CheckpointError
+from vlmdiag.checkpoints.validate import open_regular
+from vlmdiag.errors import CheckpointError, printable
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -43,37 +44,47 @@ class TensorEntry:
 
 
 def read_header(path: Path) -> tuple[dict[str, TensorEntry], bytes]:
-    """Parse and validate the header of one safetensors file.
+    """Parse and validate the header of one safetensors file, as strictly as the safetensors
+    library does (``Metadata::validate``): the header is a JSON object, ``__metadata__`` maps strings to strings, every tensor has a supported dtype, a shape of
+    non-negative integers and ``data_offsets`` whose length is dtype size × element count, and
+    the byte ranges, sorted, tile the data exactly: from 0, contiguous, non-overlapping, up to
+    the end of the file. A file that breaks any rule would be refused by ``safetensors`` (and by
+    transformers); reading it anyway gives tensors from the wrong bytes.
 
     Returns:
         (entries by on-disk tensor name, the raw header bytes for fingerprinting).
 
     Raises:
-        CheckpointError: the file is not safetensors, its header is corrupt, or it is truncated
-            (a tensor's byte range runs past the end of the file).
+        CheckpointError: the file is not a regular file, not safetensors, its header is corrupt,
+            or it is truncated (a tensor's byte range runs past the end of the file).
     """
+    shown = printable(path)
+    fd = open_regular(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
+        with os.fdopen(fd, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             prefix = f.read(8)
             if len(prefix) < 8:
-                raise CheckpointError(f"{path}: not a safetensors file ({size} bytes, no header)")
+                raise CheckpointError(f"{shown}: not a safetensors file ({size} bytes, no header)")
             (length,) = struct.unpack("<Q", prefix)
             if length > min(_MAX_HEADER, size - 8):
                 raise CheckpointError(
-                    f"{path}: corrupt safetensors header (declares {length} header bytes in a "
+                    f"{shown}: corrupt safetensors header (declares {length} header bytes in a "
                     f"{size}-byte file)")
             raw = f.read(length)
     except OSError as error:
-        raise CheckpointError(f"{path}: cannot read ({error.strerror})") from error
+        raise CheckpointError(f"{shown}: cannot read ({error.strerror})") from error
     try:
         header = json.loads(raw)
         if not isinstance(header, dict):
             raise ValueError("header is not a JSON object")
+        metadata = header.get("__metadata__", {})
+        if not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+            raise ValueError("__metadata__ is not an object of strings")
     except (UnicodeDecodeError, ValueError, RecursionError) as error:  # RecursionError: absurdly deep nesting
-        raise CheckpointError(f"{path}: corrupt safetensors header ({type(error).__name__}: {error})") from error
+        raise CheckpointError(f"{shown}: corrupt safetensors header ({type(error).__name__}: {error})") from error
     data_start = 8 + length
-    entries = {}
+    ranges = []
     for name, spec in header.items():
         if name == "__metadata__":
             continue
@@ -87,18 +98,35 @@ def read_header(path: Path) -> tuple[dict[str, TensorEntry], bytes]:
             numel = 1
             for dim in shape:
                 numel *= dim
+                if numel >= 2**64:
+                    raise ValueError(f"shape {shape!r} overflows")
             if not isinstance(dtype, str) or dtype not in DTYPES:
                 raise ValueError(f"unsupported dtype {dtype!r}")
-            if end - begin != numel * DTYPES[dtype].itemsize or begin < 0:
+            if end < begin or end - begin != numel * DTYPES[dtype].itemsize:
                 raise ValueError(f"byte range {begin}..{end} does not fit shape {list(shape)} {dtype}")
         except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{path}: corrupt safetensors header entry {name!r} ({error})") from error
-        if data_start + end > size:
             raise CheckpointError(
-                f"{path}: truncated safetensors file: tensor {name!r} ends at byte "
-                f"{data_start + end} but the file has {size} bytes")
-        entries[name] = TensorEntry(path, dtype, tuple(int(d) for d in shape),
-                                    data_start + begin, data_start + end)
+                f"{shown}: corrupt safetensors header entry {printable(repr(name))} ({printable(error)})") from error
+        ranges.append((begin, end, name))
+    position = 0
+    for begin, end, name in sorted(ranges):
+        if begin != position:
+            what = "overlaps the tensor before it" if begin < position else f"leaves bytes {position}..{begin} unused"
+            raise CheckpointError(
+                f"{shown}: corrupt safetensors header entry {printable(repr(name))} (data_offsets {begin}..{end} "
+                f"{what}; tensors must tile the data contiguously)")
+        position = end
+    if data_start + position > size:
+        last = max(ranges)[2]
+        raise CheckpointError(
+            f"{shown}: truncated safetensors file: tensor {printable(repr(last))} ends at byte "
+            f"{data_start + position} but the file has {size} bytes")
+    if data_start + position < size:
+        raise CheckpointError(
+            f"{shown}: corrupt safetensors file: {size - data_start - position} byte(s) after the last "
+            f"tensor's data (the header accounts for {data_start + position} of {size} bytes)")
+    entries = {name: TensorEntry(path, header[name]["dtype"], tuple(int(d) for d in header[name]["shape"]),
+                                 data_start + begin, data_start + end) for begin, end, name in ranges}
     return entries, raw
 
 

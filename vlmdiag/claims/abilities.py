@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from vlmdiag.claims.inference import AbilityTable, comparison_condition, comparison_text, comparisons_dict
+from vlmdiag.claims.inference import (AbilityTable, comparison_condition, comparison_text, comparisons_dict,
+                                     decide_text)
 from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
 from vlmdiag.regions import Regions
+from vlmdiag.stats import n_to_decide
 
 METRICS = ("Mvis", "Mv2r", "Mrea")
 
@@ -37,9 +39,14 @@ def no_uniform_vision_gain(table: AbilityTable, regions: Regions, t: NoUniformVi
       IN→RL interval lies entirely below 0 (true); every metric's every step lies entirely above
       0 (false: a uniform, monotone improvement); else unknown.
 
-    Reproduced when either is true; not_reproduced when no vision gain is false and non-monotone
-    is false or not checkable (no ``--origin``); inconclusive otherwise. The statistic is the
-    RL − IN Mvis change with its interval, against ``min_vision_gain``.
+    Both are about RL's end-to-end gain, so neither counts unless RL has one: some ability's
+    RL − IN interval lies entirely above 0 (an RL that changed nothing has no gain to come from
+    anywhere; a Base→IN decline alone says nothing about RL). Without it the claim is
+    inconclusive. Otherwise reproduced when either piece is true; not_reproduced when no vision
+    gain is false and non-monotone is false or not checkable (no ``--origin``); inconclusive
+    otherwise. The statistic is the RL − IN Mvis change with its interval, against
+    ``min_vision_gain``. An inconclusive verdict reports ``n_to_decide``: the items that would
+    resolve RL's gain, or else the statistic or a decline, at the observed effects.
     """
     level, n = t.confidence, t.bootstrap_resamples
     if table.compare("IN", "RL", "Mvis", level=level, n_resamples=n) is None:
@@ -60,7 +67,11 @@ def no_uniform_vision_gain(table: AbilityTable, regions: Regions, t: NoUniformVi
     non_monotone = None
     if "Base" in table.scores:
         non_monotone = True if declines else False if usable and all(c.interval.low > 0 for c in usable) else None
-    if no_gain or non_monotone:
+    rl_steps = {m: comparisons[f"{m} RL − IN"] for m in METRICS}
+    rl_gain = [m for m, c in rl_steps.items() if c is not None and c.interval.low > 0]
+    if not rl_gain:
+        verdict = "inconclusive"  # no gain whose source could be located, whatever else holds
+    elif no_gain or non_monotone:
         verdict = "reproduced"
     elif no_gain is False and not non_monotone:
         verdict = "not_reproduced" if non_monotone is False or "Base" not in table.scores else "inconclusive"
@@ -72,14 +83,30 @@ def no_uniform_vision_gain(table: AbilityTable, regions: Regions, t: NoUniformVi
     if "Base" in table.scores:
         parts.append("declines: " + ("; ".join(comparison_text(c) for c in declines) if declines else
                                      "none resolved" + (" (every step improves every ability)" if non_monotone is False else "")))
+    n_decide = None
+    if verdict == "inconclusive":
+        if not rl_gain:
+            found = [x for c in rl_steps.values() if c is not None and c.delta > 0
+                     and (x := n_to_decide(c.n, c.delta, c.interval, 0.0)) is not None]
+            n_decide = min(found) if found else None
+            parts.insert(0, "RL has no resolved gain over IN on " + "/".join(METRICS) + ", so there is no "
+                         "end-to-end gain whose source could be located; "
+                         + decide_text(n_decide, "resolve RL's gain"))
+        else:
+            # the statistic resolving, or (with Base) a decline resolving, whichever comes first
+            found = [vision.n_needed] + [n_to_decide(c.n, c.delta, c.interval, 0.0) for c in usable
+                                         if "Base" in table.scores and c.delta < 0]
+            found = [x for x in found if x is not None]
+            n_decide = min(found) if found else None
+            parts.append(decide_text(n_decide))
     parts += list(table.notes)
     metrics = {"scores": table.table(), "transitions": table.transitions(),
                "comparisons": comparisons_dict(comparisons), "no_vision_gain": no_gain,
                "non_monotone": non_monotone, "rl_has_reasoning_gain": has_gain, "stages": list(table.scores),
-               "n_needed": vision.n_needed}
-    # What the rule read: no clear vision gain, RL's reasoning gain to explain, any resolved decline.
+               "n_needed": vision.n_needed, "rl_gains": rl_gain, "n_to_decide": n_decide}
+    # What the rule read: no clear vision gain, RL's gain over IN (any ability), any resolved decline.
     conditions = (comparison_condition(vision, t.min_vision_gain, "below"),
-                  *(comparison_condition(c, 0.0, "above") for c in reasoning),
+                  *(comparison_condition(c, 0.0, "above") for c in rl_steps.values() if c is not None),
                   *(comparison_condition(c, 0.0, "below") for c in usable if "Base" in table.scores))
     return Outcome(verdict, "; ".join(parts), vision.delta, vision.interval, t.min_vision_gain, metrics,
                    conditions=conditions)

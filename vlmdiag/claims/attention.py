@@ -7,10 +7,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from vlmdiag.claims.inference import MODES, AttentionComparison, combine, layer_list, region_means
+from vlmdiag.claims.inference import MODES, AttentionComparison, combine, decide_text, layer_list, region_means
 from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim, condition
 from vlmdiag.regions import Regions
-from vlmdiag.stats import bootstrap_interval, decide
+from vlmdiag.stats import bootstrap_interval, decide, n_to_decide, n_to_decide_all
 
 
 class AttentionShiftThresholds(ProbeThresholds):
@@ -55,8 +55,10 @@ def r2v_shift_mid_late(m: AttentionComparison, regions: Regions, t: AttentionShi
     metrics["n_items"], metrics["n_items_used"] = len(m.item_ids), int(ok.sum())
     metrics["shared_sequence_from"] = {s: m.shared_from.count(s) for s in ("RL", "IN")}
     if ok.sum() < 2:
+        metrics["n_to_decide"] = None  # unknown: no effect to extrapolate from
         return Outcome("inconclusive", f"{t.basis}: {int(ok.sum())} of {len(m.item_ids)} items had reasoning "
-                       "tokens in both models; too few to measure an attention shift", metrics=metrics,
+                       "tokens in both models; too few to measure an attention shift (no N to decide it can be "
+                       "estimated without an observed effect)", metrics=metrics,
                        series=f"{t.basis}_mass_increase")
     by_region = region_means(diff[ok], regions)
     mid_late = np.concatenate([diff[ok][:, list(regions.ranges["Mid"])],
@@ -80,5 +82,12 @@ def r2v_shift_mid_late(m: AttentionComparison, regions: Regions, t: AttentionShi
     conditions = (condition("Mid–Late R→V mass increase RL − IN", statistic, interval, t.min_mid_late_increase,
                             "above"),
                   condition("margin over Early", margin.mean(), margin_interval, t.min_margin_over_early, "above"))
+    if verdict == "inconclusive":
+        used = int(ok.sum())
+        metrics["n_to_decide"] = n_to_decide_all([
+            (n_to_decide(used, statistic, interval, t.min_mid_late_increase), statistic > t.min_mid_late_increase),
+            (n_to_decide(used, float(margin.mean()), margin_interval, t.min_margin_over_early),
+             float(margin.mean()) > t.min_margin_over_early)])
+        reason += "; " + decide_text(metrics["n_to_decide"])
     return Outcome(verdict, reason, statistic, interval, t.min_mid_late_increase, metrics,
                    series=f"{t.basis}_mass_increase", conditions=conditions)

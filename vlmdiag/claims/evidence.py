@@ -49,16 +49,18 @@ class Recipe:
 
 
 class CheckpointCache:
-    """Opened checkpoints by spec, shared by every recipe of a run (a spec is opened once)."""
+    """Opened checkpoints by spec, shared by every recipe of a run (a spec is opened once).
+    ``store`` (a :class:`~vlmdiag.cache.ResultsCache`, or None) remembers their content digests."""
 
-    def __init__(self, *, allow_pickle: bool = False, trust_remote_code: bool = False):
+    def __init__(self, *, allow_pickle: bool = False, trust_remote_code: bool = False, store=None):
         self.allow_pickle = allow_pickle
         self.trust_remote_code = trust_remote_code  # for loading models (--trust-remote-code)
+        self.store = store
         self._open: dict[str, Checkpoint] = {}
 
     def get(self, spec: str) -> Checkpoint:
         if spec not in self._open:
-            self._open[spec] = open_checkpoint(spec, allow_pickle=self.allow_pickle)
+            self._open[spec] = open_checkpoint(spec, allow_pickle=self.allow_pickle, store=self.store)
         return self._open[spec]
 
 
@@ -217,20 +219,21 @@ class Evidence:
         return self._models.get(self.recipe.specs()[role], self.checkpoint(role).path,
                                 trust_remote_code=self.checkpoints.trust_remote_code)
 
-    def _abilities(self, loaded: Callable[[], Any], state: tuple[str, tuple[str, ...]], items,
+    def _abilities(self, loaded: Callable[[], Any], fingerprint: str, items,
                    max_new_tokens: int, tick: Callable[[int], None] = lambda n: None) -> dict:
         """Mvis/Mv2r/Mrea of one model state (``score_abilities``).
 
-        ``state`` is ``(fingerprint, roles)``: the state's fingerprint (a checkpoint's, or a
-        splice's) and the checkpoint roles it is made of. Its graded answers are an ``answers``
-        entry of the results cache keyed by them, the items and the decoding, so a state asked by
-        several claims (IN and RL by the stage table, the transplant sweep and the freezing claim)
-        generates once per machine, across pytest-xdist workers too; within a run without a
-        results cache, answers are shared through an in-memory cache. ``loaded()`` is called only
-        when answers are generated. ``tick(n)`` is called after each batch of ``n`` answers."""
+        ``fingerprint`` is the state's exact identity (a checkpoint's
+        :attr:`~vlmdiag.checkpoints.Checkpoint.fingerprint`, or a splice's
+        :meth:`~vlmdiag.transplant.Splicer.fingerprint`): its graded answers are an ``answers``
+        entry of the results cache keyed by it, the items and the decoding, so a model state asked
+        by several claims (IN and RL by the stage table, the transplant sweep and the freezing
+        claim; a splice equal to a parent byte for byte) generates once per machine, across
+        pytest-xdist workers too; within a run, answers are also shared through an in-memory cache
+        keyed by the same identity. ``loaded()`` is called only when answers are generated.
+        ``tick(n)`` is called after each batch of ``n`` answers."""
         from vlmdiag.measure.abilities import greedy_decoding, make_predict, run_abilities, score_abilities
 
-        fingerprint, roles = state
         decoding = greedy_decoding(max_new_tokens)
 
         def generate():
@@ -243,16 +246,16 @@ class Evidence:
 
             return run_abilities(items, counted, cache=self._answers, fingerprint=fingerprint, decoding=decoding)
 
-        plan = _Plan(roles, generate, self._model_device, probes=items)
+        plan = _Plan((), generate, self._model_device, probes=items)  # the state's identity covers its files
         material = self._cache_material("answers", {"state": fingerprint, "decoding": decoding}, plan)
         outcomes = generate() if material is None else self.results.obtain("answers", material, generate)[0]
         return score_abilities(outcomes)
 
     def _ability_sweep(self, label: str, items, max_new_tokens: int, count: int,
-                       states: Iterator[tuple[str, Callable[[], Any], tuple[str, tuple[str, ...]]]]) -> dict:
+                       states: Iterator[tuple[str, Callable[[], Any], str]]) -> dict:
         """``{label: scores}`` of ``count`` model states on the same items, as one progress step.
 
-        ``states`` yields ``(label, loaded, (fingerprint, roles))`` (see :meth:`_abilities`) and
+        ``states`` yields ``(label, loaded, fingerprint)`` (see :meth:`_abilities`) and
         keeps the model in that state until the next item is asked for (a splice sweep); it is
         closed when done or on error."""
         from vlmdiag.measure.abilities import build_prompts
@@ -261,20 +264,16 @@ class Evidence:
         total = per_state * count
         scores = {}
         with self._step(label, total) as progress, closing(states):
-            for index, (name, loaded, state) in enumerate(states):
+            for index, (name, loaded, fingerprint) in enumerate(states):
                 done = [index * per_state]
 
                 def tick(n: int, done=done, end=(index + 1) * per_state) -> None:
                     done[0] = min(done[0] + n, end)
                     progress(done[0], total)
 
-                scores[name] = self._abilities(loaded, state, items, max_new_tokens, tick)
+                scores[name] = self._abilities(loaded, fingerprint, items, max_new_tokens, tick)
                 progress((index + 1) * per_state, total)
         return scores
-
-    def _state(self, role: str) -> tuple[str, tuple[str, ...]]:
-        """The ``(fingerprint, roles)`` of an unmodified checkpoint (see :meth:`_abilities`)."""
-        return self.checkpoint(role).fingerprint, (role,)
 
     # ------------------------------------------------------------------ inference measurements
 
@@ -364,15 +363,10 @@ class Evidence:
             loaded = self.loaded("base")
             splicer = Splicer(loaded.model, self.checkpoint("base"), self.checkpoint("rl"), regions=regions)
             count = len(all_variants())
-            # The splicer's incremental sweep holds each variant while its answers are generated.
-            parents = dict(self._state(role) for role in ("base", "rl"))
-
-            def state(variant) -> tuple[str, tuple[str, ...]]:
-                # A variant taking nothing from one parent is that parent: it shares the parent's answers.
-                fingerprint = splicer.fingerprint(variant)
-                return fingerprint, parents.get(fingerprint, ("base", "rl"))
-
-            states = ((variant.label("IN", "RL"), lambda: loaded, state(variant)) for variant, _ in splicer.sweep())
+            # The splicer's incremental sweep holds each variant while its answers are generated; a
+            # variant equal to a parent byte for byte has that parent's identity and shares its answers.
+            states = ((variant.label("IN", "RL"), lambda: loaded, splicer.fingerprint(variant))
+                      for variant, _ in splicer.sweep())
             scores = self._ability_sweep(f"transplant sweep ({count} models)", items, max_new_tokens, count, states)
             return AbilityTable(scores, (f"splices at cuts {regions.cuts} ({regions.preset}); non-decoder "
                                          "components from the Early source",))
@@ -400,7 +394,7 @@ class Evidence:
         def compute():
             from vlmdiag.claims.inference import AbilityTable
 
-            states = ((label, partial(self.loaded, role), self._state(role)) for label, role in roles)
+            states = ((label, partial(self.loaded, role), self.checkpoint(role).fingerprint) for label, role in roles)
             scores = self._ability_sweep(f"{step} (" + ", ".join(label for label, _ in roles) + ")",
                                          items, max_new_tokens, len(roles), states)
             return AbilityTable(scores, tuple(notes))

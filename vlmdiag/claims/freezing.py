@@ -5,10 +5,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from vlmdiag.claims.inference import (GAIN_METRICS, AbilityTable, combine, comparison_condition, comparison_text,
-                                      comparisons_dict, rl_gains)
+                                      comparisons_dict, decide_text, n_to_resolve_gain, rl_gains, share_condition,
+                                      share_part, share_text)
 from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
 from vlmdiag.regions import Regions
-from vlmdiag.stats import decide
+from vlmdiag.stats import decide, n_to_decide, n_to_decide_all
 
 NECESSARY = ("Late", "Mid-Late")  # freezing either is the paper's finding
 
@@ -17,6 +18,11 @@ class LateNecessaryThresholds(ProbeThresholds):
     min_loss: float = Field(
         ge=0, description="RL − RL-frozen (fraction of items) whose interval must lie above this, for "
                           "each of Mv2r / Mrea on which RL gains over IN")
+    # A default keeps thresholds files written before the kept share existed loading.
+    max_kept_share: float = Field(
+        0.5, ge=0, lt=1, description="share of RL's gain over IN that the frozen run keeps, (RL-frozen − IN) / "
+                                     "(RL − IN), whose interval must lie below this, for each of Mv2r / Mrea "
+                                     "on which RL gains over IN")
 
 
 @claim("freezing.late_necessary",
@@ -27,11 +33,15 @@ def late_necessary(table: AbilityTable, regions: Regions, t: LateNecessaryThresh
     """IN, RL and every ``--rl-frozen REGION=CKPT`` run scored on Mvis/Mv2r/Mrea (same items).
 
     The gains are the metrics among Mv2r, Mrea whose RL − IN interval (paired bootstrap over
-    items) lies entirely above 0. For the Late- and Mid-Late-frozen runs given, reproduced when
-    every RL − frozen interval on every gain lies entirely above ``min_loss`` (freezing lost the
-    gain); not_reproduced when one lies entirely at or below it; inconclusive otherwise, and when
-    RL has no resolved gain. Skipped when no Late or Mid-Late frozen run is given. The frozen
-    regions were fixed at training time, so the verdict is not re-checked at shifted cuts.
+    items) lies entirely above 0; when there is none the claim is inconclusive (no gain to remove:
+    "freezing removes it" would hold vacuously). For the Late- and Mid-Late-frozen runs given and
+    every gain, freezing must remove most of it: the share the frozen run keeps,
+    (RL-frozen − IN) / (RL − IN) (paired bootstrap over items, :func:`vlmdiag.stats.kept_share`),
+    below ``max_kept_share``, and the loss RL − RL-frozen above ``min_loss``. Reproduced when
+    every such interval lies entirely on its side; not_reproduced when one lies entirely on the
+    other; inconclusive otherwise, with ``n_to_decide``. The statistic is the largest kept share.
+    Skipped when no Late or Mid-Late frozen run is given. The frozen regions were fixed at
+    training time, so the verdict is not re-checked at shifted cuts.
     """
     level, n = t.confidence, t.bootstrap_resamples
     runs = [label for label in table.scores if label.removeprefix("RL-frozen-") in NECESSARY]
@@ -49,15 +59,33 @@ def late_necessary(table: AbilityTable, regions: Regions, t: LateNecessaryThresh
     metrics["rl_gains"] = gains
     conditions = tuple(comparison_condition(c, 0.0) for m in GAIN_METRICS if (c := comparisons.get(f"{m} RL − IN")))
     if not gains:
+        metrics["n_to_decide"] = n_to_resolve_gain(comparisons)
         return Outcome("inconclusive", f"RL has no resolved Mv2r/Mrea gain over IN that freezing could remove "
-                       f"({rl_text})", metrics=metrics, conditions=conditions)
+                       f"({rl_text}); " + decide_text(metrics["n_to_decide"], "resolve RL's gain"), metrics=metrics,
+                       conditions=conditions)
     # RL − frozen, as a comparison frozen → RL, so a loss is a positive delta.
-    losses = [table.compare(label, "RL", m, level=level, n_resamples=n, threshold=t.min_loss)
-              for label in runs for m in gains]
-    verdict = combine(*(decide(c.interval, t.min_loss, "above") for c in losses))
-    weakest = min(losses, key=lambda c: c.interval.low)
-    metrics["losses"] = comparisons_dict({f"{c.metric} RL − {c.label_a}": c for c in losses})
-    reason = (f"RL gains: {rl_text}; loss when frozen: " + "; ".join(comparison_text(c) for c in losses)
-              + f" (threshold {t.min_loss:g})" + ("; " + "; ".join(table.notes) if table.notes else ""))
-    conditions += tuple(comparison_condition(c, t.min_loss) for c in losses)
-    return Outcome(verdict, reason, weakest.delta, weakest.interval, t.min_loss, metrics, conditions=conditions)
+    losses = {(label, m): table.compare(label, "RL", m, level=level, n_resamples=n, threshold=t.min_loss)
+              for label in runs for m in gains}
+    shares = {(label, m): table.kept_share("RL", label, m, level=level, n_resamples=n) for label in runs for m in gains}
+    parts = []  # (verdict, n_to_decide, observed effect on the claim's side)
+    for key, loss in losses.items():
+        parts.append(share_part(shares[key], t.max_kept_share, "below"))
+        parts.append((decide(loss.interval, t.min_loss, "above"),
+                      n_to_decide(loss.n, loss.delta, loss.interval, t.min_loss), loss.delta > t.min_loss))
+        conditions += (share_condition(shares[key], f"{key[1]} share of RL's gain kept by {key[0]}", t.max_kept_share,
+                                       "below"),
+                       comparison_condition(loss, t.min_loss))
+    verdict = combine(*(v for v, _, _ in parts))
+    weakest = max(shares.values(), key=lambda s: s.interval.high)
+    metrics["losses"] = comparisons_dict({f"{c.metric} RL − {c.label_a}": c for c in losses.values()})
+    metrics["kept_share"] = {f"{m} {label}": s.as_dict() for (label, m), s in shares.items()}
+    reason = (f"RL gains: {rl_text}; kept when frozen: "
+              + "; ".join(f"{label}: {share_text(shares[label, m], m)}, loss {comparison_text(losses[label, m])}"
+                          for label, m in losses)
+              + f" (thresholds: kept share below {t.max_kept_share:g}, loss above {t.min_loss:g})")
+    if verdict == "inconclusive":
+        metrics["n_to_decide"] = n_to_decide_all([(nd, holds) for _, nd, holds in parts])
+        reason += "; " + decide_text(metrics["n_to_decide"])
+    reason += "".join("; " + note for note in table.notes)
+    return Outcome(verdict, reason, weakest.estimate, weakest.interval, t.max_kept_share, metrics,
+                   conditions=conditions)

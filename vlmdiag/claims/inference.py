@@ -9,6 +9,7 @@ a bootstrap over items).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from vlmdiag.claims.registry import condition
 from vlmdiag.probes.types import AbilityItem
 from vlmdiag.regions import REGION_NAMES, Regions
 from vlmdiag.runtime.model import LoadedModel
+from vlmdiag.stats import Share, Side, decide, kept_share, n_to_decide
 
 MODES = ("teacher_forced", "own")
 #: The abilities RL is expected to improve (paper Table 2/3): the gain transplants and freezing track.
@@ -110,6 +112,21 @@ class AbilityTable:
         return compare_stages(x, y, label_a=a, label_b=b, threshold=threshold, level=level,
                               n_resamples=n_resamples)
 
+    def kept_share(self, full: str, partial: str, metric: str, *, reference: str = "IN", level: float,
+                   n_resamples: int) -> Share | None:
+        """The share of ``full``'s gain over ``reference`` on ``metric`` that ``partial`` keeps,
+        ``(partial − reference) / (full − reference)``, with its paired bootstrap interval over
+        items (:func:`vlmdiag.stats.kept_share`); None when a model lacks the metric."""
+        scores = [self.scores.get(label, {}).get(metric) for label in (reference, full, partial)]
+        if not all(isinstance(s, AbilityScore) for s in scores):
+            return None
+        order = scores[0].item_ids
+        if any(set(s.item_ids) != set(order) for s in scores):
+            raise ValueError(f"{metric}: {reference}, {full} and {partial} were scored on different items")
+        by_id = [dict(zip(s.item_ids, s.indicators)) for s in scores]
+        aligned = [np.array([d[i] for i in order], dtype=float) for d in by_id]
+        return kept_share(*aligned, level=level, n_resamples=n_resamples)
+
     def table(self) -> dict[str, dict[str, float | None]]:
         """``{label: {metric: value}}`` (fractions; None for a skipped metric), like the paper's
         Tables 1–3."""
@@ -165,3 +182,43 @@ def comparison_condition(c: StageComparison, threshold: float, side: str = "abov
 def comparisons_dict(comparisons: Mapping[str, StageComparison | None]) -> dict:
     """JSON-ready comparisons, keyed like the input."""
     return {k: (c.as_dict() if c is not None else None) for k, c in comparisons.items()}
+
+
+def n_to_resolve_gain(comparisons: Mapping[str, StageComparison | None]) -> int | None:
+    """Items that would resolve RL's gain over IN at the observed effect: the smallest
+    :func:`~vlmdiag.stats.n_to_decide` against 0 among the :data:`GAIN_METRICS` whose
+    ``"{metric} RL − IN"`` is positive; None when none is (no N shows a gain that is not there)."""
+    present = [c for m in GAIN_METRICS if (c := comparisons.get(f"{m} RL − IN")) is not None and c.delta > 0]
+    needed = [x for c in present if (x := n_to_decide(c.n, c.delta, c.interval, 0.0)) is not None]
+    return min(needed) if needed else None
+
+
+def decide_text(n: int | None, goal: str = "decide it") -> str:
+    """The reason's sentence for an ``n_to_decide``."""
+    if n is None:
+        return f"no N would {goal} at the observed effect (it sits on the threshold or shows no gain)"
+    return f"about N = {n} items would {goal} at the observed effect (n_to_decide; SE shrinking as 1/√N)"
+
+
+def share_part(share: Share, threshold: float, side: Side) -> tuple[str, int | None, bool]:
+    """One kept-share condition of a rule: its verdict (the whole interval on ``side`` of
+    ``threshold``), its ``n_to_decide`` and whether the observed share lies on that side."""
+    if share.estimate is None:
+        return "inconclusive", None, False
+    holds = share.estimate > threshold if side == "above" else share.estimate < threshold
+    return (decide(share.interval, threshold, side), n_to_decide(share.n, share.estimate, share.interval, threshold),
+            holds)
+
+
+def share_condition(share: Share, name: str, threshold: float, side: Side):
+    """The :class:`~vlmdiag.claims.registry.Condition` of :func:`share_part`, named ``name``
+    (undecided when the share is undefined, as :func:`share_part` reads it)."""
+    c = condition(name, share.estimate, share.interval, threshold, side)
+    return c if share.estimate is not None else dataclasses.replace(c, holds=None)
+
+
+def share_text(share: Share, metric: str) -> str:
+    """``Mv2r share 0.83 [0.61, 1.04]``."""
+    if share.estimate is None:
+        return f"{metric} share undefined (no gain)"
+    return f"{metric} share {share.estimate:.2f} [{share.interval.low:.2f}, {share.interval.high:.2f}]"

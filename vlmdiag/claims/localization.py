@@ -9,10 +9,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from vlmdiag.claims.inference import layer_list, region_means
+from vlmdiag.claims.inference import decide_text, layer_list, region_means
 from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim, condition, requirement
 from vlmdiag.regions import Regions
-from vlmdiag.stats import bootstrap_interval, decide, wilson_interval
+from vlmdiag.stats import bootstrap_interval, decide, n_to_decide, wilson_interval
 
 
 class ReasoningLateThresholds(ProbeThresholds):
@@ -58,15 +58,22 @@ def reasoning_late(m, regions: Regions, t: ReasoningLateThresholds) -> Outcome:
                               t.min_baseline_accuracy),
                   condition("error increase Late − Early", statistic, interval, t.min_late_minus_early, "above"))
     if accuracy_interval.high < t.min_baseline_accuracy:
+        # at the observed accuracy (below the floor) more items only lower the upper bound further
+        p = hits / n
+        metrics["n_to_decide"] = None
         return Outcome("inconclusive", f"the unskipped base model answers {hits}/{n} items right (upper bound "
                        f"{accuracy_interval.high:.0%} < {t.min_baseline_accuracy:.0%}): skipping a layer "
-                       "cannot cost accuracy it does not have", statistic, interval,
+                       "cannot cost accuracy it does not have, and more items would not change that "
+                       f"(observed accuracy {p:.0%})", statistic, interval,
                        t.min_late_minus_early, metrics, series="skip_error_rate", conditions=conditions[:1])
     verdict = decide(interval, t.min_late_minus_early, "above")
     reason = (f"error increase when skipping a layer: Late {by_region['Late'].mean():+.2f}, Mid "
               f"{by_region['Mid'].mean():+.2f}, Early {by_region['Early'].mean():+.2f}; Late − Early = "
               f"{statistic:+.2f} ({t.confidence:.0%} CI [{interval.low:+.2f}, {interval.high:+.2f}], threshold "
               f"{t.min_late_minus_early:g}); unskipped error {1 - hits / n:.0%}, N={n}")
+    if verdict == "inconclusive":
+        metrics["n_to_decide"] = n_to_decide(n, statistic, interval, t.min_late_minus_early)
+        reason += "; " + decide_text(metrics["n_to_decide"])
     return Outcome(verdict, reason, statistic, interval, t.min_late_minus_early, metrics, series="skip_error_rate",
                    conditions=conditions)
 
@@ -138,14 +145,19 @@ def vision_early(results: Sequence, regions: Regions, t: VisionEarlyThresholds) 
                   condition("change rate Early–Mid − Late", statistic, interval, t.min_early_mid_minus_late, "above"))
     if full < t.min_full_swap_rate:
         what = "at every layer" if mode == "from" else "at any single layer"
+        metrics["n_to_decide"] = None
         return Outcome("inconclusive", f"swapping the visual tokens {what} changes at most {full:.0%} of the "
                        f"answers (< {t.min_full_swap_rate:.0%}; mode {mode}): the model does not read these "
-                       "attributes, so where it reads them cannot be located", statistic, interval,
+                       "attributes, so where it reads them cannot be located (more pairs would not change "
+                       "that)", statistic, interval,
                        t.min_early_mid_minus_late, metrics, series="swap_change_rate", conditions=conditions[:1])
     verdict = decide(interval, t.min_early_mid_minus_late, "above")
     reason = (f"{where} (mode {mode}): change rate with L in Early–Mid {early_mid.mean():.0%} vs Late "
               f"{by_region['Late'].mean():.0%}: difference {statistic:+.2f} ({t.confidence:.0%} CI "
               f"[{interval.low:+.2f}, {interval.high:+.2f}], threshold {t.min_early_mid_minus_late:g}); "
               f"{len(results)} pairs over {', '.join(tasks)}")
+    if verdict == "inconclusive":
+        metrics["n_to_decide"] = n_to_decide(len(results), statistic, interval, t.min_early_mid_minus_late)
+        reason += "; " + decide_text(metrics["n_to_decide"])
     return Outcome(verdict, reason, statistic, interval, t.min_early_mid_minus_late, metrics,
                    series="swap_change_rate", conditions=conditions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from vlmdiag.claims.registry import ClaimThresholds, all_claims
-from vlmdiag.errors import ThresholdsError
+from vlmdiag.errors import ThresholdsError, printable
 from vlmdiag.regions import LocalizedRule
 
 SCHEMA_VERSION = 1
@@ -73,9 +74,12 @@ def load_thresholds(path: str | Path) -> Thresholds:
         root = yaml.compose(text)
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ThresholdsError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from error
+        raise ThresholdsError(f"{path}: not valid YAML ({printable(str(error).splitlines()[0])})") from error
+    except RecursionError as error:  # PyYAML composes nested collections recursively
+        raise ThresholdsError(f"{path}: nested too deeply to be a thresholds file") from error
     if not isinstance(data, dict):
         raise ThresholdsError(f"{path}: expected a mapping with schema_version and claims")
+    _check_numbers(path, root, (), data)  # before pydantic, whose range messages would hide a NaN
     try:
         document = _File.model_validate(data)
     except ValidationError as error:
@@ -93,11 +97,41 @@ def load_thresholds(path: str | Path) -> Thresholds:
             claims[claim_id] = registry[claim_id].thresholds.model_validate(entry or {})
         except ValidationError as error:
             raise ThresholdsError(_message(path, root, error, ("claims", claim_id))) from error
+        _check_numbers(path, root, ("claims", claim_id), claims[claim_id].model_dump())
+    if document.localized_regions is not None:
+        _check_numbers(path, root, ("localized_regions",), document.localized_regions.model_dump())
     unknown = sorted(set(document.baseline.claims) - set(registry))
     if unknown:
         raise ThresholdsError(f"{path}:{_line(root, ('baseline', 'claims', unknown[0]))}: baseline.claims: unknown "
-                              f"claim {unknown[0]!r}; known claims: {', '.join(sorted(registry))}")
+                              f"claim {printable(unknown[0])!r}; known claims: {', '.join(sorted(registry))}")
+    _check_numbers(path, root, ("baseline",), document.baseline.model_dump())
     return Thresholds(path, claims, document.localized_regions, document.baseline)
+
+
+#: Sane ranges of the counts a thresholds file sets: past them a run takes days or runs out of
+#: memory (a bootstrap of 10^9 resamples), or a seed is refused by numpy.
+COUNT_RANGES = {"bootstrap_resamples": (100, 1_000_000), "n_items": (1, 100_000),
+                "max_new_tokens": (1, 32_768), "probe_seed": (0, 2**32 - 1)}
+
+
+def _check_numbers(path: Path, root, prefix: tuple, values: dict) -> None:
+    """Refuse NaN and infinite numbers (a NaN threshold makes every comparison false: the claim
+    is inconclusive forever and a gate never fails) and counts outside :data:`COUNT_RANGES`.
+
+    Raises:
+        ThresholdsError: ``file:line: key: problem``.
+    """
+    for key, value in values.items():
+        loc = (*prefix, key)
+        if isinstance(value, dict):
+            _check_numbers(path, root, loc, value)
+            continue
+        where = f"{path}:{_line(root, loc)}: {'.'.join(printable(part) for part in loc)}"
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ThresholdsError(f"{where}: {value} is not a finite number")
+        low, high = COUNT_RANGES.get(key, (None, None))
+        if isinstance(value, int) and low is not None and not low <= value <= high:
+            raise ThresholdsError(f"{where}: {value} is outside the sane range {low}..{high}")
 
 
 def _message(path: Path, root, error: ValidationError, prefix: tuple) -> str:
@@ -105,7 +139,7 @@ def _message(path: Path, root, error: ValidationError, prefix: tuple) -> str:
     for item in error.errors():
         loc = prefix + tuple(str(x) for x in item["loc"])
         shown = ".".join(part if part.isprintable() else repr(part) for part in loc)  # keep it one line
-        problems.append(f"{path}:{_line(root, loc)}: {shown}: {item['msg']}")
+        problems.append(f"{path}:{_line(root, loc)}: {shown}: {printable(item['msg'])}")
     return "; ".join(problems)
 
 

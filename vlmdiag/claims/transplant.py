@@ -5,10 +5,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from vlmdiag.claims.inference import (GAIN_METRICS, AbilityTable, combine, comparison_condition, comparison_text,
-                                      comparisons_dict, rl_gains)
+                                      comparisons_dict, decide_text, n_to_resolve_gain, rl_gains, share_condition,
+                                      share_part, share_text)
 from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
 from vlmdiag.regions import Regions
-from vlmdiag.stats import decide
+from vlmdiag.stats import decide, n_to_decide, n_to_decide_all
 
 ABILITY_ROWS = ("Mvis", *GAIN_METRICS)
 SPLICE = "IN:RL:RL"
@@ -18,6 +19,11 @@ class MidLateCarriesGainThresholds(ProbeThresholds):
     min_kept_gain: float = Field(
         description="IN:RL:RL − IN (fraction of items) whose interval must lie above this, for each "
                     "of Mv2r / Mrea on which RL gains over IN")
+    # A default keeps thresholds files written before the kept share existed loading.
+    min_kept_share: float = Field(
+        0.5, gt=0, le=1, description="share of RL's gain over IN that IN:RL:RL keeps, (IN:RL:RL − IN) / "
+                                     "(RL − IN), whose interval must lie above this, for each of Mv2r / Mrea "
+                                     "on which RL gains over IN")
 
 
 def splice_table(table: AbilityTable, versus_in: dict) -> dict:
@@ -48,11 +54,15 @@ def mid_late_carries_gain(table: AbilityTable, regions: Regions, t: MidLateCarri
     with IN (paired bootstrap interval over items, exact McNemar).
 
     The gains to carry are the metrics among Mv2r, Mrea whose RL − IN interval lies entirely
-    above 0. Reproduced when, for each of them, the IN:RL:RL − IN interval lies entirely above
-    ``min_kept_gain``; not_reproduced when one lies entirely at or below it; inconclusive
-    otherwise, and when RL has no resolved gain to carry. Which other splices also keep every
-    gain is reported (``splices_keeping_the_gain``), not judged. The cuts are those of the
-    measurement, so the verdict is not re-checked at shifted cuts.
+    above 0; when there is none the claim is inconclusive (nothing to carry: "keeps the gain"
+    would hold vacuously). For each gain, IN:RL:RL must keep a stated share of it: the kept
+    share (IN:RL:RL − IN) / (RL − IN) (paired bootstrap over items, :func:`vlmdiag.stats.kept_share`)
+    above ``min_kept_share`` and the kept gain IN:RL:RL − IN above ``min_kept_gain``.
+    Reproduced when every such interval lies entirely above its threshold; not_reproduced when one
+    lies entirely at or below it; inconclusive otherwise, with ``n_to_decide``, the N that would
+    decide it at the observed effects. The statistic is the weakest kept share. Which other
+    splices also keep that share of every gain is reported (``splices_keeping_the_gain``), not
+    judged. The cuts are those of the measurement, so the verdict is not re-checked at shifted cuts.
     """
     level, n = t.confidence, t.bootstrap_resamples
     versus_in = {f"{m} {label} − IN": table.compare("IN", label, m, level=level, n_resamples=n)
@@ -62,22 +72,41 @@ def mid_late_carries_gain(table: AbilityTable, regions: Regions, t: MidLateCarri
                "splice_table": splice_table(table, versus_in)}
     gains, rl_text = rl_gains(versus_in)
     metrics["rl_gains"] = gains
-    kept = lambda label, m: versus_in.get(f"{m} {label} − IN")  # noqa: E731
-    metrics["splices_keeping_the_gain"] = [
-        label for label in table.scores if label not in ("IN", "RL") and gains
-        and all((c := kept(label, m)) is not None and c.interval.low > t.min_kept_gain for m in gains)]
     conditions = tuple(comparison_condition(c, 0.0) for m in GAIN_METRICS if (c := versus_in.get(f"{m} RL − IN")))
     if not gains:
-        return Outcome("inconclusive", f"RL has no resolved Mv2r/Mrea gain over IN to carry ({rl_text})",
-                       metrics=metrics, conditions=conditions)
-    splice = [kept(SPLICE, m) for m in gains]
-    if any(c is None for c in splice):
+        metrics["n_to_decide"] = n_to_resolve_gain(versus_in)
+        return Outcome("inconclusive", f"RL has no resolved Mv2r/Mrea gain over IN to carry ({rl_text}); "
+                       + decide_text(metrics["n_to_decide"], "resolve RL's gain"), metrics=metrics,
+                       conditions=conditions)
+    if any(SPLICE not in table.scores or versus_in.get(f"{m} {SPLICE} − IN") is None for m in gains):
         raise ValueError(f"transplant: {SPLICE} was not scored on {', '.join(gains)}")
-    verdict = combine(*(decide(c.interval, t.min_kept_gain, "above") for c in splice))
-    weakest = min(splice, key=lambda c: c.interval.low)
-    reason = (f"RL gains: {rl_text}; {SPLICE} keeps: " + "; ".join(comparison_text(c) for c in splice)
-              + f" (threshold {t.min_kept_gain:g}); other splices keeping every gain: "
-              + (", ".join(s for s in metrics["splices_keeping_the_gain"] if s != SPLICE) or "none")
-              + "; " + "; ".join(table.notes))
-    conditions += tuple(comparison_condition(c, t.min_kept_gain) for c in splice)
-    return Outcome(verdict, reason, weakest.delta, weakest.interval, t.min_kept_gain, metrics, conditions=conditions)
+    shares = {label: {m: table.kept_share("RL", label, m, level=level, n_resamples=n) for m in gains}
+              for label in table.scores if label not in ("IN", "RL")}
+    metrics["kept_share"] = {label: {m: s.as_dict() for m, s in by.items()} for label, by in shares.items()}
+    metrics["splices_keeping_the_gain"] = [
+        label for label, by in shares.items()
+        if all(s.interval.low > t.min_kept_share and versus_in[f"{m} {label} − IN"].interval.low > t.min_kept_gain
+               for m, s in by.items())]
+    parts = []  # (verdict, n_to_decide, observed effect on the claim's side)
+    for m in gains:
+        share, kept = shares[SPLICE][m], versus_in[f"{m} {SPLICE} − IN"]
+        parts.append(share_part(share, t.min_kept_share, "above"))
+        parts.append((decide(kept.interval, t.min_kept_gain, "above"),
+                      n_to_decide(kept.n, kept.delta, kept.interval, t.min_kept_gain), kept.delta > t.min_kept_gain))
+        conditions += (share_condition(share, f"{m} share of RL's gain kept by {SPLICE}", t.min_kept_share, "above"),
+                       comparison_condition(kept, t.min_kept_gain))
+    verdict = combine(*(v for v, _, _ in parts))
+    weakest_metric = min(gains, key=lambda m: shares[SPLICE][m].interval.low)
+    weakest = shares[SPLICE][weakest_metric]
+    reason = (f"RL gains: {rl_text}; {SPLICE} keeps: "
+              + "; ".join(f"{share_text(shares[SPLICE][m], m)}, {comparison_text(versus_in[f'{m} {SPLICE} − IN'])}"
+                          for m in gains)
+              + f" (thresholds: share {t.min_kept_share:g}, gain {t.min_kept_gain:g}); other splices keeping "
+              "that share of every gain: "
+              + (", ".join(s for s in metrics["splices_keeping_the_gain"] if s != SPLICE) or "none"))
+    if verdict == "inconclusive":
+        metrics["n_to_decide"] = n_to_decide_all([(nd, holds) for _, nd, holds in parts])
+        reason += "; " + decide_text(metrics["n_to_decide"])
+    reason += "".join("; " + note for note in table.notes)
+    return Outcome(verdict, reason, weakest.estimate, weakest.interval, t.min_kept_share, metrics,
+                   conditions=conditions)

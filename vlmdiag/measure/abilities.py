@@ -49,12 +49,12 @@ CONDITIONS: dict[str, tuple[Condition, ...]] = {
 METRIC_OF_KIND: dict[str, Metric] = {"vqa": "Mvis", "math_vqa": "Mv2r", "text_math": "Mrea"}
 KIND_OF_METRIC: dict[str, AbilityKind] = {v: k for k, v in METRIC_OF_KIND.items()}  # type: ignore[misc]
 
-Predict = Callable[[list[list[dict]], list["Image.Image | None"]], list[str]]
+Predict = Callable[[list[list[dict]], list["Image.Image | None"]], list["str | Response"]]
 Grade = Callable[..., bool]
 
 __all__ = [
     "CONDITIONS", "METRIC_OF_KIND", "Transitions", "AbilityScore", "SkippedAbility", "StageComparison",
-    "ItemOutcome", "Prompt", "transitions", "score_mvis", "score_mv2r", "score_mrea", "score_abilities",
+    "ItemOutcome", "Prompt", "Response", "transitions", "score_mvis", "score_mv2r", "score_mrea", "score_abilities",
     "compare_stages", "compare_to_reference", "build_prompts", "answer_key", "run_abilities", "default_grade", "make_predict",
 ]
 
@@ -111,6 +111,8 @@ class AbilityScore:
         accuracy: accuracy under each condition asked.
         excluded: ids of items of this kind left out because a condition could not be asked
             (a ``math_vqa`` item without a description); they are not in N.
+        truncated: responses (over the items and their conditions) cut off by the token budget
+            before stating an answer; they count as wrong and stay in N.
     """
 
     metric: Metric
@@ -123,6 +125,7 @@ class AbilityScore:
     transitions: Transitions | None
     accuracy: dict[str, float]
     excluded: tuple[str, ...] = ()
+    truncated: int = 0
 
     def as_dict(self) -> dict:
         """JSON-ready record (per-item indicators included, keyed by item id)."""
@@ -130,7 +133,7 @@ class AbilityScore:
             "metric": self.metric, "value": self.value, "hits": self.hits, "n": self.n,
             "interval": self.interval.as_dict(),
             "transitions": self.transitions.as_dict() if self.transitions else None,
-            "accuracy": dict(self.accuracy), "excluded": list(self.excluded),
+            "accuracy": dict(self.accuracy), "excluded": list(self.excluded), "truncated": self.truncated,
             "per_item": {i: bool(x) for i, x in zip(self.item_ids, self.indicators)},
         }
 
@@ -236,6 +239,8 @@ class ItemOutcome:
         correct: condition -> graded correctness.
         responses: condition -> raw model response.
         missing: conditions that could not be asked, with the reason (Mv2r without a description).
+        truncated: conditions whose response ran out of the token budget before stating an
+            answer (:func:`vlmdiag.measure.grading.grade`); graded wrong.
     """
 
     item_id: str
@@ -243,6 +248,7 @@ class ItemOutcome:
     correct: dict[str, bool]
     responses: dict[str, str] = field(repr=False)
     missing: dict[str, str] = field(default_factory=dict)
+    truncated: tuple[str, ...] = ()
 
     @property
     def cell(self) -> str | None:
@@ -260,6 +266,7 @@ def score_abilities(outcomes: Sequence[ItemOutcome], *, level: float = 0.95) -> 
     Items of one kind missing a needed condition (``math_vqa`` without a description) are left
     out of that metric and listed in ``AbilityScore.excluded``; if none is left, the metric is a
     :class:`SkippedAbility` with the reason. A kind with no items at all is skipped too.
+    ``AbilityScore.truncated`` counts the scored items' truncated responses.
 
     Returns:
         ``{"Mvis": ..., "Mv2r": ..., "Mrea": ...}``.
@@ -278,7 +285,8 @@ def score_abilities(outcomes: Sequence[ItemOutcome], *, level: float = 0.95) -> 
         score = scorer(ids, *vectors, level=level)
         used = set(ids)
         excluded = tuple(o.item_id for o in of_kind if o.item_id not in used)
-        out[metric] = dataclasses.replace(score, excluded=excluded) if excluded else score
+        truncated = sum(len(o.truncated) for o in usable)
+        out[metric] = dataclasses.replace(score, excluded=excluded, truncated=truncated)
     return out
 
 
@@ -408,7 +416,7 @@ def _black(image: Image.Image) -> Image.Image:
     return Image.new("RGB", image.size, (0, 0, 0))
 
 
-def build_prompts(item: AbilityItem) -> tuple[list[Prompt], dict[str, str]]:
+def build_prompts(item: AbilityItem, answer_format: str = "none") -> tuple[list[Prompt], dict[str, str]]:
     """The prompts of one item under each condition of its kind (paper App. C; the authors'
     ``transferability_test.py`` input types):
 
@@ -417,11 +425,15 @@ def build_prompts(item: AbilityItem) -> tuple[list[Prompt], dict[str, str]]:
     * ``black_description``: the black image, then ``described_question(description, question)``;
     * ``text``: the question only.
 
+    Every question is followed by the answer instruction of ``answer_format``
+    (:data:`vlmdiag.probes.prompts.ANSWER_FORMATS`; ``none``: no instruction, the organism's layout).
+
     Returns:
         (prompts, missing): ``missing`` maps a condition that cannot be asked to the reason.
 
     Raises:
         ProbeError: a ``vqa``/``math_vqa`` item without an image, or an unknown kind.
+        ValueError: unknown ``answer_format``.
     """
     if item.kind not in CONDITIONS:
         raise ProbeError(f"item {item.id!r}: unknown kind {item.kind!r}; expected vqa, math_vqa or text_math")
@@ -430,18 +442,19 @@ def build_prompts(item: AbilityItem) -> tuple[list[Prompt], dict[str, str]]:
     prompts, missing = [], {}
     for condition in CONDITIONS[item.kind]:
         if condition == "image":
-            prompts.append(Prompt(item.id, condition, image_message(item.question), item.image.convert("RGB")))
+            prompts.append(Prompt(item.id, condition, image_message(item.question, answer_format),
+                                  item.image.convert("RGB")))
         elif condition == "black":
-            prompts.append(Prompt(item.id, condition, image_message(item.question), _black(item.image)))
+            prompts.append(Prompt(item.id, condition, image_message(item.question, answer_format), _black(item.image)))
         elif condition == "black_description":
             if not item.description:
                 missing[condition] = "Mv2r skipped: no image description given (pass a descriptions file)"
                 continue
             prompts.append(Prompt(item.id, condition,
-                                  image_message(described_question(item.description, item.question)),
+                                  image_message(described_question(item.description, item.question), answer_format),
                                   _black(item.image)))
         else:
-            prompts.append(Prompt(item.id, condition, text_message(item.question), None))
+            prompts.append(Prompt(item.id, condition, text_message(item.question, answer_format), None))
     return prompts, missing
 
 
@@ -466,6 +479,19 @@ def answer_key(fingerprint: str, probe_id: str, condition: str, messages: Sequen
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Response:
+    """A model's response and whether it ran out of the token budget (not stopped at EOS);
+    ``predict`` may return these instead of plain strings (plain strings: stopped at EOS)."""
+
+    text: str
+    hit_budget: bool = False
+
+
+def _as_response(value) -> Response:
+    return value if isinstance(value, Response) else Response(str(value))
+
+
 def default_grade(response: str, answer: str, *, choices: Sequence[str] | None = None) -> bool:
     """The rule-based grader of :mod:`vlmdiag.measure.grading` (``<think>`` stripped, ``<answer>``,
     ``\\boxed{}``, multiple-choice letters, math-verify)."""
@@ -483,21 +509,26 @@ def _accepts_choices(grade: Grade) -> bool:
 
 
 def run_abilities(items: Sequence[AbilityItem], predict: Predict, grade: Grade | None = None, *,
-                  batch_size: int = 8, cache: MutableMapping[str, str] | None = None,
-                  fingerprint: str | None = None, decoding: Mapping | None = None) -> list[ItemOutcome]:
+                  batch_size: int = 8, cache: MutableMapping[str, str | Response] | None = None,
+                  fingerprint: str | None = None, decoding: Mapping | None = None,
+                  answer_format: str = "none") -> list[ItemOutcome]:
     """Ask every item under each condition of its kind and grade the answers.
 
     Args:
         items: probe items (any mix of kinds).
-        predict: ``predict(messages_batch, images_batch) -> responses``; one response per prompt,
-            in order. Image and text-only prompts are never mixed in one call.
+        predict: ``predict(messages_batch, images_batch) -> responses``; one response (a string,
+            or a :class:`Response` saying whether it hit the token budget) per prompt, in order.
+            Image and text-only prompts are never mixed in one call.
         grade: ``grade(response, answer) -> bool``; called with ``choices=`` too when it accepts
-            it. Default :func:`default_grade`.
+            it. Default :func:`default_grade`. A response that hit the budget before stating an
+            answer is truncated (:func:`vlmdiag.measure.grading.grade`): wrong, whatever ``grade``
+            says, and listed in ``ItemOutcome.truncated``.
         batch_size: prompts per ``predict`` call.
         cache: optional mapping :func:`answer_key` -> response; answers found there are not
             asked again, new ones are stored.
         fingerprint: the checkpoint fingerprint (required with ``cache``).
         decoding: the decoding settings that ``predict`` uses (part of the cache key).
+        answer_format: the answer instruction appended to every question (:func:`build_prompts`).
 
     Returns:
         One :class:`ItemOutcome` per item, in order.
@@ -521,10 +552,10 @@ def run_abilities(items: Sequence[AbilityItem], predict: Predict, grade: Grade |
     prompts: list[Prompt] = []
     missing: dict[str, dict[str, str]] = {}
     for item in items:
-        item_prompts, item_missing = build_prompts(item)
+        item_prompts, item_missing = build_prompts(item, answer_format)
         prompts += item_prompts
         missing[item.id] = item_missing
-    responses: dict[tuple[str, str], str] = {}
+    responses: dict[tuple[str, str], Response] = {}
     keys: dict[tuple[str, str], str] = {}
     todo: list[Prompt] = []
     for prompt in prompts:
@@ -533,7 +564,7 @@ def run_abilities(items: Sequence[AbilityItem], predict: Predict, grade: Grade |
             keys[ident] = answer_key(fingerprint, prompt.item_id, prompt.condition, prompt.messages,
                                      decoding, prompt.image)
             if keys[ident] in cache:
-                responses[ident] = cache[keys[ident]]
+                responses[ident] = _as_response(cache[keys[ident]])
                 continue
         todo.append(prompt)
     for has_image in (True, False):
@@ -545,22 +576,28 @@ def run_abilities(items: Sequence[AbilityItem], predict: Predict, grade: Grade |
                 raise ProbeError(f"predict returned {len(answers)} responses for {len(chunk)} prompts")
             for prompt, answer in zip(chunk, answers):
                 ident = (prompt.item_id, prompt.condition)
-                responses[ident] = answer
+                responses[ident] = _as_response(answer)
                 if cache is not None:
-                    cache[keys[ident]] = answer
+                    cache[keys[ident]] = responses[ident]
+    from vlmdiag.measure.grading import is_truncated
+
     outcomes = []
     for item in items:
-        correct, texts = {}, {}
+        correct, texts, truncated = {}, {}, []
         for condition in CONDITIONS[item.kind]:
             ident = (item.id, condition)
             if ident not in responses:
                 continue
-            texts[condition] = responses[ident]
-            if with_choices:
-                correct[condition] = bool(grade(responses[ident], item.answer, choices=item.choices))
+            response = responses[ident]
+            texts[condition] = response.text
+            if is_truncated(response.text, response.hit_budget, choices=item.choices):
+                truncated.append(condition)
+                correct[condition] = False
+            elif with_choices:
+                correct[condition] = bool(grade(response.text, item.answer, choices=item.choices))
             else:
-                correct[condition] = bool(grade(responses[ident], item.answer))
-        outcomes.append(ItemOutcome(item.id, item.kind, correct, texts, missing[item.id]))
+                correct[condition] = bool(grade(response.text, item.answer))
+        outcomes.append(ItemOutcome(item.id, item.kind, correct, texts, missing[item.id], tuple(truncated)))
     return outcomes
 
 
@@ -570,13 +607,15 @@ def greedy_decoding(max_new_tokens: int) -> dict:
 
 
 def make_predict(loaded, *, max_new_tokens: int = 128, batch_size: int = 8) -> tuple[Predict, dict]:
-    """A ``predict`` callable over :func:`vlmdiag.runtime.generate.generate` (greedy), and the
-    decoding settings to pass to :func:`run_abilities` as ``decoding``."""
+    """A ``predict`` callable over :func:`vlmdiag.runtime.generate.generate` (greedy) returning
+    :class:`Response` values (whether each hit ``max_new_tokens``), and the decoding settings to
+    pass to :func:`run_abilities` as ``decoding``."""
     from vlmdiag.runtime.generate import Prompt as GenPrompt
     from vlmdiag.runtime.generate import generate
 
     def predict(messages_batch, images_batch):
         prompts = [GenPrompt(m, i) for m, i in zip(messages_batch, images_batch)]
-        return [g.text for g in generate(loaded, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)]
+        return [Response(g.text, g.hit_budget)
+                for g in generate(loaded, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)]
 
     return predict, greedy_decoding(max_new_tokens)

@@ -16,7 +16,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from vlmdiag.measure.grading import is_correct
+from vlmdiag.measure.grading import grade
 from vlmdiag.probes.types import AbilityItem
 from vlmdiag.runtime.generate import Prompt, generate, image_prompt, text_prompt
 from vlmdiag.runtime.model import LoadedModel, decoder_layers
@@ -59,12 +59,15 @@ class SkipResult:
         correct: bool array [n_settings, n_items].
         answers: the responses, [n_settings][n_items].
         item_ids: the items' ids, [n_items].
+        truncated: bool array [n_settings, n_items]: the response ran out of the token budget
+            before stating an answer (counted wrong in ``correct``); None when not recorded.
     """
 
     layers: np.ndarray
     correct: np.ndarray
     answers: tuple[tuple[str, ...], ...]
     item_ids: tuple[str, ...]
+    truncated: np.ndarray | None = None
 
     @property
     def error_rate(self) -> np.ndarray:
@@ -72,16 +75,21 @@ class SkipResult:
         return 1.0 - self.correct.mean(axis=1)
 
 
-def math_prompt(item: AbilityItem, *, prefix: str = MATH_PROMPT_PREFIX) -> Prompt:
-    """The prompt of a math item: text only for ``text_math``, the image otherwise."""
+def math_prompt(item: AbilityItem, *, prefix: str = MATH_PROMPT_PREFIX, answer_format: str = "none") -> Prompt:
+    """The prompt of a math item: text only for ``text_math``, the image otherwise; the answer
+    instruction of ``answer_format`` (:data:`vlmdiag.probes.prompts.ANSWER_FORMATS`) after the question."""
     question = prefix + item.question
-    return text_prompt(question) if item.image is None else image_prompt(question, item.image)
+    if item.image is None:
+        return text_prompt(question, answer_format)
+    return image_prompt(question, item.image, answer_format)
 
 
 def skip_sweep(loaded: LoadedModel, items: Sequence[AbilityItem], *, layers: Sequence[int] | None = None,
                max_new_tokens: int = 512, batch_size: int = 8, prefix: str = MATH_PROMPT_PREFIX,
-               include_baseline: bool = True) -> SkipResult:
-    """Skip each layer in turn and grade the answers to math items (rule-based, :func:`is_correct`).
+               include_baseline: bool = True, answer_format: str = "none") -> SkipResult:
+    """Skip each layer in turn and grade the answers to math items (rule-based,
+    :func:`~vlmdiag.measure.grading.grade`; a response cut off by the budget before its answer
+    is wrong and marked in ``SkipResult.truncated``).
 
     Args:
         loaded: the model.
@@ -91,6 +99,7 @@ def skip_sweep(loaded: LoadedModel, items: Sequence[AbilityItem], *, layers: Seq
         batch_size: prompts per generation batch.
         prefix: text put before each question.
         include_baseline: add the unskipped model as setting ``-1`` first.
+        answer_format: answer instruction after each question (default none).
 
     Returns:
         :class:`SkipResult`; ``error_rate`` gives the per-layer curve.
@@ -98,14 +107,18 @@ def skip_sweep(loaded: LoadedModel, items: Sequence[AbilityItem], *, layers: Seq
     n_layers = len(decoder_layers(loaded))
     layers = list(range(n_layers)) if layers is None else [int(k) for k in layers]
     settings = ([-1] if include_baseline else []) + layers
-    prompts = [math_prompt(item, prefix=prefix) for item in items]
-    answers, correct = [], []
+    prompts = [math_prompt(item, prefix=prefix, answer_format=answer_format) for item in items]
+    answers, correct, truncated = [], [], []
     for k in settings:
         with skip_layers(loaded, [] if k < 0 else [k]):
             gens = generate(loaded, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-        texts = tuple(g.text for g in gens)
-        answers.append(texts)
-        correct.append([is_correct(t, item.answer, choices=item.choices) for t, item in zip(texts, items)])
+        answers.append(tuple(g.text for g in gens))
+        graded = [grade(g.text, item.answer, choices=item.choices, hit_budget=g.hit_budget)
+                  for g, item in zip(gens, items)]
+        correct.append([x.correct for x in graded])
+        truncated.append([x.truncated for x in graded])
+    shape = (len(settings), len(items))
     return SkipResult(layers=np.asarray(settings, dtype=np.int64),
-                      correct=np.asarray(correct, dtype=bool).reshape(len(settings), len(items)),
-                      answers=tuple(answers), item_ids=tuple(item.id for item in items))
+                      correct=np.asarray(correct, dtype=bool).reshape(shape),
+                      answers=tuple(answers), item_ids=tuple(item.id for item in items),
+                      truncated=np.asarray(truncated, dtype=bool).reshape(shape))

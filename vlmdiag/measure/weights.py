@@ -5,6 +5,9 @@ blocks, the projector and the LLM decoder layers (the authors' selection: names 
 ``.weight`` that are not norms; biases, embeddings and ``lm_head`` have no layer and are left
 out). At most two matrices per checkpoint are in memory at a time (the one measured and the
 next, read ahead).
+
+Every update also gets its storage-precision floor: the ‖ΔW‖_F and the top singular value a pure
+rounding Δ would have, given the dtypes the two checkpoints are stored in (see :func:`rounding_energy`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ TOP_SINGULAR_VALUES = 50
 # σ_k/σ_1 below fp32 resolution is numerical zero (a rank-2 update has σ_10 ≈ 1e-8·σ_1): clamp
 # it there so exactly-low-rank updates read as maximally steep, not as missing ranks.
 _RATIO_FLOOR = float(np.finfo(np.float32).eps)
+# The exponent bits of an fp32 value: masking them off leaves 2^⌊log2|w|⌋, the binade of w.
+_EXPONENT_BITS = 0x7F800000
 
 
 @dataclass(frozen=True)
@@ -41,32 +46,72 @@ class DeltaStats:
     ``singular_values`` (the top 50 of ``svdvals``, descending), ``log_ratio`` (natural
     log σ_k/σ_1 at ranks 10/20/30/40 that exist, floored at fp32 eps), ``effective_rank`` exp(H(σ/Σσ)) and
     ``stable_rank`` ‖ΔW‖_F²/σ_1². Spectral fields are None without spectra or for ΔW = 0.
+
+    Storage-precision floor (what rounding to the stored dtypes alone puts into ΔW, see
+    :func:`rounding_energy`): ``floor`` the expected ‖ΔW‖_F of a pure rounding Δ (both checkpoints'
+    rounding, independent), ``floor_sigma`` the largest singular value of a random ``[m, n]`` matrix
+    with that entry variance, ``floor/√(mn)·(√m + √n)`` (the Marchenko–Pastur edge). An update or a
+    singular value at or below these cannot be told apart from storage rounding.
     """
 
     frobenius: float
     relative: float
+    floor: float = 0.0
+    floor_sigma: float = 0.0
     singular_values: np.ndarray | None = None
     log_ratio: dict[int, float] = field(default_factory=dict)
     effective_rank: float | None = None
     stable_rank: float | None = None
 
 
-def delta_stats(delta: torch.Tensor, before: torch.Tensor, *, spectra: bool) -> DeltaStats:
+def delta_stats(delta: torch.Tensor, before: torch.Tensor, *, spectra: bool,
+                floor_energy: float = 0.0) -> DeltaStats:
     """Statistics of one update ``delta = after − before`` (both fp32, same shape).
 
-    ``svdvals`` runs in fp32 on whatever device ``delta`` is on.
+    ``floor_energy``: E‖ΔW‖_F² of a pure storage-rounding Δ (the sum of both checkpoints'
+    :func:`rounding_energy`). ``svdvals`` runs in fp32 on whatever device ``delta`` is on.
     """
-    return _delta_stats(delta, float(torch.linalg.vector_norm(before)), spectra=spectra)
+    return _delta_stats(delta, float(torch.linalg.vector_norm(before)), spectra=spectra, floor_energy=floor_energy)
 
 
-def _delta_stats(delta: torch.Tensor, reference: float, *, spectra: bool) -> DeltaStats:
+def rounding_energy(values: torch.Tensor, dtype: torch.dtype) -> float:
+    """E‖round(W) − W‖_F²: the energy that rounding to ``dtype`` alone put into the stored values.
+
+    Round-to-nearest leaves an error uniform in ±ulp(w)/2, of variance ulp(w)²/12, with
+    ulp(w) = 2^⌊log2|w|⌋ · 2^−nmant (nmant = 7 for bf16, 10 for fp16, 23 for fp32). So the
+    expectation is Σ 4^⌊log2|w|⌋ · 4^−nmant / 12 over the stored values, read here from their fp32
+    exponent bits (about 0.18 u²‖W‖_F² for bell-shaped weights, u = 2^−(nmant+1); at most u²‖W‖_F²/3).
+
+    Args:
+        values: the stored values converted to fp32 (exact for bf16/fp16), any shape, any device.
+        dtype: the dtype the checkpoint stores the tensor in.
+    """
+    binades = torch.bitwise_and(values.view(torch.int32), _EXPONENT_BITS).view(torch.float32)
+    return float(torch.linalg.vector_norm(binades)) ** 2 * _ulp_scale(dtype)
+
+
+def _ulp_scale(dtype: torch.dtype) -> float:
+    """4^−nmant / 12 (eps = 2^−nmant): the rounding variance of a value in binade 1 of ``dtype``."""
+    return torch.finfo(dtype).eps ** 2 / 12
+
+
+def _floors(energy: float, shape: tuple[int, ...]) -> tuple[float, float]:
+    """(floor, floor_sigma) of a pure rounding Δ of E‖Δ‖_F² = ``energy``, shape flattened to [m, n]."""
+    m = shape[0]
+    n = math.prod(shape) // m if m else 0
+    floor = math.sqrt(energy)
+    return floor, (floor * (math.sqrt(m) + math.sqrt(n)) / math.sqrt(m * n) if m * n else 0.0)
+
+
+def _delta_stats(delta: torch.Tensor, reference: float, *, spectra: bool, floor_energy: float = 0.0) -> DeltaStats:
     """:func:`delta_stats` given ‖W_before‖_F (the tensor pass measures it before the buffer that
     holds W_before is overwritten by a delta)."""
     matrix = delta.reshape(delta.shape[0], -1)
     frobenius = float(torch.linalg.vector_norm(matrix))
     relative = frobenius / reference if reference > 0 else math.inf
+    floor, floor_sigma = _floors(floor_energy, tuple(delta.shape))
     if not spectra or frobenius == 0.0:
-        return DeltaStats(frobenius, relative)
+        return DeltaStats(frobenius, relative, floor, floor_sigma)
     sigma = torch.linalg.svdvals(matrix).double().cpu().numpy()
     top = sigma[0]
     p = sigma / sigma.sum()
@@ -74,6 +119,8 @@ def _delta_stats(delta: torch.Tensor, reference: float, *, spectra: bool) -> Del
     return DeltaStats(
         frobenius=frobenius,
         relative=relative,
+        floor=floor,
+        floor_sigma=floor_sigma,
         singular_values=sigma[:TOP_SINGULAR_VALUES].copy(),
         log_ratio={k: float(np.log(max(sigma[k - 1] / top, _RATIO_FLOOR)))
                    for k in SPECTRUM_RANKS if k <= len(sigma)},
@@ -200,6 +247,11 @@ def weight_deltas(base: Checkpoint, rl: Checkpoint, origin: Checkpoint | None = 
     return WeightDeltas(base.num_llm_layers, base.num_vision_layers, matrices, spectra)
 
 
+#: The CPU norm engine reads the storage-precision floor's binades on every FLOOR_STRIDE-th slice (every
+#: slice of a matrix of fewer slices; see _SliceNorms): on every slice, the bit masking cost as much as
+#: the fp32 conversion (measured on the 0.74B bench triple: the whole pass 1.9× slower).
+FLOOR_STRIDE = 8
+
 #: Elements per slice in the CPU norm engine: three fp32 slices (1.5 MiB) and their stored bytes
 #: stay in the L2 cache. Measured on the 0.74B bench triple: 32 Ki–128 Ki within noise, 16 Ki 2× slower.
 NORM_CHUNK = 1 << 17
@@ -223,21 +275,29 @@ def _pool_pass(names: list[str], measure: Callable[[str], _Stats],
         torch.set_num_threads(threads)
 
 
-def _stats_from_squares(squares: np.ndarray) -> _Stats:
+def _stats_from_squares(squares: np.ndarray, rounding: np.ndarray, shape: tuple[int, ...]) -> _Stats:
     """``squares`` = [‖W_base‖², ‖W_origin‖², ‖ΔRL‖², ‖ΔIN‖²] (the origin entries absent without
-    origin) → one :class:`DeltaStats` per stage."""
+    origin), ``rounding`` = :func:`rounding_energy` of [base, rl, origin] → one
+    :class:`DeltaStats` per stage."""
     stages = len(squares) // 2
     references, deltas = np.sqrt(squares[:stages]), np.sqrt(squares[stages:])
-    return tuple(DeltaStats(float(d), float(d / r) if r > 0 else math.inf) for d, r in zip(deltas, references))
+    floors = [_floors(rounding[0] + rounding[1 + i], shape) for i in range(stages)]
+    return tuple(DeltaStats(float(d), float(d / r) if r > 0 else math.inf, *f)
+                 for d, r, f in zip(deltas, references, floors))
 
 
 class _SliceNorms:
     """Sums of squares of one matrix from slices read into per-thread buffers.
 
     Buffers per thread: the stored bytes of one slice per checkpoint (rows of ``raw``) and their
-    fp32 values (rows of ``values``: base, rl, origin). Per slice: read, convert, ‖base‖ and
-    ‖origin‖, then rl − base and origin − base in place, and their norms. The tensor views each
-    step works on are made once per slice size (making them per slice cost as much as a norm).
+    fp32 values (rows of ``values``: base, rl, origin). Per slice: read, convert, ‖base‖, ‖rl‖
+    and ‖origin‖, on every :data:`FLOOR_STRIDE`-th slice the norms of every row's binades, then
+    rl − base and origin − base in place, and their norms. The tensor views each step works on are
+    made once per slice size (making them per slice cost as much as a norm).
+
+    The floor (:func:`rounding_energy`) is the sampled slices' Σ binade² / Σ w², a property of the
+    shape of the value distribution that barely varies from row to row, times the whole Σ w²: so
+    rows of unequal magnitude (outlier channels) do not bias it.
     """
 
     def __init__(self, readers: list[TensorReader]):
@@ -249,39 +309,52 @@ class _SliceNorms:
         if not hasattr(local, "raw"):
             local.raw = torch.empty(n, NORM_CHUNK * 8, dtype=torch.uint8)  # 8 bytes: the widest dtype
             local.values = torch.empty(n, NORM_CHUNK, dtype=torch.float32)
+            local.binades = torch.empty(n, NORM_CHUNK, dtype=torch.int32)
             local.steps = {}
         dtypes = tuple(r.dtype(name) for r in readers)
         numel = readers[0].numel(name)
         chunks = -(-numel // NORM_CHUNK)
-        references = torch.empty(chunks, n - 1, dtype=torch.float32)  # per slice: ‖base‖, ‖origin‖
+        stride = FLOOR_STRIDE if chunks >= FLOOR_STRIDE else 1
+        references = torch.empty(chunks, n, dtype=torch.float32)  # per slice: ‖base‖, ‖rl‖, ‖origin‖
         deltas = torch.empty(chunks, n - 1, dtype=torch.float32)  # per slice: ‖ΔRL‖, ‖ΔIN‖
+        binade_norms = torch.zeros(chunks, n, dtype=torch.float32)  # per sampled slice and checkpoint
         raw = [local.raw[i].view(dtype) for i, dtype in enumerate(dtypes)]
         sliced = zip(*(r.slices(name, buffer, NORM_CHUNK) for r, buffer in zip(readers, raw)))
-        for reference, delta, (k, *_) in zip(references.unbind(0), deltas.unbind(0), sliced):
+        for index, (reference, delta, binade, (k, *_)) in enumerate(
+                zip(references.unbind(0), deltas.unbind(0), binade_norms.unbind(0), sliced)):
             key = (dtypes, k)
             if key not in local.steps:
                 local.steps[key] = self._views(dtypes, k)
-            copies, evens, tail, head = local.steps[key]
+            copies, block, tail, head, (bits, binades) = local.steps[key]
             for target, source in copies:
                 target.copy_(source)
-            torch.linalg.vector_norm(evens, dim=1, out=reference)
+            torch.linalg.vector_norm(block, dim=1, out=reference)
+            if index % stride == 0:
+                torch.bitwise_and(bits, _EXPONENT_BITS, out=binades)
+                torch.linalg.vector_norm(binades.view(torch.float32), dim=1, out=binade)
             tail.sub_(head)  # rl − base, origin − base (the sign does not change a norm)
             torch.linalg.vector_norm(tail, dim=1, out=delta)
-        squares = torch.cat([references, deltas], 1).double().square().sum(0).numpy()
-        if not np.isfinite(squares).all():
+        references, deltas = references.double().square(), deltas.double().square().sum(0).numpy()
+        weights_sq = references.sum(0).numpy()
+        if not (np.isfinite(weights_sq).all() and np.isfinite(deltas).all()):
             _raise_non_finite(readers, name)  # or finite values overflowed: inf, as a whole-matrix norm gives
-        return _stats_from_squares(squares)
+        sampled = references[::stride].sum(0).numpy()
+        binades = binade_norms[::stride].double().square().sum(0).numpy()
+        rounding = [b / s * w * _ulp_scale(d) if s > 0 else 0.0
+                    for b, s, w, d in zip(binades, sampled, weights_sq, dtypes)]
+        squares = np.concatenate([weights_sq[::2], deltas])  # ‖W_base‖², ‖W_origin‖², ‖ΔRL‖², ‖ΔIN‖²
+        return _stats_from_squares(squares, rounding, tuple(readers[0].checkpoint.shape(name)))
 
     def _views(self, dtypes: tuple[torch.dtype, ...], k: int):
-        """(conversion copies, rows base/origin, rows rl/origin, row base) over the first ``k``
-        elements of this thread's buffers."""
+        """(conversion copies, all rows, rows rl/origin, row base, (values as int32, binades))
+        over the first ``k`` elements of this thread's buffers."""
         local = self.local
         block = local.values[:, :k]
         if len(set(dtypes)) == 1:
             copies = [(block, local.raw.view(dtypes[0])[:, :k])]
         else:
             copies = [(block[i], local.raw[i].view(dtype)[:k]) for i, dtype in enumerate(dtypes)]
-        return copies, block[::2], block[1:], block[:1]
+        return copies, block, block[1:], block[:1], (block.view(torch.int32), local.binades[:, :k])
 
 
 class _WholeMatrices:
@@ -300,21 +373,22 @@ class _WholeMatrices:
             local.values = [torch.empty(0, dtype=torch.float32) for _ in range(2)]
         shape = readers[0].checkpoint.shape(name)
 
-        def load(i: int, slot: int) -> tuple[torch.Tensor, float]:
+        def load(i: int, slot: int) -> tuple[torch.Tensor, float, float]:
             reader = readers[i]
             dtype, numel = reader.dtype(name), reader.numel(name)
             local.raw = _grown(local.raw, numel * dtype.itemsize)
             stored = reader.read_into(name, local.raw[:numel * dtype.itemsize].view(dtype))
             local.values[slot] = _grown(local.values[slot], numel)
             values = local.values[slot][:numel].copy_(stored).view(shape)
-            return values, _check_finite(values, reader.checkpoint, name)
+            return values, _check_finite(values, reader.checkpoint, name), rounding_energy(values, dtype)
 
-        base, base_norm = load(0, 0)
-        rl, _ = load(1, 1)
-        stats = [_delta_stats(rl.sub_(base), base_norm, spectra=self.spectra)]
+        base, base_norm, base_rounding = load(0, 0)
+        rl, _, rl_rounding = load(1, 1)
+        stats = [_delta_stats(rl.sub_(base), base_norm, spectra=self.spectra, floor_energy=base_rounding + rl_rounding)]
         if len(readers) == 3:
-            origin, origin_norm = load(2, 1)
-            stats.append(_delta_stats(torch.sub(base, origin, out=origin), origin_norm, spectra=self.spectra))
+            origin, origin_norm, origin_rounding = load(2, 1)
+            stats.append(_delta_stats(torch.sub(base, origin, out=origin), origin_norm, spectra=self.spectra,
+                                      floor_energy=base_rounding + origin_rounding))
         return tuple(stats)
 
 
@@ -389,10 +463,12 @@ def _tensor_pass(readers: list[TensorReader], names: list[str], device: torch.de
                 slot.copied = torch.cuda.current_stream(device).record_event()
             release()  # the reader may refill this slot (after the copies, on CUDA)
             norms = [_check_finite(v, r.checkpoint, name) for v, r in zip(values, readers)]
+            rounding = [rounding_energy(v, r.dtype(name)) for v, r in zip(values, readers)]
             base = values[0]
-            stats = [_delta_stats(values[1].sub_(base), norms[0], spectra=spectra)]
+            stats = [_delta_stats(values[1].sub_(base), norms[0], spectra=spectra, floor_energy=rounding[0] + rounding[1])]
             if len(values) == 3:
-                stats.append(_delta_stats(torch.sub(base, values[2], out=values[2]), norms[2], spectra=spectra))
+                stats.append(_delta_stats(torch.sub(base, values[2], out=values[2]), norms[2], spectra=spectra,
+                                          floor_energy=rounding[0] + rounding[2]))
             yield name, tuple(stats)
     finally:
         slots.close()

@@ -39,8 +39,10 @@ def environment() -> dict[str, Any]:
 
 
 def build_report(results: list[dict], *, checkpoints: dict, regions: str, thresholds: str,
-                 cache: dict | None = None, baseline: dict | None = None) -> dict:
-    """The JSON document: ``schema_version``, ``vlmdiag_version``, ``created``, ``environment``,
+                 cache: dict | None = None, baseline: dict | None = None, complete: bool = True) -> dict:
+    """The JSON document: ``schema_version``, ``vlmdiag_version``, ``created``, ``complete`` (False
+    when the run was interrupted, crashed or stopped early: then it is written beside the report,
+    see :mod:`vlmdiag.report.safety`), ``environment``,
     ``checkpoints`` (per recipe and role: spec, path, fingerprint), ``regions``, ``thresholds``,
     ``cache`` (``enabled``, ``dir`` of the results cache; None when not given) and ``claims`` (one
     entry per claim and recipe: ``id``, ``recipe``, ``verdict``, ``metrics``, ``reason``, ``cache``
@@ -52,6 +54,7 @@ def build_report(results: list[dict], *, checkpoints: dict, regions: str, thresh
         "schema_version": SCHEMA_VERSION,
         "vlmdiag_version": vlmdiag.__version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "complete": complete,
         "environment": environment(),
         "checkpoints": checkpoints,
         "regions": regions,

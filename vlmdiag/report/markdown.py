@@ -9,6 +9,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from vlmdiag.errors import printable
 from vlmdiag.report.baseline import cell_text
 from vlmdiag.report.terminal import _effect, condition_text
 
@@ -75,8 +76,10 @@ def render_markdown(results: list[dict], *, regions: str, figures: Path | None =
 
 
 def write_summaries(results: list[dict], options, *, regions: str, report_json: Path | None,
-                    environ: Mapping[str, str]) -> str | None:
-    """Write ``--report-md`` (atomically) and append to ``$GITHUB_STEP_SUMMARY`` when it is set.
+                    environ: Mapping[str, str], write_md: bool = True) -> str | None:
+    """Write ``--report-md`` (atomically, never into a checkpoint folder or over anything but a
+    regular file: :func:`vlmdiag.atomic.write_atomic`; not when ``write_md`` is False) and append
+    to ``$GITHUB_STEP_SUMMARY`` when it is set.
 
     Returns a one-line problem (the file and why) when a summary could not be written, else None;
     the JSON report is never affected.
@@ -85,13 +88,14 @@ def write_summaries(results: list[dict], options, *, regions: str, report_json: 
 
     figures = report_json.parent / f"{report_json.stem}_plots" if report_json else None
     baseline = options.baseline_summary(results)
-    if options.report_md is not None:
+    if options.report_md is not None and write_md:
         text = render_markdown(results, regions=regions, figures=figures, relative_to=options.report_md.parent,
                                baseline=baseline)
         try:
             write_atomic(options.report_md, text)
         except OSError as error:
-            return f"--report-md {options.report_md}: cannot write the summary ({error.strerror})"
+            return printable(f"--report-md {options.report_md}: cannot write the summary "
+                             f"({error.strerror or error})")
     step_summary = environ.get("GITHUB_STEP_SUMMARY")
     if step_summary:
         # The job page cannot show files of the runner: figures are named, not linked.
@@ -102,5 +106,6 @@ def write_summaries(results: list[dict], options, *, regions: str, report_json: 
             with open(step_summary, "a", encoding="utf-8") as handle:
                 handle.write(text + "\n")
         except OSError as error:
-            return f"$GITHUB_STEP_SUMMARY {step_summary}: cannot append the summary ({error.strerror})"
+            return printable(f"$GITHUB_STEP_SUMMARY {step_summary}: cannot append the summary "
+                             f"({error.strerror or error})")
     return None

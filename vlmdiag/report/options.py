@@ -10,24 +10,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlmdiag.errors import UsageError
+from vlmdiag.errors import UsageError, printable
 from vlmdiag.report import baseline as _baseline
 
 
 def writable_file(option: str, value) -> Path:
-    """An absolute path for a report file, checked before the run: not a folder, in a folder that
-    exists and is writable.
+    """An absolute path for a report file, checked before the run: not a folder nor anything but a
+    regular file (:func:`vlmdiag.paths.check_output`), in a folder that exists and is writable.
+    (Whether it lies in a checkpoint folder is checked once the checkpoints are open.)
 
     Raises:
-        UsageError: one line naming ``option`` and the path.
+        UsageError: one line naming ``option`` and the path (:func:`vlmdiag.errors.printable`).
     """
+    from vlmdiag.paths import check_output
+
     path = Path(value).absolute()
+    shown = printable(path)
     if path.is_dir():
-        raise UsageError(f"{option} {path}: is a folder; name a file, e.g. {option}={path / 'report.md'}")
+        raise UsageError(f"{option} {shown}: is a folder; name a file, e.g. {option}={printable(path / 'report.md')}")
+    check_output(path, option, (), fix="; name a regular file")
     if not path.parent.is_dir():
-        raise UsageError(f"{option} {path}: folder {path.parent} does not exist")
+        raise UsageError(f"{option} {shown}: folder {printable(path.parent)} does not exist")
     if not os.access(path.parent, os.W_OK):
-        raise UsageError(f"{option} {path}: folder {path.parent} is not writable")
+        raise UsageError(f"{option} {shown}: folder {printable(path.parent)} is not writable")
     return path
 
 

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from vlmdiag.errors import printable
+
 STYLES = {"reproduced": "bold green", "not_reproduced": "bold red", "inconclusive": "yellow",
           "skipped": "dim", "error": "bold magenta"}
 _BARS = "▁▂▃▄▅▆▇█"
@@ -189,7 +191,9 @@ def render(report: dict, *, width: int = 120, color: bool = True) -> str:
             if compared:
                 row.append(baseline_cell(result.get("baseline")))
             if verdict in ("skipped", "error") or not _effect(result):  # a verdict without a number: say why
-                notes.append(Text(f"{claim_id} [{recipe}] {verdict}: {result['reason']}", style=STYLES.get(verdict, "")))
+                # printable: a reason quotes file and tensor names, which must not drive the terminal
+                notes.append(Text(printable(f"{claim_id} [{recipe}] {verdict}: {result['reason']}"),
+                                  style=STYLES.get(verdict, "")))
             line = conditions_line(result)
             if line is not None:
                 why.append(line)

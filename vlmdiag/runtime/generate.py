@@ -28,9 +28,10 @@ class Prompt:
     image: Image.Image | None = None
 
 
-def image_prompt(question: str, image: Image.Image) -> Prompt:
-    """f(i, p): the image, then the question."""
-    return Prompt(image_message(question), image.convert("RGB"))
+def image_prompt(question: str, image: Image.Image, answer_format: str = "none") -> Prompt:
+    """f(i, p): the image, then the question (and the answer instruction of ``answer_format``,
+    :data:`vlmdiag.probes.prompts.ANSWER_FORMATS`)."""
+    return Prompt(image_message(question, answer_format), image.convert("RGB"))
 
 
 def black_image(image: Image.Image) -> Image.Image:
@@ -38,14 +39,14 @@ def black_image(image: Image.Image) -> Image.Image:
     return Image.new("RGB", image.size, (0, 0, 0))
 
 
-def black_image_prompt(question: str, image: Image.Image) -> Prompt:
+def black_image_prompt(question: str, image: Image.Image, answer_format: str = "none") -> Prompt:
     """f(b, p): a black image of the same size as ``image``, then the question."""
-    return Prompt(image_message(question), black_image(image))
+    return Prompt(image_message(question, answer_format), black_image(image))
 
 
-def text_prompt(question: str) -> Prompt:
+def text_prompt(question: str, answer_format: str = "none") -> Prompt:
     """f(p): the question alone."""
-    return Prompt(text_message(question), None)
+    return Prompt(text_message(question, answer_format), None)
 
 
 @dataclass(frozen=True)
@@ -56,11 +57,14 @@ class Generation:
         text: the decoded response, special tokens removed, cut at the first end-of-sequence token.
         token_ids: int64 array [T] of generated ids up to and excluding the first EOS/pad.
         prompt_ids: int64 array [P] of prompt ids without padding.
+        hit_budget: generation stopped because ``max_new_tokens`` ran out, not at an EOS token
+            (a reasoning model cut off inside ``<think>``; grading reports it as truncated).
     """
 
     text: str
     token_ids: np.ndarray = field(repr=False)
     prompt_ids: np.ndarray = field(repr=False)
+    hit_budget: bool = False
 
 
 def _tokenizer(loaded: LoadedModel):
@@ -170,7 +174,9 @@ def greedy_generate_inputs(loaded: LoadedModel, inputs: dict, *, max_new_tokens:
 
 
 def split_generation(loaded: LoadedModel, inputs: dict, sequences: torch.Tensor) -> list[Generation]:
-    """Cut ``generate`` output into per-row :class:`Generation` values (padding and EOS removed)."""
+    """Cut ``generate`` output into per-row :class:`Generation` values (padding and EOS removed).
+    A row without a stop token ran to the end of ``sequences``: ``generate`` only stops before
+    ``max_new_tokens`` once every row has emitted one, so that row hit the budget."""
     prompt_len = inputs["input_ids"].shape[1]
     stops = set(stop_ids(loaded))
     tokenizer = _tokenizer(loaded)
@@ -179,10 +185,12 @@ def split_generation(loaded: LoadedModel, inputs: dict, sequences: torch.Tensor)
         mask = inputs["attention_mask"][row].bool().cpu()
         prompt_ids = inputs["input_ids"][row].cpu()[mask].numpy()
         gen = sequences[row, prompt_len:].cpu().tolist()
-        cut = next((i for i, t in enumerate(gen) if t in stops), len(gen))
-        gen = np.asarray(gen[:cut], dtype=np.int64)
+        cut = next((i for i, t in enumerate(gen) if t in stops), None)
+        hit_budget = cut is None
+        gen = np.asarray(gen if hit_budget else gen[:cut], dtype=np.int64)
         text = tokenizer.decode(gen.tolist(), skip_special_tokens=True) if tokenizer is not None else ""
-        out.append(Generation(text=text, token_ids=gen, prompt_ids=prompt_ids.astype(np.int64)))
+        out.append(Generation(text=text, token_ids=gen, prompt_ids=prompt_ids.astype(np.int64),
+                              hit_budget=hit_budget))
     return out
 
 
@@ -196,7 +204,8 @@ def generate(loaded: LoadedModel, prompts: Sequence[Prompt], *, max_new_tokens: 
     Args:
         loaded: model and processor.
         prompts: the prompts.
-        max_new_tokens: generation budget per prompt (the paper uses 128).
+        max_new_tokens: generation budget per prompt (the paper's Table 5: 128; its code 2048–8192
+            for reasoning models). A response that runs out of it has ``hit_budget`` set.
         batch_size: prompts per ``generate`` call.
 
     Returns:

@@ -322,12 +322,16 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device | None = N
     """
     from transformers import AutoModelForImageTextToText
 
+    from vlmdiag.runtime.threads import configure_cpu_threads
+
     path = Path(path)
     config, adapter, processor, token_id = inference_parts(path, trust_remote_code=trust_remote_code)
     cuda = choose_device(device).type == "cuda"
     placement = choose_placement(device, dtype, weight_numel=weight_numel(path) if cuda else None,
                                  gpu_free_bytes=_gpu_free_bytes() if cuda else None)
     device, dtype = placement.device, placement.dtype
+    if device.type == "cpu":
+        configure_cpu_threads()  # once per process: the cores free now, not torch's one per core
     split = {"device_map": placement.device_map} if placement.device_map else {}
     try:
         model = AutoModelForImageTextToText.from_pretrained(
