@@ -2,7 +2,6 @@
 front, and keeps pytest's cache out of checkpoint folders (vlmdiag/invocation.py, packaged.py).
 The installed-wheel run from another folder is tests/core/test_installed.py."""
 
-import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,8 @@ from vlmdiag.claims.evidence import Recipe
 from vlmdiag.errors import CheckpointError
 from vlmdiag.invocation import check_local_checkpoints, thresholds_path
 from vlmdiag.packaged import default_thresholds, diagnostics_dir
+
+from test_installed import _tree_hash  # one definition of "nothing under this folder changed"
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,15 +38,6 @@ def test_a_missing_local_checkpoint_folder_is_found_without_reading_or_downloadi
     (tmp_path / "file").write_text("")
     with pytest.raises(CheckpointError, match="this is a file"):
         check_local_checkpoints([Recipe("main", str(tmp_path / "base"), str(tmp_path / "file"))])
-
-
-def _tree_hash(folder: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        digest.update(str(path.relative_to(folder)).encode())
-        if path.is_file():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def _pytest(*args, cwd):

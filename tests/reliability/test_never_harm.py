@@ -28,16 +28,6 @@ pytest_plugins = ["pytester"]
 USAGE_ERROR = 4
 
 
-@pytest.fixture(scope="module")
-def triple(planted):
-    return planted("paper")
-
-
-@pytest.fixture
-def rl_copy(triple, tmp_path):
-    return copy(triple["rl"], tmp_path / "rl")
-
-
 # ----------------------------------------------------------------------------- outputs inside a checkpoint
 
 def _hub_snapshot(triple, tmp_path) -> tuple[Path, Path]:

@@ -29,16 +29,6 @@ pytest_plugins = ["pytester"]
 USAGE_ERROR = 4
 
 
-@pytest.fixture(scope="module")
-def triple(planted):
-    return planted("paper")
-
-
-@pytest.fixture
-def rl_copy(triple, tmp_path):
-    return copy(triple["rl"], tmp_path / "rl")
-
-
 # ----------------------------------------------------------------------------- safetensors headers, config.json
 
 def _rewrite_header(file: Path, edit) -> None:
