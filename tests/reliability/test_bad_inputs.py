@@ -270,7 +270,7 @@ def test_missing_thresholds_file(triple, tmp_path, pytester):
     (["--regions=3,9"], "cuts 3,9 do not split 6 decoder layers"),
     (["--regions=middle"], "--regions 'middle': expected paper, thirds, localized, or two increasing cuts A,B"),
     (["--recipe=oops"], "--recipe 'oops': expected NAME=BASE,RL[,ORIGIN]"),
-    (["--rl-frozen=Top=x"], "--rl-frozen 'Top=x': expected REGION=CKPT with REGION one of Early, Mid, Late"),
+    (["--rl-frozen=Top=x"], "--rl-frozen 'Top=x': expected [NAME:]REGION=CKPT with REGION one of Early, Mid, Late"),
 ], ids=["regions-out-of-range", "regions-malformed", "recipe", "rl-frozen"])
 def test_bad_option_values(args, expected, triple, pytester):
     code, out = run_inprocess(pytester, *main(triple), *args)
