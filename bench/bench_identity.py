@@ -145,11 +145,7 @@ def main(argv=None) -> int:
         f"{median['sampled'] * 1e3:.1f} ms): a stat and one remembered entry per weight file, files up to 1 MiB "
         f"hashed anew.",
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        benchlib.write_section(HEADING, text)
-        print(f"wrote the '{HEADING[3:]}' section of {benchlib.RESULTS}")
+    benchlib.publish(HEADING, "\n".join(lines) + "\n", args.write)
     return 0
 
 

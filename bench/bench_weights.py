@@ -356,11 +356,7 @@ def main(argv=None) -> int:
         lines += ["", "The pass's time follows the bytes it reads (the LLM layers plus a fixed vision tower and "
                   "projector), as the previous engine's does; the ratio to reading every byte rises with depth "
                   "only because the embedding the read column includes is a smaller share of deeper models."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.write:
-        benchlib.write_section(HEADING, text)
-        print(f"wrote the '{HEADING[3:]}' section of {benchlib.RESULTS}")
+    benchlib.publish(HEADING, "\n".join(lines) + "\n", args.write)
     return 0
 
 

@@ -25,6 +25,14 @@ def load_average() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def publish(heading: str, text: str, write: bool) -> None:
+    """Print a benchmark's section and, with ``--write``, put it into bench/RESULTS.md."""
+    print(text)
+    if write:
+        write_section(heading, text)
+        print(f"wrote the '{heading[3:]}' section of {RESULTS}")
+
+
 def write_section(heading: str, text: str, path: Path = RESULTS) -> None:
     """Replace the section that starts with ``heading`` (a ``## `` line) up to the next ``## ``
     heading, or append it; other sections are left as they are. Written atomically."""
