@@ -5,11 +5,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from vlmdiag.claims.inference import (GAIN_METRICS, AbilityTable, combine, comparison_condition, comparison_text,
-                                      comparisons_dict, decide_text, n_to_resolve_gain, rl_gains, share_condition,
-                                      share_part, share_text)
+                                      comparisons_dict, decide_text, n_to_resolve_gain, reason_ending, rl_gains,
+                                      share_condition, share_part, share_text)
 from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
 from vlmdiag.regions import Regions
-from vlmdiag.stats import decide, n_to_decide, n_to_decide_all
+from vlmdiag.stats import decide, n_to_decide
 
 NECESSARY = ("Late", "Mid-Late")  # freezing either is the paper's finding
 
@@ -83,9 +83,6 @@ def late_necessary(table: AbilityTable, regions: Regions, t: LateNecessaryThresh
               + "; ".join(f"{label}: {share_text(shares[label, m], m)}, loss {comparison_text(losses[label, m])}"
                           for label, m in losses)
               + f" (thresholds: kept share below {t.max_kept_share:g}, loss above {t.min_loss:g})")
-    if verdict == "inconclusive":
-        metrics["n_to_decide"] = n_to_decide_all([(nd, holds) for _, nd, holds in parts])
-        reason += "; " + decide_text(metrics["n_to_decide"])
-    reason += "".join("; " + note for note in table.notes)
+    reason += reason_ending(verdict, parts, metrics, table.notes)
     return Outcome(verdict, reason, weakest.estimate, weakest.interval, t.max_kept_share, metrics,
                    conditions=conditions)

@@ -19,7 +19,7 @@ from vlmdiag.claims.registry import condition
 from vlmdiag.probes.types import AbilityItem
 from vlmdiag.regions import REGION_NAMES, Regions
 from vlmdiag.runtime.model import LoadedModel
-from vlmdiag.stats import Share, Side, decide, kept_share, n_to_decide
+from vlmdiag.stats import Share, Side, decide, kept_share, n_to_decide, n_to_decide_all
 
 MODES = ("teacher_forced", "own")
 #: The abilities RL is expected to improve (paper Table 2/3): the gain transplants and freezing track.
@@ -191,6 +191,17 @@ def n_to_resolve_gain(comparisons: Mapping[str, StageComparison | None]) -> int 
     present = [c for m in GAIN_METRICS if (c := comparisons.get(f"{m} RL − IN")) is not None and c.delta > 0]
     needed = [x for c in present if (x := n_to_decide(c.n, c.delta, c.interval, 0.0)) is not None]
     return min(needed) if needed else None
+
+
+def reason_ending(verdict: str, parts, metrics: dict, notes) -> str:
+    """The end of a kept-share rule's reason (transplant, freezing): for an ``inconclusive`` verdict
+    the N that would decide it (also stored as ``metrics["n_to_decide"]``), then the table's notes.
+    ``parts``: ``(name, n_to_decide, holds)`` per condition, as the rules build them for ``combine``."""
+    ending = ""
+    if verdict == "inconclusive":
+        metrics["n_to_decide"] = n_to_decide_all([(nd, holds) for _, nd, holds in parts])
+        ending = "; " + decide_text(metrics["n_to_decide"])
+    return ending + "".join("; " + note for note in notes)
 
 
 def decide_text(n: int | None, goal: str = "decide it") -> str:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pydantic import Field
 
 from vlmdiag.claims.inference import (GAIN_METRICS, AbilityTable, combine, comparison_condition, comparison_text,
-                                      comparisons_dict, decide_text, n_to_resolve_gain, rl_gains, share_condition,
-                                      share_part, share_text)
+                                      comparisons_dict, decide_text, n_to_resolve_gain, reason_ending, rl_gains,
+                                      share_condition, share_part, share_text)
 from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
 from vlmdiag.regions import Regions
-from vlmdiag.stats import decide, n_to_decide, n_to_decide_all
+from vlmdiag.stats import decide, n_to_decide
 
 ABILITY_ROWS = ("Mvis", *GAIN_METRICS)
 SPLICE = "IN:RL:RL"
@@ -104,9 +104,6 @@ def mid_late_carries_gain(table: AbilityTable, regions: Regions, t: MidLateCarri
               + f" (thresholds: share {t.min_kept_share:g}, gain {t.min_kept_gain:g}); other splices keeping "
               "that share of every gain: "
               + (", ".join(s for s in metrics["splices_keeping_the_gain"] if s != SPLICE) or "none"))
-    if verdict == "inconclusive":
-        metrics["n_to_decide"] = n_to_decide_all([(nd, holds) for _, nd, holds in parts])
-        reason += "; " + decide_text(metrics["n_to_decide"])
-    reason += "".join("; " + note for note in table.notes)
+    reason += reason_ending(verdict, parts, metrics, table.notes)
     return Outcome(verdict, reason, weakest.estimate, weakest.interval, t.min_kept_share, metrics,
                    conditions=conditions)
