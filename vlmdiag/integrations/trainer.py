@@ -12,8 +12,9 @@ At every N-th step the callback builds the :class:`~vlmdiag.measure.weights.Weig
 model in memory against the starting checkpoint (:class:`~vlmdiag.integrations.live.LiveWeights`),
 runs the verdict rules of the weight claims on it (the ``judge`` of each claim in the registry, the
 very functions the pytest run calls) and logs, per claim, ``vlmdiag/<claim id>/statistic``, its
-interval, a ``verdict_code`` and every scalar metric the JSON report would hold (dict metrics as
-``…/<metric>/<key>``, e.g. ``vlmdiag/updates.energy_mid/rl_energy_share/Mid``). The values equal
+interval, a ``verdict_code`` and every scalar metric of the JSON report that can change during RL
+(dict metrics as ``…/<metric>/<key>``, e.g. ``vlmdiag/updates.energy_mid/rl_energy_share/Mid``; the
+IN stage's are constant and left out). The values equal
 (to fp32 rounding) what ``pytest --base START --rl SAVED [--origin ORIGIN]`` reports on the model
 saved at that step. No checkpoint or any other file is written.
 """
@@ -132,7 +133,11 @@ class WeightClaimsCallback(TrainerCallback):
         values = self.measure(model if model is not None else self.trainer.model, state.global_step, spectra=spectra)
         # Trainer.log, not trainer.log: trl's trainers override log() to merge and then clear the
         # metrics they accumulate between logging steps, which a log from a callback would cut short.
+        # Its on_log event resets should_log, which would drop the trainer's own log of this step.
+        should_log = control.should_log
         Trainer.log(self.trainer, dict(values))
+        control.should_log = self.trainer.control.should_log = should_log
+        return control
 
     # ------------------------------------------------------------------ measurement
 
@@ -164,10 +169,12 @@ class WeightClaimsCallback(TrainerCallback):
         return values
 
 
-def outcome_scalars(outcome: Outcome, prefix: str) -> dict[str, float]:
+def outcome_scalars(outcome: Outcome, prefix: str, *, constants: bool = False) -> dict[str, float]:
     """The loggable scalars of an outcome: ``statistic``, ``interval_low``/``interval_high``,
     ``verdict_code`` (:data:`VERDICT_CODES`), every int/float metric, and every dict metric of
-    numbers as ``<metric>/<key>``. Per-layer lists and None values are left out."""
+    numbers as ``<metric>/<key>``. Per-layer lists and None values are left out, and unless
+    ``constants``, the metrics that cannot change during RL (the IN stage's ``in_*``, the
+    parameter shares)."""
     out: dict[str, float] = {}
     if outcome.statistic is not None:
         out[f"{prefix}/statistic"] = float(outcome.statistic)
@@ -177,6 +184,8 @@ def outcome_scalars(outcome: Outcome, prefix: str) -> dict[str, float]:
     if outcome.verdict in VERDICT_CODES:
         out[f"{prefix}/verdict_code"] = VERDICT_CODES[outcome.verdict]
     for key, value in outcome.metrics.items():
+        if not constants and (key.startswith("in_") or "parameter_share" in key):
+            continue
         if _number(value):
             out[f"{prefix}/{key}"] = float(value)
         elif isinstance(value, dict):
