@@ -5,11 +5,13 @@ trainer saved at the same step; the schedule, the errors, and that it writes not
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import pytest
 import torch
+from grpo_helpers import LogRecorder, grpo_run
 
-from tests.integrations.conftest import grpo_run
 from vlmdiag.claims.registry import Outcome
 from vlmdiag.errors import IncompatibleCheckpointsError, UsageError
 from vlmdiag.integrations import VERDICT_CODES, WeightClaimsCallback, outcome_scalars
@@ -46,9 +48,14 @@ def test_logged_values_equal_the_pytest_run_on_the_checkpoint_saved_at_that_step
     import vlmdiag
 
     out = tmp_path / "out"
+    reporter = LogRecorder()
     trainer, callback = grpo_run(tiny_stages["start"], tiny_stages["origin"], out, steps=4, every=2,
-                                 spectra_every=2, save_steps=2)
+                                 spectra_every=2, save_steps=2, reporter=reporter)
     assert [h["step"] for h in callback.history] == [2, 4]
+    # a logger the trainer was built with (as report_to's are) saw the values at their step
+    for entry in callback.history:
+        seen = [logs for step, logs in reporter.seen if step == entry["step"] and "vlmdiag/seconds" in logs]
+        assert len(seen) == 1 and all(seen[0][k] == v for k, v in entry.items() if k != "step")
     # the values went through the trainer's logging: in its log history at their step, and the
     # trainer's own log of that step (loss, GRPO's reward) is still there
     for entry in callback.history:
@@ -175,14 +182,12 @@ def test_null_update_never_reads_as_reproduced(plain_trainer, tiny_stages):
 def test_the_callback_writes_no_file(plain_trainer, tiny_stages, tmp_path, monkeypatch):
     """Measuring and logging touch no file: not the checkpoints, not the current folder, not the
     trainer's output folder, not vlmdiag's cache."""
-    import os
-
     monkeypatch.chdir(tmp_path)
     roots = [tiny_stages["start"].parent, tmp_path, os.environ["VLMDIAG_CACHE_DIR"]]
 
     def snapshot():
         return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for root in roots
-                for p in __import__("pathlib").Path(root).rglob("*") if p.is_file() and "organism" not in p.parts}
+                for p in Path(root).rglob("*") if p.is_file() and "organism" not in p.parts}
 
     nudge(plain_trainer.model)
     before = snapshot()

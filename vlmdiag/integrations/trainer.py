@@ -102,7 +102,6 @@ class WeightClaimsCallback(TrainerCallback):
                        and (origin is not None or "origin" not in c.needs)}
         self.history: list[dict] = []
         self.outcomes: dict[int, dict[str, Outcome]] = {}
-        self._checked = False
 
     # ------------------------------------------------------------------ schedule
 
@@ -124,7 +123,6 @@ class WeightClaimsCallback(TrainerCallback):
         or mis-shaped tensor stops training at once rather than N steps later."""
         if model is not None and state.is_world_process_zero:
             self.weights.check(model)
-            self._checked = True
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         measure, spectra = self.due(state.global_step, state)
