@@ -29,10 +29,11 @@ class LogRecorder(TrainerCallback):
 
 
 def grpo_run(start: Path, origin: Path | None, out: Path, *, steps: int, every: int, spectra_every: int,
-             save_steps: int | None = None, logging_steps: int = 1, reporter=None):
+             save_steps: int | None = None, logging_steps: int = 1, reporter=None, **options):
     """``steps`` GRPO steps from ``start`` (2 prompts x 2 generations, 6 new tokens, lr 1e-3) with the
     callback attached; the trainer saves ``out/checkpoint-K`` every ``save_steps``; ``reporter``: a
-    callback given at construction (before the vlmdiag one, as the ``report_to`` loggers are).
+    callback given at construction (before the vlmdiag one, as the ``report_to`` loggers are);
+    ``options``: more arguments of the callback.
     Returns ``(trainer, callback)``."""
     import datasets
     from transformers import AutoModelForImageTextToText
@@ -58,7 +59,7 @@ def grpo_run(start: Path, origin: Path | None, out: Path, *, steps: int, every: 
                               train_dataset=datasets.Dataset.from_list(rows), processing_class=processor,
                               callbacks=[reporter] if reporter is not None else None)
         callback = WeightClaimsCallback(trainer, start, origin=origin, every_n_steps=every,
-                                        spectra_every_n_steps=spectra_every)
+                                        spectra_every_n_steps=spectra_every, **options)
         trainer.add_callback(callback)
         trainer.train()
     return trainer, callback

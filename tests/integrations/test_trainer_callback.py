@@ -18,6 +18,7 @@ from vlmdiag.integrations import VERDICT_CODES, WeightClaimsCallback, outcome_sc
 from vlmdiag.stats import Interval
 
 WEIGHT_CLAIMS = ("updates.energy_mid", "updates.rl_smaller_than_in", "updates.rl_steeper_mid_late")
+PROBE_CLAIM = "abilities.no_uniform_vision_gain"
 
 
 def report_scalars(report) -> dict[str, dict[str, float]]:
@@ -35,9 +36,9 @@ def report_scalars(report) -> dict[str, dict[str, float]]:
     return out
 
 
-def assert_logged_equals_report(logged: dict[str, float], reported: dict[str, float]) -> None:
+def assert_logged_equals_report(logged: dict[str, float], reported: dict[str, float], claims=WEIGHT_CLAIMS) -> None:
     claim_keys = [k for k in logged if k != "vlmdiag/seconds"]
-    assert {k.split("/")[1] for k in claim_keys} == set(WEIGHT_CLAIMS)
+    assert {k.split("/")[1] for k in claim_keys} == set(claims)
     missing = [k for k in claim_keys if k not in reported]
     assert not missing, f"logged but not in the pytest report: {missing}"
     for key in claim_keys:
@@ -201,16 +202,62 @@ def test_the_callback_writes_no_file(plain_trainer, tiny_stages, tmp_path, monke
 
 @pytest.mark.slow
 def test_on_the_organism_logged_values_equal_the_pytest_run(tmp_path):
-    """The same check from the model organism's own IN stage (fast recipe; built into the cache
-    on first use, which takes minutes), Base as the origin."""
+    """The same check from the model organism's own IN stage (the full recipe: built into the cache
+    on first use, which takes long), Base as the origin, with the small-N probe claim (the organism
+    answers its probes, so the scores are not all zero as a random model's are; the fast recipe's
+    are)."""
     import vlmdiag
     from vlmdiag.organism import checkpoint_path
 
-    start = checkpoint_path("in", recipe="fast", progress=False)
+    start = checkpoint_path("in", recipe="full", progress=False)
     origin = start.parent / "base"
+    thresholds = small_probe_thresholds(tmp_path, n_items=4, max_new_tokens=32)
     out = tmp_path / "out"
-    _, callback = grpo_run(start, origin, out, steps=3, every=3, spectra_every=3, save_steps=3)
-    report = vlmdiag.run(start, out / "checkpoint-3", origin=origin, claims=WEIGHT_CLAIMS, use_cache=False)
+    _, callback = grpo_run(start, origin, out, steps=3, every=3, spectra_every=3, save_steps=3,
+                           probe_every_n_steps=3, thresholds=thresholds)
+    claims = (*WEIGHT_CLAIMS, PROBE_CLAIM)
+    report = vlmdiag.run(start, out / "checkpoint-3", origin=origin, claims=claims, thresholds=thresholds,
+                         use_cache=False)
     assert [h["step"] for h in callback.history] == [3]
     logged = {k: v for k, v in callback.history[0].items() if k != "step"}
-    assert_logged_equals_report(logged, report_scalars(report)["main"])
+    assert_logged_equals_report(logged, report_scalars(report)["main"], claims)
+    assert any(v > 0 for k, v in logged.items() if "/scores/RL/" in k)
+
+
+def small_probe_thresholds(folder, *, n_items: int, max_new_tokens: int):
+    """The shipped thresholds with the probe claim at ``n_items`` per ability (a file in ``folder``)."""
+    import yaml
+
+    from vlmdiag.packaged import default_thresholds
+
+    data = yaml.safe_load(default_thresholds().read_text())
+    data["claims"][PROBE_CLAIM].update(n_items=n_items, max_new_tokens=max_new_tokens)
+    path = folder / "thresholds.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_the_small_n_probe_claim_equals_the_pytest_run(plain_trainer, tiny_stages, tmp_path):
+    """``abilities.no_uniform_vision_gain`` with 2 items per ability: the live model's answers
+    judged against IN and Base give what the pytest run gives on the same weights saved."""
+    import vlmdiag
+    from vlmdiag.organism.tokenizer import save_processor
+    from vlmdiag.runtime.processor import load_processor
+
+    claim = PROBE_CLAIM
+    thresholds = small_probe_thresholds(tmp_path, n_items=2, max_new_tokens=6)
+    nudge(plain_trainer.model, scale=5e-2, seed=2)
+    plain_trainer.model.train()
+    callback = WeightClaimsCallback(plain_trainer, tiny_stages["start"], origin=tiny_stages["origin"], every_n_steps=2,
+                                    spectra_every_n_steps=0, probe_every_n_steps=1, thresholds=thresholds)
+    assert drive(plain_trainer, callback, [1]) == [1]
+    assert plain_trainer.model.training  # the probe answers in eval mode and restores the mode
+    assert callback.outcomes[1][claim].metrics  # judged, not an error
+    logged = {k: v for k, v in callback.history[0].items() if k.startswith(f"vlmdiag/{claim}/")}
+    assert f"vlmdiag/{claim}/verdict_code" in logged
+    plain_trainer.model.save_pretrained(tmp_path / "saved")
+    save_processor(load_processor(tiny_stages["start"]), tmp_path / "saved")
+    report = vlmdiag.run(tiny_stages["start"], tmp_path / "saved", origin=tiny_stages["origin"], claims=[claim],
+                         thresholds=thresholds, use_cache=False)
+    reported = report_scalars(report)["main"]
+    assert {k: reported[k] for k in logged} == pytest.approx(logged, rel=1e-9, abs=1e-12)

@@ -63,6 +63,10 @@ class WeightClaimsCallback(TrainerCallback):
         prefix: the logged keys start with ``<prefix>/``.
         stored_dtype: the dtype the RL checkpoint will be saved in (default: the parameters'):
             sets the RL side of the storage-precision floor.
+        probe_every_n_steps: also run the small-N probe claim ``abilities.no_uniform_vision_gain``
+            (:mod:`vlmdiag.integrations.probes`: the live model answers the organism's probe items,
+            greedy, against IN and Base answered once) at steps divisible by it; 0 (default): never.
+        probe_items: items per ability of the probe claim (default: the thresholds' ``n_items``).
 
     Attributes:
         history: one dict per measured step: ``{"step": …, <logged key>: value, …}``.
@@ -79,13 +83,14 @@ class WeightClaimsCallback(TrainerCallback):
     def __init__(self, trainer: Trainer, start: str | Path, *, origin: str | Path | None = None,
                  every_n_steps: int | None = None, spectra_every_n_steps: int | None = None,
                  regions: str = "paper", thresholds: str | Path | None = None, prefix: str = "vlmdiag",
-                 stored_dtype=None):
+                 stored_dtype=None, probe_every_n_steps: int = 0, probe_items: int | None = None):
         if not isinstance(trainer, Trainer):
             raise UsageError(f"WeightClaimsCallback(trainer, ...): expected a transformers.Trainer, got "
                              f"{type(trainer).__name__}")
-        for name, value in (("every_n_steps", every_n_steps), ("spectra_every_n_steps", spectra_every_n_steps)):
+        for name, value in (("every_n_steps", every_n_steps), ("spectra_every_n_steps", spectra_every_n_steps),
+                            ("probe_every_n_steps", probe_every_n_steps), ("probe_items", probe_items)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0
-                                      or (value == 0 and name == "every_n_steps")):
+                                      or (value == 0 and name in ("every_n_steps", "probe_items"))):
                 raise UsageError(f"WeightClaimsCallback: {name} must be a positive integer, got {value!r}")
         if str(regions).strip() == "localized":
             raise UsageError("WeightClaimsCallback: regions 'localized' need the localization probes; "
@@ -100,6 +105,14 @@ class WeightClaimsCallback(TrainerCallback):
         self.claims = {c.id: c for c in all_claims().values()
                        if c.measurement in _WEIGHT_MEASUREMENTS and self.thresholds.get(c.id) is not None
                        and (origin is not None or "origin" not in c.needs)}
+        self.probe_every_n_steps, self.probes = probe_every_n_steps, None
+        if probe_every_n_steps:
+            from vlmdiag.integrations.probes import CLAIM_ID, LiveAbilities
+
+            probe_thresholds = self.thresholds.get(CLAIM_ID)
+            if probe_items is not None:
+                probe_thresholds = probe_thresholds.model_copy(update={"n_items": probe_items})
+            self.probes = LiveAbilities(self.weights.start, self.weights.origin, probe_thresholds)
         self.history: list[dict] = []
         self.outcomes: dict[int, dict[str, Outcome]] = {}
 
@@ -114,7 +127,12 @@ class WeightClaimsCallback(TrainerCallback):
         """(measure at ``step``?, with spectra?)."""
         every, spectra_every = self._steps(state)
         spectra = bool(spectra_every) and step % spectra_every == 0
-        return step > 0 and (step % every == 0 or spectra), step > 0 and spectra
+        probes = self.probe_due(step)
+        return step > 0 and (step % every == 0 or spectra or probes), step > 0 and spectra
+
+    def probe_due(self, step: int) -> bool:
+        """Whether the probe claim runs at ``step``."""
+        return bool(self.probes) and step > 0 and step % self.probe_every_n_steps == 0
 
     # ------------------------------------------------------------------ events
 
@@ -161,6 +179,14 @@ class WeightClaimsCallback(TrainerCallback):
                 continue
             outcomes[claim_id] = outcome
             values.update(outcome_scalars(outcome, f"{self.prefix}/{claim_id}"))
+        if self.probe_due(step):
+            from vlmdiag.integrations.probes import CLAIM_ID
+
+            try:
+                outcomes[CLAIM_ID] = outcome = self.probes.judge(model, self.regions)
+                values.update(outcome_scalars(outcome, f"{self.prefix}/{CLAIM_ID}"))
+            except Exception as error:  # noqa: BLE001 — as the weight claims: warned, training goes on
+                logger.warning("vlmdiag: %s at step %d: %s: %s", CLAIM_ID, step, type(error).__name__, error)
         values[f"{self.prefix}/seconds"] = time.perf_counter() - began
         self.outcomes[step] = outcomes
         self.history.append({"step": step, **values})
@@ -169,10 +195,12 @@ class WeightClaimsCallback(TrainerCallback):
 
 def outcome_scalars(outcome: Outcome, prefix: str, *, constants: bool = False) -> dict[str, float]:
     """The loggable scalars of an outcome: ``statistic``, ``interval_low``/``interval_high``,
-    ``verdict_code`` (:data:`VERDICT_CODES`), every int/float metric, and every dict metric of
-    numbers as ``<metric>/<key>``. Per-layer lists and None values are left out, and unless
-    ``constants``, the metrics that cannot change during RL (the IN stage's ``in_*``, the
-    parameter shares)."""
+    ``verdict_code`` (:data:`VERDICT_CODES`), every int/float metric, and the numbers inside dict
+    metrics as ``<metric>/<key>[/<key>…]`` (e.g. ``rl_energy_share/Mid``, ``scores/RL/Mvis``).
+    Lists (per-layer arrays), strings, booleans and None are left out, and unless ``constants`` so
+    are the values that cannot change during RL: the IN stage's (``in_*``; ``IN``, ``Base``),
+    the parameter shares, the comparisons between IN and Base, and settings (``level``,
+    ``threshold``)."""
     out: dict[str, float] = {}
     if outcome.statistic is not None:
         out[f"{prefix}/statistic"] = float(outcome.statistic)
@@ -181,14 +209,30 @@ def outcome_scalars(outcome: Outcome, prefix: str, *, constants: bool = False) -
         out[f"{prefix}/interval_high"] = float(outcome.interval.high)
     if outcome.verdict in VERDICT_CODES:
         out[f"{prefix}/verdict_code"] = VERDICT_CODES[outcome.verdict]
-    for key, value in outcome.metrics.items():
-        if not constants and (key.startswith("in_") or "parameter_share" in key):
-            continue
+
+    def walk(path: tuple[str, ...], value, depth: int) -> None:
+        if not constants and _constant(path):
+            return
         if _number(value):
-            out[f"{prefix}/{key}"] = float(value)
-        elif isinstance(value, dict):
-            out.update({f"{prefix}/{key}/{k}": float(v) for k, v in value.items() if _number(v)})
+            out["/".join((prefix, *path))] = float(value)
+        elif isinstance(value, dict) and depth < 4:
+            for key, inner in value.items():
+                walk((*path, str(key)), inner, depth + 1)
+
+    for key, value in outcome.metrics.items():
+        walk((key,), value, 1)
     return out
+
+
+def _constant(path: tuple[str, ...]) -> bool:
+    """Whether a metric path names a value fixed before RL starts (see :func:`outcome_scalars`)."""
+    top = path[0]
+    return (top.startswith("in_") or "parameter_share" in top or any(p in ("IN", "Base") for p in path[1:])
+            or any(p.endswith("IN − Base") for p in path[1:]) or path[-1] in _SETTINGS)
+
+
+#: Leaves of dict metrics that are settings, not measurements (an interval's level, a threshold).
+_SETTINGS = ("level", "threshold")
 
 
 def _number(value) -> bool:
