@@ -44,7 +44,8 @@ _WEIGHT_MEASUREMENTS = ("weight_deltas", "weight_spectra")
 
 
 class WeightClaimsCallback(TrainerCallback):
-    """Log the weight claims' statistics every ``every_n_steps`` optimizer steps.
+    """Log the weight claims' statistics every ``every_n_steps`` optimizer steps (and optionally a
+    small-N probe claim every ``probe_every_n_steps``).
 
     Args:
         trainer: the ``transformers.Trainer`` (e.g. trl's ``GRPOTrainer``) whose loggers get the
@@ -73,11 +74,13 @@ class WeightClaimsCallback(TrainerCallback):
         outcomes: ``{step: {claim id: Outcome}}``, verdicts and reasons included.
 
     Raises:
-        UsageError: ``every_n_steps``/``spectra_every_n_steps`` invalid, ``regions`` localized or
-            malformed, ``trainer`` is not a ``transformers.Trainer``.
+        UsageError: a step count or ``probe_items`` is not a positive integer, ``regions`` is
+            localized or malformed, ``trainer`` is not a ``transformers.Trainer``, the thresholds
+            file has no entry for the probe claim asked for.
         CheckpointError, IncompatibleCheckpointsError: ``start``/``origin`` cannot be read or
-            compared; at the first step, the model's parameters do not match ``start`` (a missing,
-            unexpected or mis-shaped tensor, named in the message).
+            compared (or, for the probe claim, ``start`` has no tokenizer/processor); when training
+            begins, the model's parameters do not match ``start`` (a missing, unexpected or
+            mis-shaped tensor, named in the message).
     """
 
     def __init__(self, trainer: Trainer, start: str | Path, *, origin: str | Path | None = None,
@@ -110,6 +113,9 @@ class WeightClaimsCallback(TrainerCallback):
             from vlmdiag.integrations.probes import CLAIM_ID, LiveAbilities
 
             probe_thresholds = self.thresholds.get(CLAIM_ID)
+            if probe_thresholds is None:
+                raise UsageError(f"WeightClaimsCallback: probe_every_n_steps needs {CLAIM_ID} in "
+                                 f"{self.thresholds.path}, which has no entry for it")
             if probe_items is not None:
                 probe_thresholds = probe_thresholds.model_copy(update={"n_items": probe_items})
             self.probes = LiveAbilities(self.weights.start, self.weights.origin, probe_thresholds)
