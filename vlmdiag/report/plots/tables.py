@@ -41,8 +41,7 @@ def heatmap(result: dict, *, rows: list[str], columns: list[str], scores: dict, 
     limit = max(5.0, float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 5.0)
     import matplotlib
 
-    cmap = matplotlib.colormaps["RdBu"].copy()
-    cmap.set_bad("#eeeeee")
+    cmap = matplotlib.colormaps["RdBu"].with_extremes(bad="#eeeeee")
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, norm=TwoSlopeNorm(0, -limit, limit), aspect="auto",
                       gid="heatmap")
     for i, row in enumerate(rows):

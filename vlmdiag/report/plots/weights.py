@@ -59,7 +59,7 @@ def energy(result: dict):
                 bottom.text(bar.get_x() + bar.get_width() / 2, height, f"{height:.2f}", ha="center",
                             va="bottom" if height >= 1 else "top", fontsize=7)
     for i, region in enumerate(REGIONS):
-        bottom.axvspan(i - 0.5, i + 0.5, color=REGION_COLORS[region], zorder=0, lw=0, gid=f"region:{region}")
+        bottom.axvspan(i - 0.5, i + 0.5, color=REGION_COLORS[region], zorder=0, lw=0, gid=f"region-column:{region}")
     bottom.axhline(1, color="#888888", lw=0.6)
     if finite(result.get("metrics", {}).get("threshold")):
         bottom.axhline(m["threshold"], color="black", ls=":", lw=1, gid="threshold",
