@@ -200,7 +200,7 @@ def test_the_splice_table_as_an_annotated_heatmap():
     for i, model in enumerate(table["columns"]):
         for j, ability in enumerate(table["rows"]):
             cell = table["cells"][ability][model]
-            text = one(fig, f"cell:{model}:{ability}").get_text().split("\n")
+            text = one(fig, f"cell:{model}:{ability}").get_text().replace("−", "-").split("\n")
             assert text[0] == f"{100 * cell['score']:.1f}"
             if cell["delta"] is None:  # the reference: grey, no colour
                 assert values.mask[i, j] and len(text) == 1

@@ -20,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vlmdiag.report.plots import curves, tables, weights
-from vlmdiag.report.plots.style import RC, as_floats, layer_axis, layer_list, new_figure, region_bands, render_png, title
+from vlmdiag.report.plots.style import (RC, as_floats, headroom, layer_axis, layer_list, minus, new_figure, region_bands,
+                                        render_png, title)
 
 FIGURES: dict[str, Callable] = {
     "attention.r2v_shift_mid_late": curves.attention,
@@ -53,13 +54,18 @@ def generic(result: dict):
     names = names[:MAX_GENERIC_PANELS]
     if not names:
         return None
+    from matplotlib.ticker import FuncFormatter
+
     height = 0.85 + 1.05 * len(names)
-    fig, axes = new_figure(height, rows=len(names))
+    fig, axes = new_figure(height, rows=len(names), hspace=0.18)
     x = list(range(L))
     for i, (ax, name) in enumerate(zip(axes, names)):
         region_bands(ax, regions, labels=i == 0)
-        ax.plot(x, as_floats(m[name]), "-", marker="o", color="black", gid=f"curve:{name}", zorder=3)
+        ax.plot(x, as_floats(m[name]), "-", marker="o", ms=2.5, color="black", gid=f"curve:{name}", zorder=3)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: minus(f"{v:.3g}")))  # no offset text between panels
         ax.set_ylabel(name.replace("_", " "), fontsize=7)
+        if i == 0:
+            headroom(ax, 0.2)
         if i < len(names) - 1:
             ax.tick_params(labelbottom=False)
     layer_axis(axes[-1], regions)

@@ -5,7 +5,7 @@ coloured by the change (blue gain, red loss; bold when the interval excludes 0).
 
 from __future__ import annotations
 
-from vlmdiag.report.plots.style import COLUMN_WIDTH, FONT, finite, interval_text, title
+from vlmdiag.report.plots.style import COLUMN_WIDTH, FONT, finite, interval_text, minus, title
 
 ABILITIES = ("Mvis", "Mv2r", "Mrea")
 
@@ -57,7 +57,7 @@ def heatmap(result: dict, *, rows: list[str], columns: list[str], scores: dict, 
                     lines.append(f"[{100 * interval['low']:+.0f}, {100 * interval['high']:+.0f}]")
                     decided = interval["low"] > 0 or interval["high"] < 0
             strong = finite(values[i, j]) and abs(values[i, j]) > 0.6 * limit
-            ax.text(j, i, "\n".join(lines), ha="center", va="center", fontsize=FONT, linespacing=1.1,
+            ax.text(j, i, minus("\n".join(lines)), ha="center", va="center", fontsize=FONT, linespacing=1.1,
                     color="white" if strong else "black", fontweight="bold" if decided else "normal",
                     gid=f"cell:{row}:{column}")
     ax.set_xticks(range(len(columns)), columns, fontsize=FONT + 0.5)

@@ -153,6 +153,6 @@ def spectra(result: dict):
         legend_above(bottom, ncol=2)
         top.tick_params(labelbottom=False)
     layer_axis(axes[-1], regions)
-    title(fig, result, "Update spectra: steeper = below (log(σ$_k$/σ$_1$))")
+    title(fig, result, "Update spectra (lower = steeper decay)")
     return fig
 
