@@ -133,3 +133,23 @@ def test_report_without_html_is_unchanged_and_md_and_html_go_together(saved, tmp
     assert main(["report", str(path), "--md", str(md), "--html", str(page)]) == 0
     assert md.read_text().startswith("## vlmdiag:") and page.read_text().startswith("<!DOCTYPE html>")
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["p.html", "run.json", "s.md"]  # no leftovers
+
+
+def test_the_page_shows_the_baseline_change_and_the_localized_regions_curves(saved, tmp_path):
+    path, report = saved
+    claim = copy.deepcopy(next(c for c in report["claims"] if c["id"] == "updates.rl_smaller_than_in"))
+    claim["baseline"] = {"change": "regression", "verdict": "not_reproduced", "baseline_verdict": "reproduced"}
+    claim["metrics"]["regions"].update(preset="localized", derivation={
+        "swap_change_rate": [1, 0.9, 0.5, 0.1, 0, 0], "skip_error_increase": [0.6, 0, 0, 0.1, 0.4, 0.2]})
+    report["claims"] = [claim]
+    report["baseline"] = {"path": "/ci/last-release.json", "vlmdiag_version": "0.1.0", "created": "2026-11-30",
+                          "regressions": [{"id": claim["id"], "recipe": "main"}]}
+    path.write_text(json.dumps(report))
+    out = tmp_path / "page.html"
+    assert main(["report", str(path), "--html", str(out)]) == 0
+    html = out.read_text()
+    page = Page(html)
+    text = " ".join(page.text)
+    assert "vs baseline" in text and "▼ reproduced → not_reproduced" in text
+    assert "/ci/last-release.json" in text and "1 regression" in text
+    assert "Localized regions [main]" in text and len(page.images) == 2  # the claim's figure and the curves
