@@ -128,6 +128,9 @@ def test_every_n_steps_and_spectra_schedule(plain_trainer, tiny_stages):
             WeightClaimsCallback(plain_trainer, tiny_stages["start"], every_n_steps=bad)
     with pytest.raises(UsageError, match="expected a transformers.Trainer"):
         WeightClaimsCallback(object(), tiny_stages["start"])
+    with pytest.raises(UsageError, match="regions 'localized' need the localization probes"):
+        WeightClaimsCallback(plain_trainer, tiny_stages["start"], regions="localized")
+    assert WeightClaimsCallback(plain_trainer, tiny_stages["start"], regions="1,4").regions.cuts == (1, 4)
 
 
 def test_a_missing_or_misshaped_tensor_is_a_clear_error_before_the_first_step(plain_trainer, tiny_stages):
