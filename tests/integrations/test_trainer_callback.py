@@ -146,6 +146,18 @@ def test_a_missing_or_misshaped_tensor_is_a_clear_error_before_the_first_step(pl
         drive(plain_trainer, callback, [1])
 
 
+def test_a_nan_parameter_is_named(plain_trainer, tiny_stages):
+    from vlmdiag.errors import NonFiniteWeightsError
+
+    callback = WeightClaimsCallback(plain_trainer, tiny_stages["start"], every_n_steps=1, spectra_every_n_steps=1)
+    with torch.no_grad():
+        plain_trainer.model.model.language_model.layers[2].mlp.down_proj.weight[0, :3] = float("nan")
+    with pytest.raises(NonFiniteWeightsError,
+                       match=r"training model parameter model\.language_model\.layers\.2\.mlp\.down_proj\.weight "
+                             r"holds 3 NaN/Inf value\(s\)"):
+        drive(plain_trainer, callback, [1])
+
+
 def test_lora_and_sharded_parameters_are_refused_by_name(plain_trainer, tiny_stages):
     callback = WeightClaimsCallback(plain_trainer, tiny_stages["start"], every_n_steps=1)
     layer = plain_trainer.model.model.language_model.layers[0].self_attn

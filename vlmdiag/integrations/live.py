@@ -157,13 +157,14 @@ class LiveWeights:
             parameter = live[name].detach()
             before = self.start.get(name).to(device=parameter.device, dtype=torch.float32)
             after = parameter.to(torch.float32, copy=True)
+            if not math.isfinite(float(torch.linalg.vector_norm(after))):
+                bad = int((~torch.isfinite(after)).sum())
+                if bad:  # else only the norm overflowed, as a checkpoint's would
+                    raise NonFiniteWeightsError(f"training model parameter {name} holds {bad} NaN/Inf value(s)")
             floor = rounding_energy(before, self.start.dtype(name)) + rounding_energy(
                 after, self.stored_dtype or parameter.dtype)
             stats = delta_stats(after.sub_(before), before, floor_energy=floor,
                                 spectra=spectra and self.start.locate(name).component in components)
-            if not math.isfinite(stats.frobenius):
-                raise NonFiniteWeightsError(f"training model parameter {name} holds NaN/Inf values "
-                                            f"(or its update from {self.start.path} overflows fp32)")
             del before, after
             yield name, stats
 
