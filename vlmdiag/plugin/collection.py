@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vlmdiag.errors import VlmdiagError, printable
-from vlmdiag.plugin.session import STATE
+from vlmdiag.plugin.session import STATE, usage_errors
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:
@@ -41,7 +40,5 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         raise pytest.UsageError(message)
     state.selected = {m.args[0] for item in diagnostics for m in item.iter_markers("claim") if m.args}
     if not worker:  # under xdist the controller checked them (pytest_configure)
-        try:
+        with usage_errors():
             state.validate_inputs()
-        except VlmdiagError as error:
-            raise pytest.UsageError(printable(error)) from None

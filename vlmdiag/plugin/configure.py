@@ -8,10 +8,9 @@ from functools import partial
 import pytest
 
 from vlmdiag import invocation
-from vlmdiag.errors import VlmdiagError, printable
 from vlmdiag.plugin.options import option_value
 from vlmdiag.plugin.reports import ReportWriter, SummaryWriter
-from vlmdiag.plugin.session import STATE, RunState
+from vlmdiag.plugin.session import STATE, RunState, usage_errors
 from vlmdiag.plugin.workers import configure_worker, xdist_controller
 
 
@@ -30,12 +29,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "claim(id): the vlmdiag claim a diagnostic checks")
     from vlmdiag.regions import parse_regions
 
-    try:
+    with usage_errors():
         recipes = invocation.run_recipes(partial(option_value, config))
         regions = parse_regions(option_value(config, "regions") or "paper")
-    except VlmdiagError as error:
-        raise pytest.UsageError(printable(error)) from None
-    try:
+    with usage_errors():
         thresholds = invocation.thresholds_path(option_value(config, "thresholds"), config.rootpath)
         if recipes and not config.getoption("help", False):
             invocation.check_local_checkpoints(recipes)
@@ -44,16 +41,12 @@ def pytest_configure(config: pytest.Config) -> None:
                 config.args[:] = collect
                 # Else pytest's header names the testpaths this run does not collect.
                 config.args_source = pytest.Config.ArgsSource.ARGS
-    except VlmdiagError as error:
-        raise pytest.UsageError(printable(error)) from None
     report_json = option_value(config, "report_json")
     if report_json:
         from vlmdiag.report.safety import check_report_path
 
-        try:
+        with usage_errors():
             report_json = check_report_path(report_json)
-        except VlmdiagError as error:
-            raise pytest.UsageError(printable(error)) from None
     config.stash[STATE] = state = RunState(
         recipes={r.name: r for r in recipes}, regions=regions, thresholds_path=thresholds,
         report_json=report_json, report_only=bool(option_value(config, "report_only")),
@@ -62,17 +55,13 @@ def pytest_configure(config: pytest.Config) -> None:
         use_cache=not option_value(config, "no_cache"))
     from vlmdiag.report.options import ReportOptions
 
-    try:
+    with usage_errors():
         state.reports = ReportOptions.from_config(partial(option_value, config))
-    except VlmdiagError as error:
-        raise pytest.UsageError(printable(error)) from None
     config.pluginmanager.register(ReportWriter(state, config), "vlmdiag-report-writer")
     config.pluginmanager.register(SummaryWriter(state, config), "vlmdiag-summary-writer")
     if xdist_controller(config):
         if state.recipes and not config.getoption("help", False):
             # Workers collect, the controller does not: check the inputs here, once, rather
             # than as one crash per worker.
-            try:
+            with usage_errors():
                 state.validate_inputs()
-            except VlmdiagError as error:
-                raise pytest.UsageError(printable(error)) from None

@@ -69,14 +69,20 @@ class ReportWriter:
             problem = (f"--report-json {state.report_json}: cannot build the report ({type(error).__name__}: "
                        f"{error}); nothing was written")
         if problem:
-            state.usage_error = printable(problem)
-            if session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.USAGE_ERROR
+            _fail_run(session, state, problem)
         if exitstatus == pytest.ExitCode.INTERNAL_ERROR:  # pytest prints no terminal summary then
             reporter = self.config.pluginmanager.getplugin("terminalreporter")
             for line in [*state.report_lines, *([f"ERROR: {state.usage_error}"] if problem else [])]:
                 if reporter is not None:
                     reporter.write_line(printable(line), red=True)
+
+
+def _fail_run(session: pytest.Session, state: RunState, problem: str) -> None:
+    """A report that could not be written: its one line ends the run, which exits as a usage error
+    unless it failed already."""
+    state.usage_error = printable(problem)
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.USAGE_ERROR
 
 
 def _junit_xml_key():
@@ -113,9 +119,7 @@ class SummaryWriter:
                                   report_json=state.report_json, environ=os.environ,
                                   write_md=state.stopped is None)
         if problem:
-            state.usage_error = printable(problem)
-            if session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.USAGE_ERROR
+            _fail_run(session, state, problem)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
 import pytest
 
-from vlmdiag.errors import VlmdiagError
+from vlmdiag.errors import VlmdiagError, printable
 
 
 def _report_options():
@@ -163,3 +164,13 @@ class RunState:
 
 
 STATE = pytest.StashKey[RunState]()
+
+
+@contextlib.contextmanager
+def usage_errors():
+    """Turn a :class:`~vlmdiag.errors.VlmdiagError` raised in the block into a
+    ``pytest.UsageError`` (exit code 4) whose message is its one printable line, no traceback."""
+    try:
+        yield
+    except VlmdiagError as error:
+        raise pytest.UsageError(printable(error)) from None

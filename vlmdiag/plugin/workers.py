@@ -43,13 +43,6 @@ def worker_cpu_threads(worker_count: int, cpus: int, environ: dict) -> int | Non
     return max(1, cpus // worker_count)
 
 
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _cuda_device_count() -> int:
     """CUDA devices visible to this process; 0 without an NVIDIA driver (torch is not even
     imported then)."""
@@ -80,7 +73,9 @@ def configure_worker(config: pytest.Config, workerinput: dict) -> None:
                           f"pinned to GPU {pin}; set CUDA_VISIBLE_DEVICES yourself", pytest.PytestConfigWarning)
         else:
             os.environ["CUDA_VISIBLE_DEVICES"] = pin
-    threads = worker_cpu_threads(int(workerinput.get("workercount", 1)), _usable_cpus(), dict(os.environ))
+    from vlmdiag.runtime.threads import usable_cpus
+
+    threads = worker_cpu_threads(int(workerinput.get("workercount", 1)), usable_cpus(), dict(os.environ))
     if threads is not None:
         import torch
 
