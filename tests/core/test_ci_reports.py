@@ -3,30 +3,16 @@ read by a JUnit library (junitparser, a test-only dependency), --require-gated. 
 runs on planted weight triples (built in seconds)."""
 
 import json
-import os
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 from junitparser import Failure, JUnitXml, Skipped
+from pytest_runs import options, run_pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 UPDATES = "diagnostics/test_updates.py"
 WEIGHT_CLAIMS = ("updates.energy_mid", "updates.rl_smaller_than_in", "updates.rl_steeper_mid_late")
-
-
-def run_pytest(*args, env=None):
-    environ = {k: v for k, v in os.environ.items() if k != "GITHUB_STEP_SUMMARY"}
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300, env={**environ, **(env or {})})
-    return proc.returncode, proc.stdout + proc.stderr
-
-
-def options(paths, origin=True):
-    out = [f"--base={paths['base']}", f"--rl={paths['rl']}"]
-    return out + [f"--origin={paths['origin']}"] if origin else out
 
 
 @pytest.fixture(scope="module")

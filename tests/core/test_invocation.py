@@ -2,11 +2,10 @@
 front, and keeps pytest's cache out of checkpoint folders (vlmdiag/invocation.py, packaged.py).
 The installed-wheel run from another folder is tests/core/test_installed.py."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from pytest_runs import run_pytest
 
 from vlmdiag.claims.evidence import Recipe
 from vlmdiag.errors import CheckpointError
@@ -42,9 +41,7 @@ def test_a_missing_local_checkpoint_folder_is_found_without_reading_or_downloadi
 
 def _pytest(*args, cwd):
     # -p no:benchmark: pytest-benchmark (a bench extra) makes .benchmarks in the rootdir; not vlmdiag's
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:benchmark", *map(str, args)],
-                          cwd=cwd, capture_output=True, text=True, timeout=300)
-    return proc.returncode, proc.stdout + proc.stderr
+    return run_pytest("-p", "no:benchmark", *args, cwd=cwd)
 
 
 def test_pytest_started_inside_a_checkpoint_folder_writes_nothing_into_it(planted):

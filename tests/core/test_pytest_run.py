@@ -2,25 +2,14 @@
 
 import json
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from pytest_runs import options, run_pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 UPDATES = "diagnostics/test_updates.py"  # the weight claims: runnable on planted triples without probes
-
-
-def run_pytest(*args, cwd=ROOT):
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
-    return proc.returncode, proc.stdout + proc.stderr
-
-
-def options(paths, origin=True):
-    out = [f"--base={paths['base']}", f"--rl={paths['rl']}"]
-    return out + [f"--origin={paths['origin']}"] if origin else out
 
 
 def test_reproducing_recipe_passes_and_writes_json_plots_and_junit(planted, tmp_path):

@@ -9,18 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from pytest_runs import run_pytest
 
 from vlmdiag.claims import all_claims
 
 from vlmdiag.plugin import worker_cpu_threads, worker_cuda_visible_devices
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_pytest(*args, env=None):
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
-    return proc.returncode, proc.stdout + proc.stderr
 
 
 def outcome(report: dict) -> dict:

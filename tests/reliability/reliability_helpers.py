@@ -11,6 +11,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from pytest_runs import run_pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 DIAGNOSTICS = ROOT / "diagnostics"
 UPDATES = DIAGNOSTICS / "test_updates.py"  # the weight claims: runnable on weight-only folders
@@ -27,9 +29,7 @@ def run_inprocess(pytester, *args, diagnostics: Path = UPDATES) -> tuple[int, st
 
 def run_subprocess(*args, env: dict | None = None, cwd: Path = ROOT, timeout: int = 600) -> tuple[int, str]:
     """``python -m pytest ARGS`` in a fresh process, as a user runs it."""
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
-    return proc.returncode, proc.stdout + proc.stderr
+    return run_pytest(*args, env=env, cwd=cwd, timeout=timeout)
 
 
 def error_line(output: str) -> str:

@@ -94,45 +94,42 @@ def judge(measurement, regions, thresholds):
     raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 64.00 GiB")
 '''
 
-DIAGNOSTICS = '''
-import pytest
+DIAGNOSTICS = "import pytest\n" + "".join(f'''
 
-
-@pytest.mark.claim("updates.energy_mid")
-def test_energy(diagnose, recipe):
+@pytest.mark.claim("{claim}")
+def test_{name}(diagnose, recipe):
     diagnose(recipe)
+''' for name, claim in (("energy", "updates.energy_mid"), ("out_of_memory", "test.out_of_memory"),
+                         ("size", "updates.rl_smaller_than_in")))
 
 
-@pytest.mark.claim("test.out_of_memory")
-def test_out_of_memory(diagnose, recipe):
-    diagnose(recipe)
-
-
-@pytest.mark.claim("updates.rl_smaller_than_in")
-def test_size(diagnose, recipe):
-    diagnose(recipe)
-'''
-
-
-def _project(folder: Path) -> Path:
-    """A user project: a conftest that registers a failing claim, three diagnostics, thresholds."""
+def _project(folder: Path, conftest: str, diagnostics: str = (ROOT / "diagnostics" / "test_updates.py").read_text(),
+             extra_claim: str | None = None) -> Path:
+    """A user project: ``conftest.py``, ``test_diagnostics.py`` and ``thresholds.yaml`` (vlmdiag's,
+    plus ``extra_claim`` when given)."""
     folder.mkdir()
-    (folder / "conftest.py").write_text(CONFTEST)
-    (folder / "test_diagnostics.py").write_text(DIAGNOSTICS)
+    (folder / "conftest.py").write_text(conftest)
+    (folder / "test_diagnostics.py").write_text(diagnostics)
     thresholds = yaml.safe_load((ROOT / "thresholds.yaml").read_text())
-    thresholds["claims"]["test.out_of_memory"] = {"gate": False, "confidence": 0.95}
+    if extra_claim:
+        thresholds["claims"][extra_claim] = {"gate": False, "confidence": 0.95}
     (folder / "thresholds.yaml").write_text(yaml.safe_dump(thresholds, sort_keys=False))
     return folder
 
 
+def _run_project(project: Path, paths: dict, report: Path, cache: Path) -> tuple[int, str]:
+    """``pytest test_diagnostics.py`` in ``project`` on ``paths``, writing ``report``."""
+    return run_subprocess("test_diagnostics.py", f"--origin={paths['origin']}", f"--base={paths['base']}",
+                          f"--rl={paths['rl']}", f"--report-json={report}", "-p", "no:cacheprovider",
+                          cwd=project, env={"VLMDIAG_CACHE_DIR": str(cache)})
+
+
 def test_an_out_of_memory_claim_fails_alone_and_the_report_is_written(planted, tmp_path):
     paths = planted("paper")
-    project = _project(tmp_path / "project")
+    project = _project(tmp_path / "project", CONFTEST, DIAGNOSTICS, extra_claim="test.out_of_memory")
     report = tmp_path / "out" / "report.json"
     report.parent.mkdir()
-    code, out = run_subprocess("test_diagnostics.py", f"--origin={paths['origin']}", f"--base={paths['base']}",
-                               f"--rl={paths['rl']}", f"--report-json={report}", "-p", "no:cacheprovider",
-                               cwd=project, env={"VLMDIAG_CACHE_DIR": str(tmp_path / "cache")})
+    code, out = _run_project(project, paths, report, tmp_path / "cache")
     assert code == 1 and "1 failed, 2 passed" in out, out
     verdicts = {c["id"]: c for c in json.loads(report.read_text())["claims"]}
     assert verdicts["test.out_of_memory"]["verdict"] == "error"
@@ -212,16 +209,11 @@ def pytest_sessionfinish(session):
 
 def test_ctrl_c_during_a_real_runs_report_write_keeps_the_old_report(planted, tmp_path):
     paths = planted("paper")
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "conftest.py").write_text(textwrap.dedent(INTERRUPTING_CONFTEST))
-    (project / "test_updates.py").write_text((ROOT / "diagnostics" / "test_updates.py").read_text())
+    project = _project(tmp_path / "project", textwrap.dedent(INTERRUPTING_CONFTEST))
     report = tmp_path / "out" / "report.json"
     report.parent.mkdir()
     report.write_text('{"old": true}')
-    code, out = run_subprocess("test_updates.py", f"--origin={paths['origin']}", f"--base={paths['base']}",
-                               f"--rl={paths['rl']}", f"--report-json={report}", f"--thresholds={ROOT / 'thresholds.yaml'}",
-                               "-p", "no:cacheprovider", cwd=project, env={"VLMDIAG_CACHE_DIR": str(tmp_path / "cache")})
+    code, out = _run_project(project, paths, report, tmp_path / "cache")
     assert code != 0 and "KeyboardInterrupt" in out, out
     assert json.loads(report.read_text()) == {"old": True}
     assert [p.name for p in report.parent.iterdir()] == ["report.json"]
@@ -271,13 +263,8 @@ def test_a_report_that_cannot_be_written_is_one_error_line_not_a_traceback(plant
     paths = planted("paper")
     report = tmp_path / "out" / "report.json"
     report.parent.mkdir()
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "conftest.py").write_text(VANISHING_CONFTEST.format(folder=str(report.parent)))
-    (project / "test_updates.py").write_text((ROOT / "diagnostics" / "test_updates.py").read_text())
-    code, out = run_subprocess("test_updates.py", f"--origin={paths['origin']}", f"--base={paths['base']}",
-                               f"--rl={paths['rl']}", f"--report-json={report}", f"--thresholds={ROOT / 'thresholds.yaml'}",
-                               "-p", "no:cacheprovider", cwd=project, env={"VLMDIAG_CACHE_DIR": str(tmp_path / "cache")})
+    project = _project(tmp_path / "project", VANISHING_CONFTEST.format(folder=str(report.parent)))
+    code, out = _run_project(project, paths, report, tmp_path / "cache")
     assert code == 4 and "3 passed" in out, out  # the claims passed; the missing report fails the run
     assert f"ERROR: --report-json {report}: cannot write the report (No such file or directory)" in out
     assert "Traceback" not in out

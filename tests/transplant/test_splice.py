@@ -57,6 +57,14 @@ class TestVariants:
         assert explicit.slices() == [("B", 0, 9), ("A", 9, 28)]
 
 
+@pytest.fixture
+def a_with_b(ckpt_a, ckpt_b):
+    """``(model, before, splicer)``: a fresh model loaded from A, its state before any splice
+    (:func:`snapshot`), and a :class:`Splicer` of B into it."""
+    model = load(ckpt_a)
+    return model, snapshot(model), Splicer(model, ckpt_a, ckpt_b)
+
+
 class TestSplicer:
     def test_splice_with_itself_is_bit_identical(self, ckpt_a):
         model = load(ckpt_a)
@@ -79,19 +87,15 @@ class TestSplicer:
             assert_identical(b_state, model)
             assert torch.equal(logits(model), logits(reference))
 
-    def test_restore_leaves_a_bit_identical(self, ckpt_a, ckpt_b):
-        model = load(ckpt_a)
-        before = snapshot(model)
-        splicer = Splicer(model, ckpt_a, ckpt_b)
+    def test_restore_leaves_a_bit_identical(self, a_with_b):
+        model, before, splicer = a_with_b
         for variant in all_variants() + all_variants("B"):
             with splicer.splice(variant):
                 pass
             assert_identical(before, model)
 
-    def test_incremental_sweep_equals_separate_splices(self, ckpt_a, ckpt_b):
-        model = load(ckpt_a)
-        before = snapshot(model)
-        splicer = Splicer(model, ckpt_a, ckpt_b)
+    def test_incremental_sweep_equals_separate_splices(self, a_with_b):
+        model, before, splicer = a_with_b
         expected = {}
         for variant in all_variants() + all_variants("B"):
             with splicer.splice(variant):
@@ -101,12 +105,10 @@ class TestSplicer:
             assert_identical(expected[variant], model)
         assert_identical(before, model)
 
-    def test_sweep_restores_when_left_early(self, ckpt_a, ckpt_b):
+    def test_sweep_restores_when_left_early(self, a_with_b):
         import contextlib
 
-        model = load(ckpt_a)
-        before = snapshot(model)
-        splicer = Splicer(model, ckpt_a, ckpt_b)
+        model, before, splicer = a_with_b
         with contextlib.closing(splicer.sweep()) as sweep:
             for variant, _ in sweep:
                 if variant.label() == "RL:RL:IN":
@@ -120,10 +122,8 @@ class TestSplicer:
         with splicer.splice("RL"):  # the splicer is usable again (no stale "active" flag)
             pass
 
-    def test_restore_after_an_exception(self, ckpt_a, ckpt_b):
-        model = load(ckpt_a)
-        before = snapshot(model)
-        splicer = Splicer(model, ckpt_a, ckpt_b)
+    def test_restore_after_an_exception(self, a_with_b):
+        model, before, splicer = a_with_b
         with pytest.raises(RuntimeError, match="boom"):
             with splicer.splice("IN:RL:RL"):
                 assert not torch.equal(model.state_dict()["model.language_model.layers.5.mlp.up_proj.weight"],
@@ -154,10 +154,8 @@ class TestSplicer:
 class TestRestoreFromFile:
     """A's tensors are put back by re-reading A's safetensors, not from a copy kept in memory."""
 
-    def test_no_copy_of_the_model_is_kept(self, ckpt_a, ckpt_b):
-        model = load(ckpt_a)
-        before = snapshot(model)
-        splicer = Splicer(model, ckpt_a, ckpt_b)
+    def test_no_copy_of_the_model_is_kept(self, a_with_b):
+        model, before, splicer = a_with_b
         with splicer.splice("RL") as record:  # every tensor overwritten: the old way kept them all
             assert record.tensors_backed_up == 0
             assert record.tensors_copied == len(before)
