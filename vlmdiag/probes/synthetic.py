@@ -180,10 +180,10 @@ class Generator:
         scene = _scene(rng, self.preset)
         if task == "recognition":
             asked = rng.choice(scene.shapes)
-            if rng.random() < 0.5:  # ask about something absent
-                kind, color = asked.kind, rng.choice([c for c in COLORS if c != asked.color])
-            else:
-                kind, color = asked.kind, asked.color
+            kind, color = asked.kind, asked.color
+            if (i // 3) % 2:  # every other recognition item asks about a shape that is absent
+                absent = [(k, c) for k in SHAPES for c in COLORS if not scene.count(k, c)]
+                kind, color = rng.choice([a for a in absent if a[0] == kind] or absent)
             question = f"Is there a {color} {kind} in the image? Answer yes or no."
             answer = "yes" if scene.count(kind, color) else "no"
         elif task == "counting":
@@ -203,7 +203,7 @@ class Generator:
         scene = _scene(rng, self.preset, text=str(number))
         kind = rng.choice([s.kind for s in scene.shapes])
         count = scene.count(kind)
-        form = rng.randrange(3)
+        form = i % 3
         if form == 0:
             question = (f"Add the number written at the top of the image to the number of {_plural(kind)} "
                         "in the image. What is the result?")
@@ -223,7 +223,7 @@ class Generator:
         """Text-only arithmetic and word problems with integer answers (Mrea)."""
         rng = self._rng("text_math", i)
         a, b, c, d = rng.randint(2, 19), rng.randint(2, 9), rng.randint(2, 30), rng.randint(2, 9)
-        form = rng.randrange(4)
+        form = i % 4
         if form == 0:
             question, answer = f"What is {a} \\times {b} + {c}?", a * b + c
         elif form == 1:
