@@ -4,6 +4,7 @@ paper:DIR (the released pairs; missing parts named), and user manifests (errors 
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from vlmdiag.errors import ProbeError, UsageError
 from vlmdiag.probes.suite import Drawn, ProbeSuite, generation_settings, open_suite, suite_names
 from vlmdiag.probes.synthetic import Generator
 
-PAPER = Path("/work/shared/data/vision_functionality")
+PAPER = Path(os.environ.get("VLMDIAG_VISION_FUNCTIONALITY", "/work/shared/data/vision_functionality"))
 SHAPE = re.compile(r"a (\w+) (\w+) at \[")
 
 
