@@ -55,7 +55,7 @@ _VERSIONED = ("torch", "transformers", "tokenizers", "safetensors", "accelerate"
 # Modules whose code does not change what a measurement returns: reports, the pytest and
 # command-line front ends, the organism's training pipeline (its checkpoints are keyed by their
 # fingerprints) and the verdict rules (judged again on every run).
-_NOT_MEASURING = ("report/", "plugin.py", "cli.py", "options.py", "organism/build.py",
+_NOT_MEASURING = ("report/", "plugin/", "cli.py", "options.py", "organism/build.py",
                   "organism/train.py", "organism/cli.py", "claims/abilities.py", "claims/attention.py",
                   "claims/freezing.py", "claims/localization.py", "claims/transplant.py",
                   "claims/updates.py", "claims/runner.py", "claims/thresholds.py")
