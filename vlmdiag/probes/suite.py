@@ -100,8 +100,15 @@ def register_suite(name: str, factory: SuiteFactory) -> None:
     _SUITES[name] = factory
 
 
+def _register_builtins() -> None:
+    """Import the modules that register the built-in suites (synthetic, paper, manifest; organism)."""
+    import vlmdiag.probes.builtin  # noqa: F401
+    import vlmdiag.probes.organism  # noqa: F401  (registers 'organism' where that module does)
+
+
 def suite_names() -> list[str]:
     """The registered suite names, sorted."""
+    _register_builtins()
     return sorted(_SUITES)
 
 
@@ -113,7 +120,7 @@ def open_suite(spec: str) -> ProbeSuite:
         UsageError: no suite of that name is registered (the message lists those that are).
         ProbeError: the suite's files are malformed (the message names the file and line).
     """
-    import vlmdiag.probes.builtin  # noqa: F401  (registers the built-in suites)
+    _register_builtins()
 
     if spec.lower().endswith((".yaml", ".yml")) and spec.partition(":")[0] not in _SUITES:
         spec = f"manifest:{spec}"
