@@ -208,3 +208,26 @@ def test_manifest_undecodable_image_left_out_and_listed(tmp_path):
     assert [i.id for i in drawn.items] == ["q1"]
     assert "1 item(s) left out" in drawn.note
     assert len(suite.describe()["left_out"]) == 1 and "probes.yaml:4: image" in suite.describe()["left_out"][0]
+
+
+def test_paper_mathvista_with_and_without_descriptions(tmp_path):
+    folder = tmp_path / "mathvista"
+    (folder / "images").mkdir(parents=True)
+    records = {}
+    for i, category in enumerate(["general-vqa", "general-vqa", "math-targeted-vqa"]):
+        Image.new("RGB", (40, 30), (i * 60, 0, 0)).save(folder / "images" / f"{i}.png")
+        records[str(i)] = {"question": f"Q{i}?", "answer": str(i), "image": f"images/{i}.png",
+                           "metadata": {"category": category}}
+    (folder / "testmini.json").write_text(json.dumps(records))
+    suite = open_suite(f"paper:{tmp_path}")
+    assert [i.id for i in suite.ability_items("vqa", 5, seed=0).items] == ["mathvista-0", "mathvista-1"]
+    missing = suite.ability_items("math_vqa", 5, seed=0)
+    assert missing.items == () and "Mv2r skipped: no descriptions file" in missing.note
+    (folder / "descriptions.jsonl").write_text('{"pid": "2", "description": "a dark red box"}\n')
+    described = open_suite(f"paper:{tmp_path}").ability_items("math_vqa", 5, seed=0)
+    assert described.items[0].description == "a dark red box" and "capped at 1" in described.note
+    (folder / "images" / "1.png").write_bytes(b"not a png")
+    suite = open_suite(f"paper:{tmp_path}")
+    drawn = suite.ability_items("vqa", 5, seed=0)
+    assert [i.id for i in drawn.items] == ["mathvista-0"] and "left out" in drawn.note
+    assert "testmini.json" in suite.describe()["left_out"][0]
