@@ -58,6 +58,7 @@ BENCHES = (
     Bench("suite", "bench_suite.py", ("--recipe", "fast"), ("--recipe", "full", "--workers", "2", "--triple", str(BENCH_DIR / "qwen25vl-0.6b")), ("--write",),
           "Full suite: cold vs warm"),
     Bench("threads", "bench_threads.py", ("--quick",), (), ("--write",), "Threads on a busy machine"),
+    Bench("figures", "bench_figures.py", ("--repeats", "1"), (), ("--write",), "Figures (bench_figures.py)"),
 )
 
 

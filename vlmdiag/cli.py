@@ -39,14 +39,21 @@ def _report(argv: Sequence[str]) -> int:
     from vlmdiag.report.terminal import render
 
     parser = argparse.ArgumentParser(prog="vlmdiag report", description="Re-render a saved JSON report in the "
-                                     "terminal (at its width; $COLUMNS sets it), or as Markdown.")
+                                     "terminal (at its width; $COLUMNS sets it), as Markdown (--md), or as one "
+                                     "self-contained HTML page with the figures (--html).")
     parser.add_argument("path", help="a report written by --report-json")
     parser.add_argument("--md", metavar="OUT", help="write the Markdown summary (as --report-md) to OUT instead")
+    parser.add_argument("--html", metavar="OUT", help="write one self-contained HTML page (verdicts, every "
+                        "condition, figures embedded, environment, checkpoints) to OUT instead")
     args = parser.parse_args(argv)
     try:
         report = load_report(args.path)
     except (OSError, ValueError) as error:
         raise VlmdiagError(str(error)) from error
+    if args.html:
+        from vlmdiag.report.html import check_html_output
+
+        check_html_output(args.html, report, args.path)  # before the Markdown: nothing written on a bad OUT
     if args.md:
         from pathlib import Path
 
@@ -59,6 +66,18 @@ def _report(argv: Sequence[str]) -> int:
                                figures=source.parent / f"{source.stem}_plots", relative_to=out.parent,
                                baseline=report.get("baseline"))
         write_atomic(out, text)
+    if args.html:
+        from vlmdiag.report.html import write_html
+
+        try:
+            written = write_html(report, args.html, source=args.path)
+        except VlmdiagError:
+            raise
+        except OSError as error:
+            raise VlmdiagError(f"--html {printable(args.html)}: cannot write the page "
+                               f"({printable(error.strerror or error)})") from error
+        print(f"html: {printable(written)}")
+    if args.md or args.html:
         return 0
     sys.stdout.write(render(report, width=shutil.get_terminal_size().columns, color=sys.stdout.isatty()))
     return 0
@@ -103,7 +122,7 @@ def _transplant(argv: Sequence[str]) -> int:
 COMMANDS = {"organism": (_organism, "build the model organism's checkpoints (vlmdiag organism build)"),
             "planted": (_planted, "write a Base/IN/RL triple with planted weight updates"),
             "transplant": (_transplant, "write a Frankenstein splice of two checkpoints"),
-            "report": (_report, "re-render a saved JSON report in the terminal, or as Markdown (--md)"),
+            "report": (_report, "re-render a saved JSON report in the terminal, as Markdown (--md) or HTML (--html)"),
             "cache": (_cache, "show or empty the results cache (info | clear)")}
 
 

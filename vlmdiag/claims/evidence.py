@@ -113,6 +113,8 @@ class Evidence:
         and RL folders hold a tokenizer and an image processor, so the models can run)."""
         if need == "inference":
             return all(can_run(self.checkpoint(role).path) for role in ("base", "rl"))
+        if need == "origin_inference":
+            return self.recipe.origin is not None and can_run(self.checkpoint("origin").path)
         return {"origin": self.recipe.origin is not None,
                 "rl_frozen": bool(self.recipe.rl_frozen),
                 "probes": True}.get(need, False)
@@ -335,6 +337,27 @@ class Evidence:
             return results
 
         return _Plan(("base",), compute, self._model_device, probes=pairs)
+
+    def _plan_kl_drift(self, *, n_items: int, max_new_tokens: int, seed: int) -> _Plan:
+        from vlmdiag.organism.tasks import ability_items
+
+        items = ability_items("math_vqa", n_items, seed=seed)
+
+        def compute():
+            from vlmdiag.measure.kl import KLDrift, forward_kl
+            from vlmdiag.runtime.generate import image_prompt
+
+            prompts = [image_prompt(item.question, item.image) for item in items]
+            ids = [item.id for item in items]
+            with self._step("forward KL (IN‖RL, Base‖IN)", 2 * len(items)) as progress:
+                in_rl = forward_kl(self.loaded("base"), self.loaded("rl"), prompts, ids, max_new_tokens=max_new_tokens,
+                                   progress=progress)
+                base_in = forward_kl(self.loaded("origin"), self.loaded("base"), prompts, ids,
+                                     max_new_tokens=max_new_tokens,
+                                     progress=lambda done, total: progress(total + done, 2 * total))
+            return KLDrift(in_rl=in_rl, base_in=base_in)
+
+        return _Plan(("origin", "base", "rl"), compute, self._model_device, probes=items)
 
     def _plan_abilities(self, *, n_items: int, max_new_tokens: int, seed: int) -> _Plan:
         from vlmdiag.probes.organism import organism_probe_set

@@ -15,6 +15,8 @@ from vlmdiag.regions import Regions, regions_for
 _NEEDS_TEXT = {"origin": "--origin (the checkpoint before the base's SFT, the paper's Base)",
                "rl_frozen": "--rl-frozen REGION=CKPT (RL runs with one region frozen)",
                "probes": "probe items",
+               "origin_inference": "an --origin checkpoint that can run (a tokenizer and an image processor in "
+                                   "its folder)",
                "inference": "checkpoints that can run: a tokenizer and an image processor in the base and RL "
                             "folders (tokenizer.json / tokenizer.model / vocab.json and "
                             "preprocessor_config.json / processor_config.json); weight-only folders "
