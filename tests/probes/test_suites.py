@@ -130,7 +130,12 @@ def test_paper_folder_parts_in_tmp(tmp_path):
     assert "no counting swap pairs" in suite.swap_pairs("counting", 2, seed=0).note
     (tmp_path / "math500" / "test.jsonl").write_text(json.dumps(rows[0]) + "\n{broken\n")
     with pytest.raises(ProbeError, match=r"test\.jsonl:2: not valid JSON"):
-        open_suite(f"paper:{tmp_path}").ability_items("text_math", 2, seed=0)
+        open_suite(f"paper:{tmp_path}")   # up front, before any item is asked for
+    (tmp_path / "math500" / "test.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    (tmp_path / "ocr").mkdir()
+    (tmp_path / "ocr" / "data.jsonl").write_text('{"id": "o1", "task": "ocr", "prompt": "Read."}\n')
+    with pytest.raises(ProbeError, match=r"ocr/data\.jsonl:1: missing keys \['target_image', 'source_image'\]"):
+        open_suite(f"paper:{tmp_path}")
 
 
 def _manifest(tmp_path: Path, body: str) -> Path:

@@ -65,6 +65,29 @@ class PaperSuite(RecordingSuite):
         self.math500 = _first(self.root / "math500", ("test.jsonl", "test.json"), "*.parquet")
         self._left_out: list[str] = []
         self._loaded: dict = {}
+        self._check_records()
+
+    def _check_records(self) -> None:
+        """Read every record (not the images) now, so a malformed file fails before any model
+        loads, naming ``file:line``."""
+        from vlmdiag.probes.math500 import load_math500
+        from vlmdiag.probes.mathvista import load_mathvista
+        from vlmdiag.probes.records import jsonl_lines, load_descriptions
+        from vlmdiag.probes.vision_functionality import _answers, parse_line
+
+        for task in SWAP_TASKS:
+            path = self.pairs_root / task / "data.jsonl"
+            if path.is_file():
+                for number, line in jsonl_lines(path):
+                    if line.strip():
+                        where = f"{path}:{number}"
+                        _answers(parse_line(line, where=where, folder=path.parent), where)
+        if self.descriptions is not None:
+            load_descriptions(self.descriptions)
+        if self.mathvista is not None:
+            load_mathvista(self.mathvista, n=1)   # checks every record; decodes one image per category
+        if self.math500 is not None:
+            load_math500(self.math500, n=1)
 
     def source(self) -> dict:
         def shown(path):
