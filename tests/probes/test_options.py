@@ -30,3 +30,13 @@ def test_header_and_section():
 def test_sample_log_option(tmp_path):
     assert sample_log(None) is None
     assert sample_log(tmp_path / "s").folder == tmp_path / "s"
+
+
+def test_identity_before_and_after_draws():
+    from vlmdiag.probes.options import probes_identity
+
+    suite = run_suite("synthetic", [])
+    before = probes_identity(probes_section(suite))
+    suite.swap_pairs("ocr", 1, seed=0)
+    assert probes_identity(probes_section(suite)) == before == \
+        {"name": "synthetic", "answer_format": "boxed", "max_new_tokens": 1024}

@@ -74,3 +74,13 @@ def probes_section(suite: ProbeSuite) -> dict:
     for key, value in generation_settings(suite).items():
         described.setdefault(key, value)
     return described
+
+
+#: The keys of the ``probes`` section that identify a suite before any item is drawn (what a
+#: ``--baseline`` comparison can check up front; ``items`` and ``content_hash`` follow the draws).
+IDENTITY_KEYS = ("name", "answer_format", "max_new_tokens")
+
+
+def probes_identity(section: dict) -> dict:
+    """The :data:`IDENTITY_KEYS` of a ``probes`` section (this run's, or a baseline report's)."""
+    return {key: section.get(key) for key in IDENTITY_KEYS}
