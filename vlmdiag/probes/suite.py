@@ -52,8 +52,9 @@ def items_hash(items: Sequence) -> str:
 
 @runtime_checkable
 class ProbeSuite(Protocol):
-    """What every probe suite provides. Implementations are cheap to construct; items are made or
-    read when asked for.
+    """What every probe suite provides. Construction checks the suite's files (a malformed one
+    raises :class:`~vlmdiag.errors.ProbeError` naming ``file:line`` before any model loads); items
+    are made or decoded when asked for.
 
     Optional attributes (read with :func:`generation_settings`): ``answer_format``, the answer
     instruction appended to every ability question (a key of
