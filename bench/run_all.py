@@ -54,6 +54,7 @@ BENCHES = (
     Bench("organism", "bench_organism.py", ("--recipe", "fast"), ("--recipe", "full", "--recipe", "fast", "--twice"),
           ("--write",), "Model organism build"),
     Bench("grading", "bench_grading.py", ("--n", "100"), ("--n", "400"), ("--write",), "Grading"),
+    Bench("probes", "bench_probes.py", ("--n", "12"), ("--n", "100"), ("--write",), "Probe suites"),
     Bench("suite", "bench_suite.py", ("--recipe", "fast"), ("--recipe", "full", "--workers", "2", "--triple", str(BENCH_DIR / "qwen25vl-0.6b")), ("--write",),
           "Full suite: cold vs warm"),
     Bench("threads", "bench_threads.py", ("--quick",), (), ("--write",), "Threads on a busy machine"),

@@ -5,6 +5,7 @@ response cut off by the token budget before its answer is truncated, not graded.
 from __future__ import annotations
 
 import json
+import re
 
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -189,7 +190,19 @@ def test_budget_hit_in_free_text_is_truncated_even_when_the_gold_number_appears(
 @given(n=integers, r=reasoning, fmt=st.sampled_from([f for f in FORMATS if f[0] not in ("bare", "bare with period", "template-opened think")]))
 def test_budget_hit_after_an_explicit_answer_is_graded(n, r, fmt):
     """A response that states its answer and then runs on to the budget (repeating itself, say)
-    is graded, not truncated."""
+    is graded, not truncated, also when the run-on ends in an unfinished answer phrase of its
+    own ("... answer = so", cut by the budget)."""
+    # a run-on that states another answer as a finished sentence is a later answer, not a run-on
+    assume(not re.search(r"answer\s*(?:is|:|=)\s*:?\s*\S.*?(?:[.?!;](?:\s|$)|\n)", r, re.IGNORECASE))
     response = fmt[1].format(r=r, a=n) + "\n" + r
     graded = g.grade(response, str(n), hit_budget=True)
     assert not graded.truncated and graded.correct, (fmt[0], graded)
+
+
+def test_budget_cut_phrase_after_an_explicit_answer():
+    """The example hypothesis found: the run-on repeats reasoning that holds "answer = ...", cut."""
+    graded = g.grade("<think>answer = so</think>\nThe answer is 0.\nanswer = so", "0", hit_budget=True)
+    assert not graded.truncated and graded.correct
+    cut = g.grade("<think>x</think>\nThe answer is 1", "12", hit_budget=True)
+    assert cut.truncated and not cut.correct
+    assert g.extract_answer("The answer is 5. Hmm, the answer is 6") == "6"   # no budget hit: the last one

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Literal
 
-import yaml
-
 from vlmdiag.errors import CheckpointError
 
 Component = Literal["llm", "vision", "projector", "other"]
@@ -51,6 +49,11 @@ class Adapter:
     image_token_keys: tuple[str, ...]
     checkpoint_prefixes: tuple[tuple[str, str], ...]
     box_coordinates: str  # how the family writes grounding boxes (vlmdiag.measure.grading.BOX_COORDINATES)
+    image_token: str = "<image>"           # the chat template's image placeholder
+    vision_start_token: str | None = None  # markers around an image (not visual tokens)
+    vision_end_token: str | None = None
+    vision_start_keys: tuple[str, ...] = ()
+    vision_end_keys: tuple[str, ...] = ()
 
     def canonical(self, name: str) -> str:
         """Map an on-disk tensor name to its canonical (in-memory) name."""
@@ -84,6 +87,26 @@ class Adapter:
         """The image placeholder token id read from a ``config.json`` dict."""
         return int(_lookup(config, self.image_token_keys, self.family))
 
+    def marker_ids(self, config: dict, tokenizer=None) -> tuple[int, ...]:
+        """Ids of the vision start/end markers: from ``config.json`` where the family keeps them
+        there, else from ``tokenizer`` (the family's :attr:`vision_start_token` /
+        :attr:`vision_end_token`); ``()`` for families without markers (LLaVA)."""
+        out = []
+        for keys, token in ((self.vision_start_keys, self.vision_start_token),
+                            (self.vision_end_keys, self.vision_end_token)):
+            found = None
+            if keys:
+                try:
+                    found = int(_lookup(config, keys, self.family))
+                except CheckpointError:
+                    found = None
+            if found is None and token is not None and tokenizer is not None:
+                tid = tokenizer.convert_tokens_to_ids(token)
+                found = tid if isinstance(tid, int) and tid != getattr(tokenizer, "unk_token_id", None) else None
+            if found is not None and found not in out:
+                out.append(found)
+        return tuple(out)
+
 
 def _lookup(config: dict, keys: tuple[str, ...], family: str):
     for key in keys:
@@ -103,35 +126,29 @@ BOX_COORDINATES = ("pixels", "resized_pixels", "grid_1000", "unit")
 
 @functools.cache
 def adapters() -> dict[str, Adapter]:
-    """Every known family, by name.
+    """Every known family, by name, from ``families.yaml`` (schema: :mod:`vlmdiag.adapters.schema`).
 
     Raises:
-        ValueError: ``families.yaml`` gives a family an unknown ``box_coordinates``.
+        FamiliesFileError: ``families.yaml`` breaks the schema (file, family and key named).
     """
-    raw = yaml.safe_load(resources.files("vlmdiag.adapters").joinpath("families.yaml").read_text())
-    out = {}
-    for family, spec in raw.items():
-        modules, config = spec["modules"], spec["config"]
-        if spec.get("box_coordinates") not in BOX_COORDINATES:
-            raise ValueError(f"vlmdiag/adapters/families.yaml: {family}: box_coordinates "
-                             f"{spec.get('box_coordinates')!r} is not one of {list(BOX_COORDINATES)}")
-        out[family] = Adapter(
-            family=family,
-            model_types=tuple(spec["model_types"]),
-            architectures=tuple(spec["architectures"]),
-            decoder_layers=modules["decoder_layers"],
-            vision_blocks=modules["vision_blocks"],
-            projector=modules["projector"],
-            embed_tokens=modules["embed_tokens"],
-            final_norm=modules["final_norm"],
-            lm_head=modules["lm_head"],
-            llm_layers_keys=tuple(config["llm_layers"]),
-            vision_layers_keys=tuple(config["vision_layers"]),
-            image_token_keys=tuple(config["image_token_id"]),
-            checkpoint_prefixes=tuple((a, b) for a, b in spec.get("checkpoint_prefixes", [])),
-            box_coordinates=spec["box_coordinates"],
-        )
-    return out
+    from vlmdiag.adapters.schema import parse_families
+
+    text = resources.files("vlmdiag.adapters").joinpath("families.yaml").read_text()
+    return {name: _adapter(name, spec) for name, spec in parse_families(text, "vlmdiag/adapters/families.yaml").items()}
+
+
+def _adapter(family: str, spec) -> Adapter:
+    modules, config, tokens = spec.modules, spec.config, spec.tokens
+    return Adapter(
+        family=family, model_types=tuple(spec.model_types), architectures=tuple(spec.architectures),
+        decoder_layers=modules.decoder_layers, vision_blocks=modules.vision_blocks, projector=modules.projector,
+        embed_tokens=modules.embed_tokens, final_norm=modules.final_norm, lm_head=modules.lm_head,
+        llm_layers_keys=tuple(config.llm_layers), vision_layers_keys=tuple(config.vision_layers),
+        image_token_keys=tuple(config.image_token_id),
+        checkpoint_prefixes=tuple(tuple(p) for p in spec.checkpoint_prefixes),
+        box_coordinates=spec.box_coordinates, image_token=tokens.image,
+        vision_start_token=tokens.vision_start, vision_end_token=tokens.vision_end,
+        vision_start_keys=tuple(config.vision_start_id), vision_end_keys=tuple(config.vision_end_id))
 
 
 def adapter_for(config: dict, *, source: str = "config.json") -> Adapter:

@@ -14,7 +14,14 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     from vlmdiag.packaged import diagnostics_dir
 
-    return [f"vlmdiag: thresholds {state.thresholds_path}, diagnostics {diagnostics_dir()}"]
+    from vlmdiag.probes.options import header_line
+
+    lines = [f"vlmdiag: thresholds {state.thresholds_path}, diagnostics {diagnostics_dir()}"]
+    try:
+        lines.append(f"vlmdiag {header_line(state.probe_suite)}")
+    except VlmdiagError:  # reported as a usage error by pytest_configure
+        pass
+    return lines
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

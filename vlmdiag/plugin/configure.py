@@ -52,7 +52,13 @@ def pytest_configure(config: pytest.Config) -> None:
         report_json=report_json, report_only=bool(option_value(config, "report_only")),
         allow_pickle=bool(option_value(config, "allow_pickle")),
         trust_remote_code=bool(option_value(config, "trust_remote_code")),
-        use_cache=not option_value(config, "no_cache"))
+        use_cache=not option_value(config, "no_cache"), probes=option_value(config, "probes"),
+        log_samples=option_value(config, "log_samples"))
+    if state.probes and state.recipes and not config.getoption("help", False):
+        try:
+            state.probe_suite  # noqa: B018  (an unknown suite or a malformed manifest: a usage error now)
+        except VlmdiagError as error:
+            raise pytest.UsageError(printable(error)) from None
     from vlmdiag.report.options import ReportOptions
 
     with usage_errors():

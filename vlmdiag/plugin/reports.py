@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from vlmdiag.errors import printable
+from vlmdiag.errors import VlmdiagError, printable
 from vlmdiag.plugin.session import STATE, RunState
 
 
@@ -64,6 +64,12 @@ class ReportWriter:
             report = build_report(state.results, checkpoints=state.checkpoint_table(), regions=state.regions,
                                   thresholds=str(state.thresholds_path), cache=cache,
                                   baseline=state.reports.baseline_summary(state.results))
+            from vlmdiag.probes.options import probes_section
+
+            try:  # name, source, items per kind, content hash
+                report["probes"] = probes_section(state.probe_suite)
+            except VlmdiagError as error:
+                report["probes"] = {"name": state.probes, "error": printable(error)}
             state.report_lines, problem = write_report(state.report_json, report, stopped=stopped)
         except Exception as error:  # noqa: BLE001 — a report that cannot be built loses nothing old
             problem = (f"--report-json {state.report_json}: cannot build the report ({type(error).__name__}: "

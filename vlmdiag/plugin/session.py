@@ -32,6 +32,8 @@ class RunState:
     allow_pickle: bool
     trust_remote_code: bool
     use_cache: bool = True
+    probes: str | None = None  # --probes (None: the default suite of the run's checkpoints)
+    log_samples: str | None = None  # --log-samples folder
     reports: object = field(default_factory=_report_options)  # --baseline, --report-md, ...
     progress: object = None  # a vlmdiag.report.progress.StepProgress, set in pytest_configure
     usage_error: str | None = None  # an xdist worker's usage error, reported once by the controller
@@ -44,6 +46,25 @@ class RunState:
     _evidence: dict = field(default_factory=dict)
     _checkpoints: object = None
     _results_cache: object = None
+    _probe_suite: object = None
+
+    @property
+    def probe_suite(self):
+        """The run's :class:`~vlmdiag.probes.suite.ProbeSuite` (``--probes``, else organism when
+        every checkpoint is ``organism:*``, else synthetic), opened once."""
+        if self._probe_suite is None:
+            from vlmdiag.probes.options import run_suite
+
+            specs = [spec for r in self.recipes.values() for spec in r.specs().values()]
+            self._probe_suite = run_suite(self.probes, specs)
+        return self._probe_suite
+
+    def sample_log(self):
+        """The :class:`~vlmdiag.probes.samples.SampleLog` of ``--log-samples``, or None."""
+        from vlmdiag.probes.options import sample_log
+
+        folders = [self.checkpoints.get(spec).path for r in self.recipes.values() for spec in r.specs().values()]
+        return sample_log(self.log_samples, folders)
 
     @property
     def results_cache(self):
@@ -106,6 +127,10 @@ class RunState:
             from vlmdiag.paths import check_output
 
             check_output(self.reports.report_md, "--report-md", folders, fix="; write the summary elsewhere")
+        if self.log_samples:
+            from vlmdiag.paths import check_output
+
+            check_output(self.log_samples, "--log-samples", folders, folder=True, fix="; write the samples elsewhere")
         for recipe in self.recipes.values():
             opened = [self.checkpoints.get(spec) for spec in recipe.specs().values()]
             check_compatible(*opened)
