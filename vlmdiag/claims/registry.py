@@ -144,6 +144,7 @@ def claim(id: str, *, statement: str, source: str, measurement: str,
 def all_claims() -> dict[str, Claim]:
     """Every claim, after importing the modules that declare them."""
     from vlmdiag.claims import abilities, attention, freezing, localization, transplant, updates  # noqa: F401
+    from vlmdiag.claims import off_principal, sparse  # noqa: F401 — claims beyond the paper (issue 17)
     # (each module registers its claims on import)
 
     return CLAIMS
