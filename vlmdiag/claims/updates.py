@@ -324,7 +324,12 @@ def _cluster_intervals(clusters: list[np.ndarray], statistic, level: float, n_re
     """
     rng = np.random.default_rng(seed)
     index = rng.integers(0, len(clusters), size=(n_resamples, len(clusters)))
-    values = np.array([statistic(np.concatenate([clusters[i] for i in row], axis=1), axis=1) for row in index])
+    if len({c.shape for c in clusters}) == 1:  # equal-size clusters: the same pooling, vectorized
+        stacked = np.stack(clusters)[index]  # [resamples, clusters, readings, k]
+        pooled = stacked.transpose(0, 2, 1, 3).reshape(n_resamples, stacked.shape[2], -1)
+        values = statistic(pooled, axis=2)
+    else:
+        values = np.array([statistic(np.concatenate([clusters[i] for i in row], axis=1), axis=1) for row in index])
     alpha = (1 - level) / 2
     low, high = np.quantile(values, [alpha, 1 - alpha], axis=0)
     return [Interval(float(a), float(b), level) for a, b in zip(low, high)]

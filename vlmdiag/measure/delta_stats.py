@@ -194,11 +194,16 @@ def principal_subspace(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def subspace_change(before: tuple[torch.Tensor, torch.Tensor],
                     after: tuple[torch.Tensor, torch.Tensor]) -> tuple[float, float, float]:
     """(rotation, max_angle, drift) between two :func:`principal_subspace` results: the mean sin²
-    of the principal angles (cosines = singular values of U_beforeᵀ U_after), the largest angle
-    in degrees, and ‖σ_after − σ_before‖₂ / ‖σ_before‖₂."""
-    cosines = torch.linalg.svdvals(before[0].T @ after[0]).clamp(0, 1).double().cpu().numpy()
-    rotation = float(np.mean(1 - cosines ** 2))
-    max_angle = float(np.degrees(np.arccos(cosines.min())))
+    of the principal angles, the largest angle in degrees, and ‖σ_after − σ_before‖₂ / ‖σ_before‖₂.
+
+    The sines are the singular values of (I − U_b U_bᵀ) U_a, in float64 (small angles keep their
+    precision, which 1 − cos² would lose); the same subspace bit for bit gives exactly 0."""
+    if torch.equal(before[0], after[0]) and torch.equal(before[1], after[1]):
+        return 0.0, 0.0, 0.0
+    u_before, u_after = before[0].double(), after[0].double()
+    sines = torch.linalg.svdvals(u_after - u_before @ (u_before.T @ u_after)).clamp(0, 1).cpu().numpy()
+    rotation = float(np.mean(sines ** 2))
+    max_angle = float(np.degrees(np.arcsin(sines.max())))
     reference = float(torch.linalg.vector_norm(before[1]))
     drift = float(torch.linalg.vector_norm(after[1] - before[1])) / reference if reference > 0 else 0.0
     return rotation, max_angle, drift
