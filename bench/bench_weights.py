@@ -49,7 +49,7 @@ LABELS = {
     "norms-1": "vlmdiag weight pass, 1 worker",
     "legacy": "previous engine (whole tensors, fresh fp32 copies)",
     "naive": "naive: 3 full state dicts in memory (the authors' code)",
-    "spectra": "vlmdiag weight pass with spectra (top-50 svdvals)",
+    "spectra": "vlmdiag weight pass with spectra (Gram spectra, principal subspaces)",
     "legacy-spectra": "previous engine with spectra",
 }
 
@@ -180,7 +180,7 @@ def task(kind: str, folder: Path) -> dict:
         readers = [c.reader() for c in cks]
         if kind == "compute":
             torch.set_num_threads(1)  # as the pass's workers do
-            slices = weights._SliceNorms([_CachedSlices(r) for r in readers])
+            slices = weights.SliceNorms([_CachedSlices(r) for r in readers])
             for name in names:
                 slices(name)
         else:
