@@ -36,7 +36,7 @@ def test_two_workers_give_the_verdicts_and_metrics_of_one_process(planted, tmp_p
     assert code == 0, out
     serial = json.loads((tmp_path / "serial.json").read_text())
     parallel = json.loads((tmp_path / "parallel.json").read_text())
-    assert len(parallel["claims"]) == len(serial["claims"]) == 18  # 9 claims x 2 recipes, all in one report
+    assert len(parallel["claims"]) == len(serial["claims"]) == 22  # 11 claims x 2 recipes, all in one report
     assert outcome(parallel) == outcome(serial)
     verdicts = {key: verdict for key, (verdict, _) in outcome(parallel).items()}
     assert verdicts[("main", "updates.energy_mid")] == "reproduced"
@@ -139,5 +139,5 @@ def test_two_workers_give_the_verdicts_of_one_process_on_the_fast_organism(tmp_p
         code, out = run_pytest(*args, f"--report-json={path}", "-n", workers, env=env)
         assert code == 0, out
         reports[workers] = json.loads(path.read_text())
-    assert len(reports["2"]["claims"]) == 9
+    assert len(reports["2"]["claims"]) == 11
     assert outcome(reports["2"]) == outcome(reports["0"])

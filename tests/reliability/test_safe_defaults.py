@@ -129,7 +129,7 @@ def test_the_fast_organism_runs_twice_identically_without_touching_its_folders(t
         reports.append(json.loads(report.read_text()))
     assert snapshot(entry) == before
     claims = {c["id"]: c for c in reports[0]["claims"]}
-    assert len(claims) == 9
+    assert len(claims) == 11
     # The fast recipe's GRPO steps learn nothing, so its RL equals IN (bench/RESULTS.md): the weight
     # claims are errors that say so; every other claim must reach a verdict.
     errors = {i: c["reason"] for i, c in claims.items() if c["verdict"] == "error"}
