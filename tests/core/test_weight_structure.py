@@ -46,6 +46,18 @@ def test_a_planted_sparse_update_is_found(planted, thresholds):
     assert set(sparse.metrics["rl_updated_fraction_by_region"]) == {"Early", "Mid", "Late"}
 
 
+def test_ranks_under_the_bf16_floor_are_not_called_full_rank(planted, thresholds):
+    """The same sparse update stored in bf16: still 10 % of the elements, but a quarter of its
+    singular values sit under the floor's σ, so "nearly full-rank" is only a possibility (the rank
+    ratio's interval spans the floor reading and the numerical one): inconclusive, never reproduced."""
+    results, _ = run(planted("sparse", dtype="bfloat16"), thresholds)
+    sparse = results["updates.rl_sparse"]
+    assert sparse.metrics["rl_updated_fraction"] == pytest.approx(0.1, abs=0.015)
+    assert sparse.verdict == "inconclusive", sparse.reason
+    rank = [c for c in sparse.conditions if c.name.startswith("median RL rank ratio")][0]
+    assert rank.holds is None and rank.interval.low < 0.9 < rank.interval.high
+
+
 def test_a_planted_dense_update_is_not_sparse(planted, thresholds):
     results, _ = run(planted("dense"), thresholds)
     sparse = results["updates.rl_sparse"]

@@ -109,7 +109,7 @@ def rl_off_principal(deltas: WeightDeltas, regions: Regions, t: OffPrincipalThre
     holds = [c.holds for c in conditions]
     verdict = ("not_reproduced" if False in holds else
                "reproduced" if all(h is True for h in holds) and not missing else "inconclusive")
-    worst = max((c for c in conditions if c.interval is not None), key=lambda c: c.interval.high)
+    worst = max((c for c in conditions if c.interval is not None), key=lambda c: c.interval.high - c.threshold)
     reason = (f"median log10(RL / IN) per region: {'; '.join(notes)} over {metrics['matrices']} matrices "
               f"(RL rotates / drifts less below {t.max_log10_rotation_ratio:g} / {t.max_log10_drift_ratio:g}); "
               f"least clear: {worst.name} {worst.statistic:+.2f} [{worst.interval.low:+.2f}, {worst.interval.high:+.2f}]")
