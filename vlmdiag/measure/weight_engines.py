@@ -99,6 +99,7 @@ class SliceNorms:
             local.raw = torch.empty(n, NORM_CHUNK * 8, dtype=torch.uint8)  # 8 bytes: the widest dtype
             local.values = torch.empty(n, NORM_CHUNK, dtype=torch.float32)
             local.binades = torch.empty(n, NORM_CHUNK, dtype=torch.int32)
+            local.signs = torch.empty(n - 1, NORM_CHUNK, dtype=torch.float32)
             local.steps = {}
         dtypes = tuple(r.dtype(name) for r in readers)
         numel = readers[0].numel(name)
@@ -107,15 +108,17 @@ class SliceNorms:
         references = torch.empty(chunks, n, dtype=torch.float32)  # per slice: ‖base‖, ‖rl‖, ‖origin‖
         deltas = torch.empty(chunks, n - 1, dtype=torch.float32)  # per slice: ‖ΔRL‖, ‖ΔIN‖
         binade_norms = torch.zeros(chunks, n, dtype=torch.float32)  # per sampled slice and checkpoint
-        updated = [0] * (n - 1) if self.extras else [None] * (n - 1)
+        same = len(set(dtypes)) == 1  # then an update is any non-zero element: counted as ‖sign(ΔW)‖₁
+        counts = torch.zeros(chunks, n - 1, dtype=torch.float32)  # per slice: updated elements (exact < 2^24)
+        mixed = [0] * (n - 1)
         raw = [local.raw[i].view(dtype) for i, dtype in enumerate(dtypes)]
         sliced = zip(*(r.slices(name, buffer, NORM_CHUNK) for r, buffer in zip(readers, raw)))
-        for index, (reference, delta, binade, (k, *_)) in enumerate(
-                zip(references.unbind(0), deltas.unbind(0), binade_norms.unbind(0), sliced)):
+        for index, (reference, delta, binade, count, (k, *_)) in enumerate(
+                zip(references.unbind(0), deltas.unbind(0), binade_norms.unbind(0), counts.unbind(0), sliced)):
             key = (dtypes, k)
             if key not in local.steps:
                 local.steps[key] = self._views(dtypes, k)
-            copies, block, tail, head, (bits, binades) = local.steps[key]
+            copies, block, tail, head, (bits, binades), signs = local.steps[key]
             for target, source in copies:
                 target.copy_(source)
             torch.linalg.vector_norm(block, dim=1, out=reference)
@@ -124,9 +127,11 @@ class SliceNorms:
                 torch.linalg.vector_norm(binades.view(torch.float32), dim=1, out=binade)
             tail.sub_(head)  # rl − base, origin − base (the sign does not change a norm)
             torch.linalg.vector_norm(tail, dim=1, out=delta)
-            if self.extras:
+            if self.extras and same:  # a bool count (count_nonzero) cost 4 norms, this 2 (measured)
+                torch.linalg.vector_norm(torch.sign(tail, out=signs), ord=1, dim=1, out=count)
+            elif self.extras:
                 for stage in range(n - 1):
-                    updated[stage] += count_updated(tail[stage], head[0], dtypes[0], dtypes[stage + 1])
+                    mixed[stage] += count_updated(tail[stage], head[0], dtypes[0], dtypes[stage + 1])
         references, deltas = references.double().square(), deltas.double().square().sum(0).numpy()
         weights_sq = references.sum(0).numpy()
         if not (np.isfinite(weights_sq).all() and np.isfinite(deltas).all()):
@@ -136,18 +141,21 @@ class SliceNorms:
         rounding = [b / s * w * _ulp_scale(d) if s > 0 else 0.0
                     for b, s, w, d in zip(binades, sampled, weights_sq, dtypes)]
         squares = np.concatenate([weights_sq[::2], deltas])  # ‖W_base‖², ‖W_origin‖², ‖ΔRL‖², ‖ΔIN‖²
+        updated = ([int(c) for c in counts.double().sum(0).round()] if same else mixed) if self.extras \
+            else [None] * (n - 1)
         return _stats_from_squares(squares, rounding, tuple(readers[0].checkpoint.shape(name)), updated)
 
     def _views(self, dtypes: tuple[torch.dtype, ...], k: int):
-        """(conversion copies, all rows, rows rl/origin, row base, (values as int32, binades))
-        over the first ``k`` elements of this thread's buffers."""
+        """(conversion copies, all rows, rows rl/origin, row base, (values as int32, binades),
+        signs of rows rl/origin) over the first ``k`` elements of this thread's buffers."""
         local = self.local
         block = local.values[:, :k]
         if len(set(dtypes)) == 1:
             copies = [(block, local.raw.view(dtypes[0])[:, :k])]
         else:
             copies = [(block[i], local.raw[i].view(dtype)[:k]) for i, dtype in enumerate(dtypes)]
-        return copies, block, block[1:], block[:1], (block.view(torch.int32), local.binades[:, :k])
+        return (copies, block, block[1:], block[:1], (block.view(torch.int32), local.binades[:, :k]),
+                local.signs[:, :k])
 
 
 def _stage_stats(values: list[torch.Tensor], norms: list[float], rounding: list[float],
