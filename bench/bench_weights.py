@@ -297,9 +297,9 @@ def findings(results: dict[str, dict], read: float, files_gb: float, needed_gb: 
                  "dropped in this sandbox). From disk the read time grows while the arithmetic does not, so the "
                  "ratio to the read time can only fall.")
     if "spectra" in t:
-        lines.append(f"- With spectra the pass takes {t['spectra']:.1f} s ({rss['spectra']:.0f} MB): the top-50 "
-                     f"`svdvals` of 2 × 190 matrices dominate, each on one intra-op thread per worker (two "
-                     f"threads per svdvals on two busy cores were several times slower, session 2).")
+        lines.append(f"- With spectra the pass takes {t['spectra']:.1f} s ({rss['spectra']:.0f} MB): the spectra "
+                     f"(Gram matrix + eigvalsh) of 2 × 190 matrices and the principal subspaces dominate, each "
+                     f"on one intra-op thread per worker (see `bench_spectra.py`).")
     return lines
 
 
