@@ -54,8 +54,8 @@ def test_ranks_under_the_bf16_floor_are_not_called_full_rank(planted, thresholds
     sparse = results["updates.rl_sparse"]
     assert sparse.metrics["rl_updated_fraction"] == pytest.approx(0.1, abs=0.015)
     assert sparse.verdict == "inconclusive", sparse.reason
-    rank = [c for c in sparse.conditions if c.name.startswith("median RL rank ratio")][0]
-    assert rank.holds is None and rank.interval.low < 0.9 < rank.interval.high
+    rank = [c for c in sparse.metrics["conditions"] if c["name"].startswith("median RL rank ratio")][0]
+    assert rank["holds"] is None and rank["interval"]["low"] < 0.9 < rank["interval"]["high"]
 
 
 def test_a_planted_dense_update_is_not_sparse(planted, thresholds):
