@@ -49,7 +49,7 @@ LABELS = {
     "norms-1": "vlmdiag weight pass, 1 worker",
     "legacy": "previous engine (whole tensors, fresh fp32 copies)",
     "naive": "naive: 3 full state dicts in memory (the authors' code)",
-    "spectra": "vlmdiag weight pass with spectra (top-50 svdvals)",
+    "spectra": "vlmdiag weight pass with spectra (Gram spectra, principal subspaces)",
     "legacy-spectra": "previous engine with spectra",
 }
 
@@ -180,7 +180,7 @@ def task(kind: str, folder: Path) -> dict:
         readers = [c.reader() for c in cks]
         if kind == "compute":
             torch.set_num_threads(1)  # as the pass's workers do
-            slices = weights._SliceNorms([_CachedSlices(r) for r in readers])
+            slices = weights.SliceNorms([_CachedSlices(r) for r in readers])
             for name in names:
                 slices(name)
         else:
@@ -297,9 +297,9 @@ def findings(results: dict[str, dict], read: float, files_gb: float, needed_gb: 
                  "dropped in this sandbox). From disk the read time grows while the arithmetic does not, so the "
                  "ratio to the read time can only fall.")
     if "spectra" in t:
-        lines.append(f"- With spectra the pass takes {t['spectra']:.1f} s ({rss['spectra']:.0f} MB): the top-50 "
-                     f"`svdvals` of 2 × 190 matrices dominate, each on one intra-op thread per worker (two "
-                     f"threads per svdvals on two busy cores were several times slower, session 2).")
+        lines.append(f"- With spectra the pass takes {t['spectra']:.1f} s ({rss['spectra']:.0f} MB): the spectra "
+                     f"(Gram matrix + eigvalsh) of 2 × 190 matrices and the principal subspaces dominate, each "
+                     f"on one intra-op thread per worker (see `bench_spectra.py`).")
     return lines
 
 

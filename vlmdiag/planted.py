@@ -3,7 +3,8 @@ the suite) know the truth the weight claims must find.
 
 A triple is Base (origin) → IN (origin + ΔIN) → RL (IN + ΔRL), saved with ``save_pretrained``
 in the hub layout real checkpoints use. Deltas are planted in the LLM decoder's weight matrices,
-per Early/Mid/Late region (``paper`` preset), with a chosen per-element scale and rank.
+per Early/Mid/Late region (``paper`` preset), with a chosen per-element scale, rank, density
+(the share of elements updated) or a rotation of the matrix's principal subspace.
 """
 
 from __future__ import annotations
@@ -19,16 +20,30 @@ from vlmdiag.regions import regions_for
 @dataclass(frozen=True)
 class Plant:
     """An update planted into every decoder-layer matrix: per-element standard deviation by region
-    (``{"Early": s, "Mid": s, "Late": s}``) and rank (None: full-rank Gaussian noise)."""
+    (``{"Early": s, "Mid": s, "Late": s}``), rank (None: full-rank Gaussian noise), density (the
+    share of elements it touches, a random mask; 1: all) and ``rotation``: the angle (degrees) by
+    which the top-:data:`PRINCIPAL_RANK` left singular subspace of each matrix is turned into its
+    complement, singular values and right vectors kept (after the noise, if any)."""
 
     scale: dict[str, float]
     rank: int | None = None
+    density: float = 1.0
+    rotation: float = 0.0
+
+
+#: Rank of the strong component the ``rotation`` scenario gives Base's matrices (singular values
+#: 4…2 against a random bulk's ≈0.4), so their principal subspace is well defined; it is the
+#: ``k`` of :data:`vlmdiag.measure.delta_stats.PRINCIPAL_K`.
+PRINCIPAL_RANK = 16
 
 
 #: Named (ΔIN, ΔRL) pairs. ``paper``: what the paper reports (both concentrated in Mid, RL 100×
 #: smaller and low-rank). ``inverted``: the opposite of every weight claim. ``uniform``: no
 #: structure at all (same-size full-rank noise everywhere, for both stages). ``null``: no RL
-#: update (RL = IN; stored in another dtype than IN, a pure rounding round trip).
+#: update (RL = IN; stored in another dtype than IN, a pure rounding round trip). ``sparse``: RL
+#: touches 10 % of each matrix's elements (Mukherjee et al., arXiv 2505.11711), IN all of them;
+#: ``dense``: RL touches every element. ``rotation``: RL turns each matrix's principal subspace by
+#: 20° (IN adds small noise; Base has a strong rank-16 component, see :data:`SPIKED`).
 SCENARIOS: dict[str, tuple[Plant, Plant]] = {
     "paper": (Plant({"Early": 1e-2, "Mid": 3e-2, "Late": 1e-2}),
               Plant({"Early": 1e-4, "Mid": 3e-4, "Late": 1.5e-4}, rank=2)),
@@ -38,7 +53,15 @@ SCENARIOS: dict[str, tuple[Plant, Plant]] = {
                 Plant({"Early": 1e-2, "Mid": 1e-2, "Late": 1e-2})),
     "null": (Plant({"Early": 1e-2, "Mid": 3e-2, "Late": 1e-2}),
              Plant({"Early": 0.0, "Mid": 0.0, "Late": 0.0})),
+    "sparse": (Plant({"Early": 1e-2, "Mid": 1e-2, "Late": 1e-2}),
+               Plant({"Early": 1e-3, "Mid": 1e-3, "Late": 1e-3}, density=0.1)),
+    "dense": (Plant({"Early": 1e-2, "Mid": 1e-2, "Late": 1e-2}),
+              Plant({"Early": 1e-3, "Mid": 1e-3, "Late": 1e-3})),
+    "rotation": (Plant({"Early": 1e-3, "Mid": 1e-3, "Late": 1e-3}),
+                 Plant({"Early": 0.0, "Mid": 0.0, "Late": 0.0}, rotation=20.0)),
 }
+#: Scenarios whose Base matrices get a strong rank-PRINCIPAL_RANK component.
+SPIKED = frozenset({"rotation"})
 
 
 def tiny_config(num_layers: int = 6, hidden: int = 64, vision_depth: int = 2):
@@ -68,17 +91,47 @@ def _delta(shape: torch.Size, scale: float, rank: int | None, generator: torch.G
     return (scale * delta).reshape(shape)
 
 
+def _rotated(w: torch.Tensor, degrees: float, generator: torch.Generator) -> torch.Tensor:
+    """``w`` with its top-PRINCIPAL_RANK left singular vectors U_k turned by ``degrees`` toward
+    random orthonormal directions P ⟂ U_k: U_k cos θ + P sin θ (every principal angle θ)."""
+    u, s, vh = torch.linalg.svd(w.double(), full_matrices=False)
+    k = min(PRINCIPAL_RANK, w.shape[0] // 2, len(s))
+    top = u[:, :k]
+    p = torch.randn(w.shape[0], k, generator=generator, dtype=torch.float64)
+    p = torch.linalg.qr(p - top @ (top.T @ p)).Q
+    theta = torch.tensor(degrees, dtype=torch.float64).deg2rad()
+    turned = top * torch.cos(theta) + p * torch.sin(theta)
+    return (w.double() + (turned - top) @ torch.diag(s[:k]) @ vh[:k]).to(w.dtype)
+
+
+def _spike(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    """A rank-PRINCIPAL_RANK matrix with singular values 4…2 and random singular vectors."""
+    k = min(PRINCIPAL_RANK, shape[0] // 2, shape[1])
+    u = torch.linalg.qr(torch.randn(shape[0], k, generator=generator)).Q
+    v = torch.linalg.qr(torch.randn(shape[1], k, generator=generator)).Q
+    return u @ torch.diag(torch.linspace(4.0, 2.0, k)) @ v.T
+
+
+def _matrices(state: dict[str, torch.Tensor]):
+    """``(name, layer)`` of the LLM decoder's weight matrices."""
+    prefix = "model.language_model.layers."
+    for name, tensor in state.items():
+        if name.startswith(prefix) and name.endswith(".weight") and tensor.ndim == 2 and "norm" not in name:
+            yield name, int(name[len(prefix):].split(".", 1)[0])
+
+
 def _apply(state: dict[str, torch.Tensor], plant: Plant, num_layers: int, generator: torch.Generator) -> dict:
     regions = regions_for("paper", num_layers)
-    prefix = "model.language_model.layers."
-    out = {}
-    for name, tensor in state.items():
-        if name.startswith(prefix) and name.endswith(".weight") and tensor.ndim >= 2 and "norm" not in name:
-            layer = int(name[len(prefix):].split(".", 1)[0])
-            scale = plant.scale[regions.region_of(layer)]
-            out[name] = tensor + _delta(tensor.shape, scale, plant.rank, generator)
-        else:
-            out[name] = tensor.clone()
+    out = {name: tensor.clone() for name, tensor in state.items()}
+    for name, layer in _matrices(state):
+        tensor = state[name]
+        scale = plant.scale[regions.region_of(layer)]
+        delta = _delta(tensor.shape, scale, plant.rank, generator)
+        if plant.density < 1:
+            delta *= torch.rand(tensor.shape, generator=generator) < plant.density
+        out[name] = tensor + delta
+        if plant.rotation:
+            out[name] = _rotated(out[name], plant.rotation, generator)
     return out
 
 
@@ -112,6 +165,9 @@ def build_triple(out: str | Path, scenario: str = "paper", *, num_layers: int = 
     model = Qwen2_5_VLForConditionalGeneration(tiny_config(num_layers, hidden)).eval()
     generator = torch.Generator().manual_seed(seed + 1)
     origin = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if scenario in SPIKED:
+        for name, _ in _matrices(origin):
+            origin[name] = origin[name] + _spike(origin[name].shape, generator)
     base = _apply(origin, plant_in, num_layers, generator)
     rl = _apply(base, plant_rl, num_layers, generator)
     dtypes = {"origin": dtype, "base": dtype, "rl": rl_dtype or dtype}

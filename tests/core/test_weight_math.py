@@ -148,10 +148,10 @@ def test_streamed_norms_match_float64(tmp_path_factory, config_json, monkeypatch
     """Both engines (slices on CPU; whole matrices with spectra), any slice size, worker count,
     stored dtype per checkpoint and matrix shape (3-D ones flattened), equal float64 norms of the
     stored values to fp32 accuracy."""
-    from vlmdiag.measure import weights
+    from vlmdiag.measure import weight_engines, weights
 
-    monkeypatch_module.setattr(weights, "NORM_CHUNK", chunk)
-    monkeypatch_module.setattr(weights, "FLOOR_STRIDE", 1)  # exact floors (the sampling: test below)
+    monkeypatch_module.setattr(weight_engines, "NORM_CHUNK", chunk)
+    monkeypatch_module.setattr(weight_engines, "FLOOR_STRIDE", 1)  # exact floors (the sampling: test below)
     g = torch.Generator().manual_seed(seed)
     tensors = {"origin": {}, "base": {}, "rl": {}}
     for name, (rows, cols, depth) in zip(NAMES, shapes):
@@ -182,14 +182,30 @@ def assert_matches_float64(by, tensors, spectra):
         assert by[name, "in"].floor == pytest.approx((rounding["base"] + rounding["origin"]) ** 0.5, rel=1e-4)
         m, n = tensors["base"][name].shape[0], tensors["base"][name][0].numel()
         assert by[name, "rl"].floor_sigma == pytest.approx(by[name, "rl"].floor * (m ** -0.5 + n ** -0.5), rel=1e-6)
+        for stage, (before, after) in (("rl", ("base", "rl")), ("in", ("origin", "base"))):
+            assert by[name, stage].updated == updated_reference(tensors[before][name], tensors[after][name],
+                                                                tensors["base"][name])
+            assert (by[name, stage].rotation is not None) == spectra
+
+
+def updated_reference(before, after, reference):
+    """Elements that rounding an unchanged value cannot produce, from float64 and numpy's frexp:
+    any change in one dtype, more than half the coarser dtype's ulp of ``reference`` across two."""
+    delta = (after.double() - before.double()).abs().numpy()
+    if before.dtype == after.dtype:
+        return int((delta != 0).sum())
+    eps = max(torch.finfo(before.dtype).eps, torch.finfo(after.dtype).eps)
+    mantissa, exponent = np.frexp(reference.double().numpy())
+    binade = np.where(mantissa != 0, np.ldexp(1.0, exponent - 1), 0.0)
+    return int((delta > binade * eps / 2).sum())
 
 
 def test_the_slice_engine_samples_the_floor_closely(tmp_path, config_json, monkeypatch):
     """Every FLOOR_STRIDE-th slice of a matrix of many slices: the floor within 1% of the exact one,
     on rows of unequal magnitude (a fifth of the rows 10× larger)."""
-    from vlmdiag.measure import weights
+    from vlmdiag.measure import weight_engines, weights
 
-    monkeypatch.setattr(weights, "NORM_CHUNK", 1000)
+    monkeypatch.setattr(weight_engines, "NORM_CHUNK", 1000)
     g = torch.Generator().manual_seed(3)
     shape = (300, 200)
     scale = torch.where(torch.rand(shape[0], 1, generator=g) < 0.2, 0.2, 0.02)
@@ -211,7 +227,7 @@ def test_the_slice_engine_samples_the_floor_closely(tmp_path, config_json, monke
 def test_prefetching_engine_matches_float64_on_cpu(tmp_path, config_json, spectra):
     """The CUDA engine (reader thread, two buffer slots, whole matrices) run on CPU, where its
     logic can be checked without a GPU: same numbers, every matrix once, in order."""
-    from vlmdiag.measure import weights
+    from vlmdiag.measure import weight_engines
 
     g = torch.Generator().manual_seed(1)
     tensors = {"origin": {}, "base": {}, "rl": {}}
@@ -224,7 +240,7 @@ def test_prefetching_engine_matches_float64_on_cpu(tmp_path, config_json, spectr
     cks = write_triple(tmp_path, config_json, tensors)
     with ExitStack() as stack:
         readers = [stack.enter_context(cks[s].reader()) for s in ("base", "rl", "origin")]
-        out = list(weights._tensor_pass(readers, NAMES, torch.device("cpu"), spectra))
+        out = list(weight_engines.tensor_pass(readers, NAMES, torch.device("cpu"), spectra))
     assert [name for name, _ in out] == NAMES
     by = {(name, stage): stat for name, stats in out for stage, stat in zip(("rl", "in"), stats)}
     assert_matches_float64(by, tensors, spectra)
@@ -244,7 +260,7 @@ def monkeypatch_module():
 @pytest.mark.parametrize("stage", ["base", "rl", "origin"])
 def test_nan_in_any_checkpoint_names_it_and_the_tensor(tmp_path, config_json, stage, engine):
     from vlmdiag.errors import NonFiniteWeightsError
-    from vlmdiag.measure import weights
+    from vlmdiag.measure import weight_engines, weights
 
     tensors = {s: {n: torch.full((8, 8), 0.01 * i) for n in NAMES} for i, s in enumerate(("origin", "base", "rl"))}
     tensors[stage][NAMES[2]][3, 4] = float("nan")
@@ -254,7 +270,7 @@ def test_nan_in_any_checkpoint_names_it_and_the_tensor(tmp_path, config_json, st
         if engine == "prefetch":
             with ExitStack() as stack:
                 readers = [stack.enter_context(cks[s].reader()) for s in ("base", "rl", "origin")]
-                list(weights._tensor_pass(readers, NAMES, torch.device("cpu"), False))
+                list(weight_engines.tensor_pass(readers, NAMES, torch.device("cpu"), False))
         else:
             weights.weight_deltas(cks["base"], cks["rl"], cks["origin"], spectra=engine == "whole", device="cpu")
 

@@ -143,8 +143,8 @@ def claim(id: str, *, statement: str, source: str, measurement: str,
 
 def all_claims() -> dict[str, Claim]:
     """Every claim, after importing the modules that declare them."""
-    from vlmdiag.claims import (abilities, attention, behaviour, freezing, localization, transplant,  # noqa: F401
-                                updates)
+    from vlmdiag.claims import abilities, attention, freezing, localization, transplant, updates  # noqa: F401
+    from vlmdiag.claims import behaviour, off_principal, sparse  # noqa: F401 — claims beyond the paper (issue 17)
     # (each module registers its claims on import)
 
     return CLAIMS

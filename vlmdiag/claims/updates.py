@@ -277,6 +277,8 @@ def rl_steeper_mid_late(deltas: WeightDeltas, regions: Regions, t: SteeperThresh
         metrics[f"{stage}_stable_rank"] = deltas.llm_layer_values(stage, lambda m: m.stats.stable_rank).tolist()
         metrics[f"{stage}_log_floor_ratio"] = deltas.llm_layer_values(
             stage, lambda m: _log_floor_ratio(m.stats, t.floor_factor)).tolist()
+        metrics[f"{stage}_rank_ratio_above_floor"] = deltas.llm_layer_values(
+            stage, lambda m: _rank_ratio_above_floor(m.stats, t.floor_factor)).tolist()
     reason = (f"Mid–Late mean log(σk/σ1) RL − IN = {statistic:+.3f} ({t.confidence:.0%} CI "
               f"[{interval.low:+.3f}, {interval.high:+.3f}] over {len(samples)} layers); "
               f"steeper means below {t.max_log_ratio_difference:g}")
@@ -295,6 +297,15 @@ def _log_floor_ratio(stats: DeltaStats, factor: float) -> float | None:
         return None
     bound = factor * stats.floor_sigma / stats.singular_values[0]
     return float(np.log(max(bound, np.finfo(np.float32).eps)))
+
+
+def _rank_ratio_above_floor(stats: DeltaStats, factor: float) -> float | None:
+    """Share of ΔW's singular values above ``factor`` × floor_sigma (and above 10⁻³·σ_1, numerical
+    zero): the ranks storage rounding cannot explain. None without a full spectrum."""
+    if stats.spectrum is None or len(stats.spectrum) == 0:
+        return None
+    bound = max(factor * stats.floor_sigma, 1e-3 * float(stats.spectrum[0]))
+    return float((stats.spectrum > bound).sum()) / len(stats.spectrum)
 
 
 def _decay_readings(stats: DeltaStats, factor: float) -> dict[int, tuple[float, float]] | None:
@@ -324,7 +335,12 @@ def _cluster_intervals(clusters: list[np.ndarray], statistic, level: float, n_re
     """
     rng = np.random.default_rng(seed)
     index = rng.integers(0, len(clusters), size=(n_resamples, len(clusters)))
-    values = np.array([statistic(np.concatenate([clusters[i] for i in row], axis=1), axis=1) for row in index])
+    if len({c.shape for c in clusters}) == 1:  # equal-size clusters: the same pooling, vectorized
+        stacked = np.stack(clusters)[index]  # [resamples, clusters, readings, k]
+        pooled = stacked.transpose(0, 2, 1, 3).reshape(n_resamples, stacked.shape[2], -1)
+        values = statistic(pooled, axis=2)
+    else:
+        values = np.array([statistic(np.concatenate([clusters[i] for i in row], axis=1), axis=1) for row in index])
     alpha = (1 - level) / 2
     low, high = np.quantile(values, [alpha, 1 - alpha], axis=0)
     return [Interval(float(a), float(b), level) for a, b in zip(low, high)]
