@@ -55,10 +55,8 @@ def pytest_configure(config: pytest.Config) -> None:
         use_cache=not option_value(config, "no_cache"), probes=option_value(config, "probes"),
         log_samples=option_value(config, "log_samples"))
     if state.probes and state.recipes and not config.getoption("help", False):
-        try:
-            state.probe_suite  # noqa: B018  (an unknown suite or a malformed manifest: a usage error now)
-        except VlmdiagError as error:
-            raise pytest.UsageError(printable(error)) from None
+        with usage_errors():  # an unknown suite or a malformed manifest: a usage error now
+            state.probe_suite  # noqa: B018
     from vlmdiag.report.options import ReportOptions
 
     with usage_errors():
