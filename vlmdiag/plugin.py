@@ -106,6 +106,7 @@ class RunState:
     selected: set[str] = field(default_factory=set)
     _thresholds: object = None
     _evidence: dict = field(default_factory=dict)
+    _probe_suite: object = None
     _checkpoints: object = None
     _results_cache: object = None
 
@@ -129,21 +130,31 @@ class RunState:
     @property
     def checkpoints(self):
         if self._checkpoints is None:
-            from vlmdiag.claims import CheckpointCache
+            from vlmdiag.runner import CheckpointCache
 
             self._checkpoints = CheckpointCache(allow_pickle=self.allow_pickle,
                                                 trust_remote_code=self.trust_remote_code, store=self.results_cache)
         return self._checkpoints
 
+    @property
+    def probe_suite(self):
+        """The run's :class:`~vlmdiag.probes.suite.ProbeSuite` (``--probes``; default ``organism``)."""
+        if self._probe_suite is None:
+            from vlmdiag.probes.suite import open_suite
+
+            self._probe_suite = open_suite(getattr(self, "probes", None) or "organism")
+        return self._probe_suite
+
     def evidence(self, recipe: str):
+        """The recipe's :class:`~vlmdiag.runner.Runner` (its measurements, made once per run)."""
         if recipe not in self._evidence:
-            from vlmdiag.claims import Evidence, all_claims
+            from vlmdiag.claims import all_claims
+            from vlmdiag.runner import Runner
 
             claims = all_claims()
-            spectral = any(claims[c].measurement == "weight_spectra" for c in self.selected if c in claims)
-            self._evidence[recipe] = Evidence(self.recipes[recipe], self.checkpoints, wants_spectra=spectral,
-                                              results=self.results_cache,
-                                              progress=self.progress or (lambda label: None))
+            self._evidence[recipe] = Runner(self.recipes[recipe], self.checkpoints, probes=self.probe_suite,
+                                            wanted={claims[c].measurement for c in self.selected if c in claims},
+                                            results=self.results_cache, progress=self.progress)
         return self._evidence[recipe]
 
     def regions_of(self, recipe: str):
@@ -152,7 +163,7 @@ class RunState:
         are measured once, in the recipe's evidence)."""
         if self.regions != "localized":
             return self.regions
-        from vlmdiag.claims.localized import localized_regions_for
+        from vlmdiag.runner.localized import localized_regions_for
 
         return lambda: localized_regions_for(self.evidence(recipe), self.thresholds)
 
@@ -174,7 +185,7 @@ class RunState:
             opened = [self.checkpoints.get(spec) for spec in recipe.specs().values()]
             check_compatible(*opened)
             if self.regions == "localized":
-                from vlmdiag.claims.localized import check_localized_inputs
+                from vlmdiag.runner.localized import check_localized_inputs
 
                 check_localized_inputs(self.thresholds, opened[0].path, recipe.base)
             else:
@@ -187,7 +198,7 @@ class RunState:
         """When an inference claim is selected: the tokenizer, processor and image token of every
         checkpoint that can run (no weights are read), so a bad one is a usage error up front."""
         from vlmdiag.claims import all_claims
-        from vlmdiag.claims.evidence import can_run
+        from vlmdiag.runner import can_run
 
         claims = all_claims()
         # An xdist controller checks before any test is selected (selected is empty): check all.
@@ -238,6 +249,46 @@ def _value(config: pytest.Config, dest: str):
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own implementation, which loads conftests
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from vlmdiag import hookspec
+
+    pluginmanager.add_hookspecs(hookspec)
+
+
+_FORGET = pytest.StashKey[object]()  # undoes what the vlmdiag hooks registered
+
+
+def _extend(config: pytest.Config) -> None:
+    """Register the built-in plugins (the model organism), call vlmdiag's hooks
+    (:mod:`vlmdiag.hookspec`: conftest.py files and plugins add claims, measurements, probe
+    suites, resolvers, families) and check every claim against its measurement's plan.
+
+    Raises:
+        pytest.UsageError: a registration clashes, or a claim disagrees with its plan.
+    """
+    import importlib
+
+    from vlmdiag.extensions import BUILTIN_PLUGINS, apply
+
+    for name in BUILTIN_PLUGINS:
+        if not config.pluginmanager.has_plugin(name):
+            config.pluginmanager.register(importlib.import_module(name), name)
+    try:
+        config.stash[_FORGET] = apply(config.hook)
+        from vlmdiag.claims import all_claims
+        from vlmdiag.runner import check_claims
+
+        check_claims(all_claims())
+    except (VlmdiagError, ValueError) as error:
+        raise pytest.UsageError(printable(error)) from None
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    forget = config.stash.get(_FORGET, None)
+    if forget is not None:
+        forget()
+
+
 def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
     invocation.fix_rootdir(early_config, args)
     invocation.keep_pytest_cache_out_of_checkpoints(early_config)
@@ -257,6 +308,8 @@ def pytest_configure(config: pytest.Config) -> None:
         regions = parse_regions(_value(config, "regions") or "paper")
     except VlmdiagError as error:
         raise pytest.UsageError(printable(error)) from None
+    if recipes and not config.getoption("help", False):
+        _extend(config)
     try:
         thresholds = invocation.thresholds_path(_value(config, "thresholds"), config.rootpath)
         if recipes and not config.getoption("help", False):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vlmdiag.claims.evidence import Recipe
+from vlmdiag.runner import RecipeCheckpoints as Recipe
 from vlmdiag.errors import CheckpointError
 from vlmdiag.invocation import check_local_checkpoints, thresholds_path
 from vlmdiag.packaged import default_thresholds, diagnostics_dir

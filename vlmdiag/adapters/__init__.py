@@ -109,6 +109,7 @@ def adapters() -> dict[str, Adapter]:
         ValueError: ``families.yaml`` gives a family an unknown ``box_coordinates``.
     """
     raw = yaml.safe_load(resources.files("vlmdiag.adapters").joinpath("families.yaml").read_text())
+    raw = {**raw, **_REGISTERED}  # families added by plugins (register_family)
     out = {}
     for family, spec in raw.items():
         modules, config = spec["modules"], spec["config"]
@@ -132,6 +133,22 @@ def adapters() -> dict[str, Adapter]:
             box_coordinates=spec["box_coordinates"],
         )
     return out
+
+
+_REGISTERED: dict[str, dict] = {}
+
+
+def register_family(name: str, spec: dict) -> None:
+    """Add (or, for plugins, override) architecture family ``name``; ``spec`` is shaped like an
+    entry of ``families.yaml``. Used by the ``pytest_vlmdiag_add_families`` hook."""
+    _REGISTERED[name] = spec
+    adapters.cache_clear()
+
+
+def unregister_family(name: str) -> None:
+    """Forget a family added with :func:`register_family` (no error when there is none)."""
+    if _REGISTERED.pop(name, None) is not None:
+        adapters.cache_clear()
 
 
 def adapter_for(config: dict, *, source: str = "config.json") -> Adapter:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,10 +25,16 @@ class ClaimThresholds(BaseModel):
     gate: bool = Field(description="a not_reproduced verdict fails the test (unless --report-only)")
     confidence: float = Field(gt=0, lt=1, description="confidence level of the verdict's interval")
 
+    #: The measurement's settings this class supplies: ``{setting name: field name}``. The
+    #: measurement's plan declares the settings it takes (a pydantic model,
+    #: :class:`vlmdiag.runner.plans.PlanSpec`); a claim whose thresholds supply other settings than
+    #: its plan takes is refused when claims are checked against plans, before anything runs.
+    MEASUREMENT_SETTINGS: ClassVar[dict[str, str]] = {}
+
     def probe_settings(self) -> dict | None:
-        """Keyword arguments of the claim's measurement (probe count, decoding budget), or None for
-        measurements that take none (the weight pass)."""
-        return None
+        """Keyword arguments of the claim's measurement (probe count, decoding budget), from
+        :attr:`MEASUREMENT_SETTINGS`; None for measurements that take none (the weight pass)."""
+        return {name: getattr(self, field) for name, field in self.MEASUREMENT_SETTINGS.items()} or None
 
 
 class ProbeThresholds(ClaimThresholds):
@@ -38,10 +44,9 @@ class ProbeThresholds(ClaimThresholds):
     n_items: int = Field(ge=1, description="probe items per probe set (N, the bootstrap unit)")
     max_new_tokens: int = Field(ge=1, description="greedy decoding budget per answer")
     bootstrap_resamples: int = Field(ge=100)
-    probe_seed: int = Field(default=0, description="seed of the organism's held-out probe items")
-
-    def probe_settings(self) -> dict:
-        return {"n_items": self.n_items, "max_new_tokens": self.max_new_tokens, "seed": self.probe_seed}
+    probe_seed: int = Field(default=0, description="seed of the probe suite's items")
+    MEASUREMENT_SETTINGS: ClassVar[dict[str, str]] = {"n_items": "n_items", "max_new_tokens": "max_new_tokens",
+                                                      "seed": "probe_seed"}
 
 
 _HOLDS = {"reproduced": True, "not_reproduced": False, "inconclusive": None}
@@ -113,8 +118,8 @@ class Claim:
     id: str
     statement: str
     source: str
-    needs: frozenset[str]  # beyond base and rl: "origin", "rl_frozen", "inference" (see Evidence.has)
-    measurement: str  # the Evidence measurement the judge reads
+    needs: frozenset[str]  # beyond base and rl: "origin", "rl_frozen", "inference" (see Runner.has)
+    measurement: str  # the name of the registered plan (vlmdiag.runner.plans) whose value the judge reads
     thresholds: type[ClaimThresholds]
     judge: Callable[..., Outcome]  # judge(measurement, regions, thresholds) -> Outcome
     # The region cuts are part of the measurement (a transplant splices at them; a frozen RL run
