@@ -147,8 +147,14 @@ def claim(id: str, *, statement: str, source: str, measurement: str,
 
 
 def all_claims() -> dict[str, Claim]:
-    """Every claim, after importing the modules that declare them."""
-    from vlmdiag.claims import abilities, attention, freezing, localization, transplant, updates  # noqa: F401
-    # (each module registers its claims on import)
+    """Every claim, after importing every module of :mod:`vlmdiag.claims` (each registers its
+    claims on import, so a new claim module needs no entry anywhere), and those that plugins
+    added through the ``pytest_vlmdiag_add_claims`` hook."""
+    import importlib
+    import pkgutil
 
+    import vlmdiag.claims as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
     return CLAIMS

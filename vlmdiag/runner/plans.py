@@ -15,6 +15,7 @@ refused when claims are loaded, not when the measurement runs.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -94,7 +95,6 @@ class RegionSettings(ProbeSettings):
 
 
 _PLANS: dict[str, PlanSpec] = {}
-_BUILTIN = ("weights", "attention", "skip", "swap", "abilities", "transplant", "freezing")
 _loaded = False
 
 
@@ -127,8 +127,10 @@ def plans() -> dict[str, PlanSpec]:
     (:mod:`vlmdiag.runner.measurements`)."""
     global _loaded
     if not _loaded:
-        for module in _BUILTIN:
-            importlib.import_module(f"vlmdiag.runner.measurements.{module}")
+        import vlmdiag.runner.measurements as builtin
+
+        for module in pkgutil.iter_modules(builtin.__path__):  # every module registers its plan
+            importlib.import_module(f"{builtin.__name__}.{module.name}")
         _loaded = True
     return _PLANS
 
