@@ -52,7 +52,7 @@ _VERSIONED = ("torch", "transformers", "tokenizers", "safetensors", "accelerate"
 # Modules whose code does not change what a measurement returns: reports, the pytest and
 # command-line front ends, the hooks, the organism's training pipeline (its checkpoints are keyed
 # by their fingerprints) and the verdict rules (vlmdiag.claims, judged again on every run).
-_NOT_MEASURING = ("report/", "plugin.py", "plugin/", "cli.py", "options.py", "organism/build.py",
+_NOT_MEASURING = ("report/", "plugin/", "cli.py", "options.py", "organism/build.py",
                   "organism/train.py", "organism/cli.py", "claims/", "hookspec.py", "extensions.py", "api.py")
 
 

@@ -1,5 +1,6 @@
 """End to end: one model loaded once, the 8 Table-2 variants spliced in turn, each scored on
-Mvis / Mv2r / Mrea through the real processor and greedy generation (``make_predict``)."""
+Mvis / Mv2r / Mrea through the real processor and greedy generation (``make_predict``); and the
+transplant measurement, the one sweep path the claim uses, with its results cache."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import torch
 
 from vlmdiag.measure.abilities import make_predict, run_abilities, score_abilities
 from vlmdiag.organism import organism_probe_set
-from vlmdiag.transplant import Splicer, all_variants, sweep_abilities
+from vlmdiag.transplant import Splicer, all_variants
+
+CLAIM = "transplant.mid_late_carries_gain"
 
 
 @pytest.fixture(scope="module")
@@ -63,32 +66,42 @@ def test_sweep_of_eight_variants_with_one_load(organism_pair):
         expected += sum(1 for name in wanted if current[name] == "A")
         current = {name: "B" if name in wanted else "A" for name in current}
     assert splicer.reads == expected < sum(len(splicer.tensors_from_b(splicer.plan(v))) for v in all_variants())
+    # each splice has its own identity; the parents' are the checkpoints' own
+    assert len({splicer.fingerprint(v) for v in all_variants()}) == 8
+    assert splicer.fingerprint("IN") == splicer.a.fingerprint and splicer.fingerprint("RL") == splicer.b.fingerprint
 
 
-def test_sweep_abilities_with_cache(organism_pair):
-    from vlmdiag.runtime.model import load_model
+def test_the_transplant_measurement_scores_eight_splices_then_reads_the_cache(organism_pair, tmp_path, monkeypatch):
+    """The one sweep path: the transplant claim's measurement (``vlmdiag.run``, as ``pytest --base
+    --rl``) scores the 8 variants in Table 2 order on Mvis/Mv2r/Mrea, generates answers once per
+    splice identity (8 distinct ones here), and a second run reads everything from the cache."""
+    import yaml
+
+    import vlmdiag
+    from vlmdiag.cache import ResultsCache
+    from vlmdiag.packaged import default_thresholds
 
     a, b = organism_pair
-    items = organism_probe_set(2, seed=1).all_items()
-    loaded = load_model(a, device="cpu")
-    splicer = Splicer(loaded, a, b)
-    predict, decoding = make_predict(loaded, max_new_tokens=3)
-    calls = []
+    shipped = yaml.safe_load(default_thresholds().read_text())
+    shipped["claims"][CLAIM].update(n_items=2, max_new_tokens=3, bootstrap_resamples=200)
+    thresholds = tmp_path / "thresholds.yaml"
+    thresholds.write_text(yaml.safe_dump(shipped))
+    monkeypatch.setenv("VLMDIAG_CACHE_DIR", str(tmp_path / "cache"))
 
-    def counting(messages, images):
-        calls.append(len(messages))
-        return predict(messages, images)
+    def run():
+        report = vlmdiag.run(str(a), str(b), claims=[CLAIM], thresholds=thresholds, args=["-p", "no:xdist"])
+        (claim,) = report["claims"]
+        assert claim["verdict"] not in ("error", "skipped"), claim["reason"]
+        return claim
 
-    cache: dict[str, str] = {}
-    first = sweep_abilities(splicer, items, counting, cache=cache, decoding=decoding)
-    assert list(first.scores) == [v.label() for v in all_variants()]
-    assert set(first.scores["IN:RL:RL"]) == {"Mvis", "Mv2r", "Mrea"}
-    asked = sum(calls)
-    assert asked == 8 * 10 and len(cache) == 8 * 10  # 2 items x (2 + 2 + 1) conditions per variant
-    fingerprints = {splicer.fingerprint(v) for v in all_variants()}
-    assert len(fingerprints) == 8
-    assert splicer.fingerprint("IN") == splicer.a.fingerprint and splicer.fingerprint("RL") == splicer.b.fingerprint
-    second = sweep_abilities(splicer, items, counting, cache=cache, decoding=decoding)
-    assert sum(calls) == asked  # every answer came from the cache
-    assert {k: [o.responses for o in v] for k, v in second.outcomes.items()} == \
-        {k: [o.responses for o in v] for k, v in first.outcomes.items()}
+    first = run()
+    labels = [v.label() for v in all_variants()]
+    assert first["metrics"]["models"] == labels
+    assert all(set(first["metrics"]["scores"][label]) >= {"Mvis", "Mv2r", "Mrea"} for label in labels)
+    assert first["cache"]["measurements"] == {"transplant": "miss"}
+    stored = ResultsCache(tmp_path / "cache" / "results").info()["by_measurement"]
+    assert stored["answers"]["entries"] == 8 and stored["transplant"]["entries"] == 1  # one per splice identity
+    second = run()
+    assert second["cache"] == {**first["cache"], "measurements": {"transplant": "hit"}, "from_cache": True}
+    assert second["metrics"]["scores"] == first["metrics"]["scores"]
+    assert ResultsCache(tmp_path / "cache" / "results").info()["by_measurement"] == stored  # nothing new
