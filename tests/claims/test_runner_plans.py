@@ -52,7 +52,12 @@ def test_a_thresholds_class_that_disagrees_with_its_plan_is_refused_naming_both(
         check_claim(replace(weight_claim, measurement="no_such"))
 
 
-def test_a_plan_name_registered_twice_is_refused():
+def test_a_plan_name_or_claim_id_registered_twice_is_refused():
+    from vlmdiag.claims.registry import claim
+
+    with pytest.raises(ValueError, match="'updates.energy_mid' is registered twice"):
+        claim("updates.energy_mid", statement="", source="", measurement="weight_deltas",
+              thresholds=ClaimThresholds)(lambda m, r, t: None)
     with pytest.raises(PlanError, match="'swap' is registered twice"):
         register_plan("swap", roles=("base",))(lambda runner, s: None)
     with pytest.raises(PlanError, match="no measurement plan 'nope'"):

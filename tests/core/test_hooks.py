@@ -8,6 +8,8 @@ import json
 import textwrap
 
 import pytest
+import torch  # noqa: F401  (loaded here, not first inside an in-process run: pytester drops the
+#              modules a run imported, and torch's operator registry cannot be imported twice)
 
 pytest_plugins = ["pytester"]
 

@@ -137,13 +137,19 @@ def claim(id: str, *, statement: str, source: str, measurement: str,
     """Register the decorated verdict rule as a claim (see :class:`Claim`)."""
 
     def register(judge: Callable[..., Outcome]) -> Callable[..., Outcome]:
-        if id in CLAIMS:
-            raise ValueError(f"claim {id!r} is registered twice")
+        known = CLAIMS.get(id)
+        # The same rule again (its module imported anew, as an in-process pytest run may do) replaces it.
+        if known is not None and _origin(known.judge) != _origin(judge):
+            raise ValueError(f"claim {id!r} is registered twice ({_origin(known.judge)[0]} and {_origin(judge)[0]})")
         CLAIMS[id] = Claim(id, statement, source, frozenset(needs), measurement, thresholds, judge,
                            regions_in_measurement)
         return judge
 
     return register
+
+
+def _origin(judge: Callable) -> tuple[str, str]:
+    return getattr(judge, "__module__", "?"), getattr(judge, "__qualname__", "?")
 
 
 def all_claims() -> dict[str, Claim]:
