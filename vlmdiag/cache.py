@@ -20,17 +20,15 @@ temporary file and renamed into place (concurrent pytest-xdist workers and Ctrl-
 half-written entry). :meth:`ResultsCache.obtain` measures under a per-entry file lock
 (``<key>.lock``, ``flock`` through filelock), so when several workers need the same measurement
 one makes it and the others wait and read its entry. Values are encoded without pickle: vlmdiag
-dataclasses by name and fields, numpy arrays as dtype + shape + raw bytes (base64). An entry that cannot be read or decoded is a
+dataclasses by name and fields, numpy arrays as dtype + shape + raw bytes (:mod:`vlmdiag.codec`). An entry that cannot be read or decoded is a
 miss (with a :class:`CacheWarning`) and is overwritten by the new measurement.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import functools
 import hashlib
-import importlib
 import json
 import os
 import platform
@@ -46,19 +44,16 @@ import numpy as np
 
 import vlmdiag
 from vlmdiag.atomic import write_atomic
+from vlmdiag.codec import decode, encode  # noqa: F401  (part of this module's interface)
 
 FORMAT = 1  # bump when the entry layout or the value encoding changes
-_TAG = "__vlmdiag_type__"
-_ARRAY_KINDS = "biufcUS"  # numeric, bool and fixed-width strings; never object arrays
 _VERSIONED = ("torch", "transformers", "tokenizers", "safetensors", "accelerate", "numpy", "scipy",
               "pillow", "math-verify")
 # Modules whose code does not change what a measurement returns: reports, the pytest and
-# command-line front ends, the organism's training pipeline (its checkpoints are keyed by their
-# fingerprints) and the verdict rules (judged again on every run).
+# command-line front ends, the hooks, the organism's training pipeline (its checkpoints are keyed
+# by their fingerprints) and the verdict rules (vlmdiag.claims, judged again on every run).
 _NOT_MEASURING = ("report/", "plugin/", "cli.py", "options.py", "organism/build.py",
-                  "organism/train.py", "organism/cli.py", "claims/abilities.py", "claims/attention.py",
-                  "claims/freezing.py", "claims/localization.py", "claims/transplant.py",
-                  "claims/updates.py", "claims/runner.py", "claims/thresholds.py")
+                  "organism/train.py", "organism/cli.py", "claims/", "hookspec.py", "extensions.py", "api.py")
 
 
 class CacheWarning(UserWarning):
@@ -66,105 +61,16 @@ class CacheWarning(UserWarning):
 
 
 def results_dir(cache_dir: str | os.PathLike | None = None) -> Path:
-    """``<root>/results``, where ``<root>`` is the cache root the model organism uses too:
-    ``cache_dir``, else ``$VLMDIAG_CACHE_DIR``, else ``~/.cache/vlmdiag``."""
-    from vlmdiag.organism.build import cache_root
-
+    """``<root>/results``, where ``<root>`` is :func:`cache_root` (the model organism's too)."""
     return cache_root(cache_dir) / "results"
 
 
-# --------------------------------------------------------------------------- value encoding
-
-
-def encode(value: Any) -> Any:
-    """A JSON-ready form of ``value`` that :func:`decode` turns back into an equal value.
-
-    Handles None, bool, int, float (NaN/Inf kept), str, list, tuple, set, frozenset, dict (any
-    encodable keys), numpy arrays and scalars (numeric, bool, fixed-width strings) and instances
-    of dataclasses defined in vlmdiag.
-
-    Raises:
-        TypeError: anything else (an object array, a tensor, a foreign class), naming it.
-    """
-    if value is None or (isinstance(value, (bool, int, float, str)) and not isinstance(value, np.generic)):
-        return value
-    if isinstance(value, list):
-        return [encode(v) for v in value]
-    if isinstance(value, (tuple, set, frozenset)):
-        items = list(value)
-        if not isinstance(value, tuple):
-            items.sort(key=repr)  # deterministic text for equal sets
-        return {_TAG: type(value).__name__, "items": [encode(v) for v in items]}
-    if isinstance(value, dict):
-        if all(isinstance(k, str) for k in value) and _TAG not in value:
-            return {k: encode(v) for k, v in value.items()}
-        return {_TAG: "dict", "items": [[encode(k), encode(v)] for k, v in value.items()]}
-    if isinstance(value, (np.ndarray, np.generic)):
-        array = np.asarray(value)
-        if array.dtype.kind not in _ARRAY_KINDS:
-            raise TypeError(f"cannot cache a numpy array of dtype {array.dtype}")
-        return {_TAG: "ndarray" if isinstance(value, np.ndarray) else "npscalar", "dtype": array.dtype.str,
-                "shape": list(array.shape), "data": base64.b64encode(np.ascontiguousarray(array).tobytes()).decode()}
-    cls = type(value)
-    if dataclasses.is_dataclass(value) and cls.__module__.split(".")[0] == "vlmdiag":
-        return {_TAG: "dataclass", "class": f"{cls.__module__}:{cls.__qualname__}",
-                "fields": {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}}
-    raise TypeError(f"cannot cache a value of type {cls.__module__}.{cls.__qualname__}")
-
-
-def decode(data: Any) -> Any:
-    """The value :func:`encode` encoded. Only vlmdiag dataclasses are instantiated; nothing is
-    unpickled or evaluated.
-
-    Raises:
-        ValueError: malformed data (an unknown tag, a class outside vlmdiag, a bad array).
-    """
-    if data is None or isinstance(data, (bool, int, float, str)):
-        return data
-    if isinstance(data, list):
-        return [decode(v) for v in data]
-    if not isinstance(data, dict):
-        raise ValueError(f"unexpected JSON value of type {type(data).__name__}")
-    tag = data.get(_TAG)
-    if tag is None:
-        return {k: decode(v) for k, v in data.items()}
-    if tag in ("tuple", "set", "frozenset"):
-        return {"tuple": tuple, "set": set, "frozenset": frozenset}[tag](decode(v) for v in data["items"])
-    if tag == "dict":
-        return {_hashable(decode(k)): decode(v) for k, v in data["items"]}
-    if tag in ("ndarray", "npscalar"):
-        dtype = np.dtype(data["dtype"])
-        if dtype.kind not in _ARRAY_KINDS:
-            raise ValueError(f"array dtype {dtype} is not allowed")
-        shape = tuple(int(n) for n in data["shape"])
-        array = np.frombuffer(base64.b64decode(data["data"], validate=True), dtype=dtype).reshape(shape).copy()
-        return array if tag == "ndarray" else array[()]
-    if tag == "dataclass":
-        return _build_dataclass(data["class"], {k: decode(v) for k, v in data["fields"].items()})
-    raise ValueError(f"unknown encoded type {tag!r}")
-
-
-def _hashable(key: Any) -> Any:
-    return tuple(_hashable(k) for k in key) if isinstance(key, list) else key
-
-
-def _build_dataclass(name: str, values: dict) -> Any:
-    module_name, _, qualname = name.partition(":")
-    if module_name.split(".")[0] != "vlmdiag" or not qualname:
-        raise ValueError(f"refusing to build {name!r}: not a vlmdiag class")
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    if not (isinstance(obj, type) and dataclasses.is_dataclass(obj)):
-        raise ValueError(f"{name!r} is not a dataclass")
-    fields = {f.name: f for f in dataclasses.fields(obj)}
-    if set(values) != set(fields):
-        raise ValueError(f"{name}: stored fields {sorted(values)} differ from the class's {sorted(fields)}")
-    instance = obj(**{k: v for k, v in values.items() if fields[k].init})
-    for k, v in values.items():
-        if not fields[k].init:
-            object.__setattr__(instance, k, v)
-    return instance
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else ``$VLMDIAG_CACHE_DIR``, else ``~/.cache/vlmdiag``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("VLMDIAG_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "vlmdiag"
 
 
 # --------------------------------------------------------------------------- key material

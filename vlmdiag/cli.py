@@ -152,6 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         parser.parse_args(argv)  # -h / --version exit 0; an unknown command is a usage error (exit 2)
     try:
+        from vlmdiag.extensions import load
+
+        load()  # the built-in plugins (organism: checkpoints) and installed ones
         return COMMANDS[argv[0]][0](argv[1:])
     except VlmdiagError as error:
         print(f"vlmdiag: error: {printable(error)}", file=sys.stderr)

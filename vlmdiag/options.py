@@ -7,7 +7,7 @@ import dataclasses
 import re
 from typing import NamedTuple
 
-from vlmdiag.claims.evidence import Recipe
+from vlmdiag.runner.checkpoints import RecipeCheckpoints as Recipe
 from vlmdiag.errors import UsageError
 from vlmdiag.regions import REGION_NAMES, parse_regions
 

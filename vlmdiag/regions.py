@@ -99,7 +99,7 @@ def regions_for(spec: str, num_layers: int) -> Regions:
     ``paper``: sizes L//3 each, the remainder to Early first, then Mid (28 → 10/9/9, App. E).
     ``thirds``: cuts at L//3 and 2L//3 (the authors' code: 28 → 9/9/10).
     ``A,B``: explicit cuts. ``localized`` needs the base checkpoint's localization curves and is
-    resolved by :func:`localized_regions` (through ``vlmdiag.claims.localized``).
+    resolved by :func:`localized_regions` (through ``vlmdiag.runner.localized``).
 
     Raises:
         UsageError: malformed spec, ``num_layers < 3``, or cuts out of range.

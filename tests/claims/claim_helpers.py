@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vlmdiag.claims import CheckpointCache, Evidence, Recipe, all_claims, run_claim
+from vlmdiag.organism import OrganismSuite
+from vlmdiag.runner import CheckpointCache, RecipeCheckpoints as Recipe, Runner
+from vlmdiag.claims import all_claims, run_claim
 
 #: Probe settings small enough for a test: the verdict is not the point, running end to end is.
 SMALL = dict(n_items=2, max_new_tokens=4, bootstrap_resamples=200)
@@ -16,11 +18,11 @@ def small(shipped, claim_id: str, **overrides):
 
 
 def run(claim_id: str, paths: dict, thresholds, *, origin: bool = False, frozen=(), regions: str = "paper",
-        evidence: Evidence | None = None):
+        evidence: Runner | None = None):
     """``run_claim`` of one claim on a recipe made of ``paths``."""
     recipe = Recipe("r", str(paths["base"]), str(paths["rl"]), str(paths["origin"]) if origin else None,
                     tuple((region, str(paths[key])) for region, key in frozen))
-    evidence = evidence or Evidence(recipe, CheckpointCache())
+    evidence = evidence or Runner(recipe, CheckpointCache(), probes=OrganismSuite())
     return run_claim(all_claims()[claim_id], evidence, regions, thresholds)
 
 

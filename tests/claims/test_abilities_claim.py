@@ -6,7 +6,7 @@ import pytest
 from claim_helpers import run, scores_at, small
 
 from vlmdiag.claims import all_claims
-from vlmdiag.claims.inference import AbilityTable
+from vlmdiag.measure.tables import AbilityTable
 from vlmdiag.regions import regions_for
 
 CLAIM = "abilities.no_uniform_vision_gain"

@@ -7,7 +7,7 @@ import pytest
 from claim_helpers import run, small
 
 from vlmdiag.claims import all_claims
-from vlmdiag.claims.inference import AttentionComparison
+from vlmdiag.measure.tables import AttentionComparison
 from vlmdiag.regions import regions_for
 
 CLAIM = "attention.r2v_shift_mid_late"

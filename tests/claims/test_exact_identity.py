@@ -11,7 +11,9 @@ import pytest
 from claim_helpers import SMALL
 
 from vlmdiag.cache import ResultsCache
-from vlmdiag.claims import CheckpointCache, Evidence, Recipe
+from vlmdiag.organism import OrganismSuite
+from vlmdiag.runner import CheckpointCache, RecipeCheckpoints as Recipe, Runner
+
 from vlmdiag.measure import abilities as abilities_module
 from vlmdiag.regions import regions_for
 
@@ -49,9 +51,9 @@ def answers(monkeypatch) -> dict:
     return made
 
 
-def evidence(base, rl, store, frozen=None) -> Evidence:
+def evidence(base, rl, store, frozen=None) -> Runner:
     recipe = Recipe("r", str(base), str(rl), None, (("Late", str(frozen)),) if frozen else ())
-    return Evidence(recipe, CheckpointCache(), results=store)
+    return Runner(recipe, CheckpointCache(), probes=OrganismSuite(), results=store)
 
 
 @pytest.mark.parametrize("cache", ["off", "fresh", "holds IN and RL"])

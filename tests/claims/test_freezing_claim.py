@@ -5,7 +5,7 @@ from __future__ import annotations
 from claim_helpers import run, scores_at, small
 
 from vlmdiag.claims import all_claims
-from vlmdiag.claims.inference import AbilityTable
+from vlmdiag.measure.tables import AbilityTable
 from vlmdiag.regions import regions_for
 
 CLAIM = "freezing.late_necessary"

@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 import yaml
 
-from vlmdiag.claims import CheckpointCache, Evidence, Recipe, all_claims, load_thresholds, run_claim
-from vlmdiag.claims.localized import localized_regions_for
+from vlmdiag.organism import OrganismSuite
+from vlmdiag.runner import CheckpointCache, RecipeCheckpoints as Recipe, Runner
+from vlmdiag.claims import all_claims, load_thresholds, run_claim
+from vlmdiag.runner.localized import localized_regions_for
 from vlmdiag.errors import UsageError
 from vlmdiag.measure.skip import SkipResult
 from vlmdiag.regions import LocalizedRule, localized_regions, regions_for
@@ -99,12 +101,12 @@ def test_bad_curves_are_refused():
 # --------------------------------------------------------------------------- through the claims
 
 
-class PlantedEvidence(Evidence):
+class PlantedEvidence(Runner):
     """A recipe's evidence whose swap and skip measurements are planted (memoized by
-    :meth:`Evidence.measure` as real ones are); counts how often each is computed."""
+    :meth:`Runner.measure` as real ones are); counts how often each is computed."""
 
     def __init__(self, paths, swap, skip, num_layers):
-        super().__init__(Recipe("r", str(paths["base"]), str(paths["rl"])), CheckpointCache())
+        super().__init__(Recipe("r", str(paths["base"]), str(paths["rl"])), CheckpointCache(), probes=OrganismSuite())
         self.planted = {"swap": swap, "skip": skip}
         self.computed = Counter()
         self.layers = num_layers
@@ -158,7 +160,7 @@ def test_a_derivation_that_fails_is_the_claims_error_not_a_crash(runnable, shipp
 
 def test_missing_inputs_are_clear_errors(runnable, planted, shipped, tmp_path):
     weights_only = planted("paper")
-    evidence = Evidence(Recipe("r", str(weights_only["base"]), str(weights_only["rl"])), CheckpointCache())
+    evidence = Runner(Recipe("r", str(weights_only["base"]), str(weights_only["rl"])), CheckpointCache(), probes=OrganismSuite())
     with pytest.raises(UsageError, match="base checkpoint .* cannot run .* swap and layer-skip curves"):
         localized_regions_for(evidence, shipped)
     text = (ROOT / "thresholds.yaml").read_text()
@@ -166,7 +168,7 @@ def test_missing_inputs_are_clear_errors(runnable, planted, shipped, tmp_path):
     del data["localized_regions"], data["claims"]["localization.reasoning_late"]
     path = tmp_path / "t.yaml"
     path.write_text(yaml.safe_dump(data))
-    evidence = Evidence(Recipe("r", str(runnable["base"]), str(runnable["rl"])), CheckpointCache())
+    evidence = Runner(Recipe("r", str(runnable["base"]), str(runnable["rl"])), CheckpointCache(), probes=OrganismSuite())
     with pytest.raises(UsageError, match="lacks the localized_regions section and the entry of localization.reasoning_late"):
         localized_regions_for(evidence, load_thresholds(path))
 

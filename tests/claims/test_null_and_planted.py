@@ -19,7 +19,7 @@ from test_attention_claim import planted as planted_attention
 from test_localization_claims import skip_result, swap_results
 
 from vlmdiag.claims import all_claims
-from vlmdiag.claims.inference import AbilityTable, AttentionComparison
+from vlmdiag.measure.tables import AbilityTable, AttentionComparison
 from vlmdiag.regions import regions_for
 
 SPLICES = ("IN:RL:RL", "IN:IN:RL", "RL:RL:IN", "RL:IN:IN", "IN:RL:IN", "RL:IN:RL")

@@ -10,7 +10,9 @@ import pytest
 from claim_helpers import SMALL
 
 from vlmdiag.cache import ResultsCache
-from vlmdiag.claims import CheckpointCache, Evidence, Recipe
+from vlmdiag.organism import OrganismSuite
+from vlmdiag.runner import CheckpointCache, RecipeCheckpoints as Recipe, Runner
+
 from vlmdiag.measure import abilities as abilities_module
 from vlmdiag.regions import regions_for
 
@@ -35,11 +37,11 @@ def generated(monkeypatch):
     return states
 
 
-def worker(runnable, store) -> Evidence:
-    """A fresh Evidence, as a new pytest-xdist worker makes one, on the shared results cache."""
+def worker(runnable, store) -> Runner:
+    """A fresh Runner, as a new pytest-xdist worker makes one, on the shared results cache."""
     recipe = Recipe("r", str(runnable["base"]), str(runnable["rl"]), str(runnable["origin"]),
                     (("Late", str(runnable["frozen_late"])),))
-    return Evidence(recipe, CheckpointCache(), results=store)
+    return Runner(recipe, CheckpointCache(), probes=OrganismSuite(), results=store)
 
 
 def test_in_and_rl_answers_are_generated_once_across_claims_and_workers(runnable, tmp_path, generated):

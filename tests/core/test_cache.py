@@ -10,9 +10,10 @@ import pytest
 
 from vlmdiag import cache as cache_module
 from vlmdiag.cache import CacheWarning, ResultsCache, canonical, content_digest, decode, encode
-from vlmdiag.claims import CheckpointCache, Evidence, Recipe
-from vlmdiag.claims.evidence import _Plan
-from vlmdiag.claims.inference import AbilityTable, AttentionComparison
+from pydantic import BaseModel
+
+from vlmdiag.measure.tables import AbilityTable, AttentionComparison
+from vlmdiag.runner import CheckpointCache, Plan, RecipeCheckpoints, Runner, register_plan
 from vlmdiag.measure.abilities import ItemOutcome, score_abilities
 from vlmdiag.measure.skip import SkipResult
 from vlmdiag.measure.swap import PairSwapResult, SwapRun
@@ -156,23 +157,30 @@ def test_an_unwritable_cache_turns_itself_off_with_one_warning(tmp_path):
     assert store.put("m", {"measurement": "m"}, 1) is None  # silent from then on
 
 
-# --------------------------------------------------------------------------- Evidence and keys
+# --------------------------------------------------------------------------- the runner and keys
 
 
-class Counting(Evidence):
-    """Evidence with one cheap measurement whose inputs a test can vary: ``toy`` reads the base
-    and RL checkpoints, takes ``n`` and ``seed`` settings and probe items made from ``probe``."""
+class ToySettings(BaseModel):
+    n: int
+    seed: int
+
+
+class Counting:
+    """A cheap registered measurement whose inputs a test can vary: ``toy`` reads the base and RL
+    checkpoints, takes ``n`` and ``seed`` settings and probe items made from ``probe``."""
 
     calls = 0
     probe = "question"
 
-    def _plan_toy(self, *, n: int, seed: int):
-        def compute():
-            Counting.calls += 1
-            return {"n": n, "sum": float(np.random.default_rng(seed).normal(size=n).sum()),
-                    "fingerprint": self.checkpoint("base").fingerprint}
 
-        return _Plan(("base", "rl"), compute, lambda: "cpu", probes=[self.probe, n])
+@register_plan("toy", roles=("base", "rl"), settings=ToySettings)
+def plan_toy(runner, s: ToySettings) -> Plan:
+    def compute():
+        Counting.calls += 1
+        return {"n": s.n, "sum": float(np.random.default_rng(s.seed).normal(size=s.n).sum()),
+                "fingerprint": runner.checkpoint("base").fingerprint}
+
+    return Plan(("base", "rl"), compute, lambda: "cpu", probes=[Counting.probe, s.n])
 
 
 @pytest.fixture
@@ -182,9 +190,9 @@ def triple(planted, tmp_path):
     return {role: shutil.copytree(path, tmp_path / role) for role, path in paths.items()}
 
 
-def evidence(paths, store, cls=Counting):
-    recipe = Recipe("r", str(paths["base"]), str(paths["rl"]), str(paths["origin"]))
-    return cls(recipe, CheckpointCache(), results=store)
+def evidence(paths, store):
+    recipe = RecipeCheckpoints("r", str(paths["base"]), str(paths["rl"]), str(paths["origin"]))
+    return Runner(recipe, CheckpointCache(), results=store)
 
 
 def test_a_rerun_hits_and_each_input_that_changes_results_misses(triple, tmp_path, monkeypatch):
@@ -241,11 +249,11 @@ def test_no_cache_means_no_reads_and_no_writes(triple, tmp_path):
 def test_weight_norms_are_read_from_a_cached_spectral_pass(planted, tmp_path):
     store = ResultsCache(tmp_path)
     paths = planted("paper")
-    recipe = Recipe("r", str(paths["base"]), str(paths["rl"]), str(paths["origin"]))
-    spectral = Evidence(recipe, CheckpointCache(), wants_spectra=True, results=store)
+    recipe = RecipeCheckpoints("r", str(paths["base"]), str(paths["rl"]), str(paths["origin"]))
+    spectral = Runner(recipe, CheckpointCache(), wanted={"weight_spectra"}, results=store)
     stored = spectral.measure("weight_deltas")
     assert spectral.cache_log == [("weight_spectra", "miss"), ("weight_deltas", "miss")]
-    norms_only = Evidence(recipe, CheckpointCache(), wants_spectra=False, results=store)
+    norms_only = Runner(recipe, CheckpointCache(), results=store)
     assert same(norms_only.measure("weight_deltas"), stored)
     assert norms_only.cache_log == [("weight_deltas", "hit")]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pytest_runs import run_pytest
 
-from vlmdiag.claims.evidence import Recipe
+from vlmdiag.runner import RecipeCheckpoints as Recipe
 from vlmdiag.errors import CheckpointError
 from vlmdiag.invocation import check_local_checkpoints, thresholds_path
 from vlmdiag.packaged import default_thresholds, diagnostics_dir

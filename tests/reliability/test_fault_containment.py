@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from vlmdiag.claims import run_claim
-from vlmdiag.claims.evidence import Recipe
+from vlmdiag.runner import RecipeCheckpoints as Recipe
 from vlmdiag.claims.registry import Claim, ClaimThresholds, Outcome
 from vlmdiag.report.document import write_atomic
 

@@ -58,7 +58,7 @@ def test_the_source_loads_no_pickle_and_trusts_no_remote_code():
 
 def test_trust_remote_code_reaches_the_model_loader_only_when_asked(monkeypatch, planted):
     import vlmdiag.runtime.model as model
-    from vlmdiag.claims.evidence import CheckpointCache, Evidence, Recipe
+    from vlmdiag.runner import CheckpointCache, RecipeCheckpoints as Recipe, Runner as Evidence
 
     seen = []
     monkeypatch.setattr(model, "load_model", lambda path, **kw: seen.append(kw.get("trust_remote_code")))

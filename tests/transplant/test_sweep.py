@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vlmdiag.measure.abilities import make_predict, run_abilities, score_abilities
-from vlmdiag.probes.organism import organism_probe_set
+from vlmdiag.organism import organism_probe_set
 from vlmdiag.transplant import Splicer, all_variants
 
 CLAIM = "transplant.mid_late_carries_gain"

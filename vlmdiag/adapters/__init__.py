@@ -131,10 +131,13 @@ def adapters() -> dict[str, Adapter]:
     Raises:
         FamiliesFileError: ``families.yaml`` breaks the schema (file, family and key named).
     """
-    from vlmdiag.adapters.schema import parse_families
+    from vlmdiag.adapters.schema import parse_families, validate_family
 
     text = resources.files("vlmdiag.adapters").joinpath("families.yaml").read_text()
-    return {name: _adapter(name, spec) for name, spec in parse_families(text, "vlmdiag/adapters/families.yaml").items()}
+    families = parse_families(text, "vlmdiag/adapters/families.yaml")
+    for name, spec in _REGISTERED.items():  # families added by plugins (register_family)
+        families[name] = validate_family(name, spec, "the pytest_vlmdiag_add_families hook")
+    return {name: _adapter(name, spec) for name, spec in families.items()}
 
 
 def _adapter(family: str, spec) -> Adapter:
@@ -149,6 +152,22 @@ def _adapter(family: str, spec) -> Adapter:
         box_coordinates=spec.box_coordinates, image_token=tokens.image,
         vision_start_token=tokens.vision_start, vision_end_token=tokens.vision_end,
         vision_start_keys=tuple(config.vision_start_id), vision_end_keys=tuple(config.vision_end_id))
+
+
+_REGISTERED: dict[str, dict] = {}
+
+
+def register_family(name: str, spec: dict) -> None:
+    """Add (or, for plugins, override) architecture family ``name``; ``spec`` is shaped like an
+    entry of ``families.yaml``. Used by the ``pytest_vlmdiag_add_families`` hook."""
+    _REGISTERED[name] = spec
+    adapters.cache_clear()
+
+
+def unregister_family(name: str) -> None:
+    """Forget a family added with :func:`register_family` (no error when there is none)."""
+    if _REGISTERED.pop(name, None) is not None:
+        adapters.cache_clear()
 
 
 def adapter_for(config: dict, *, source: str = "config.json") -> Adapter:

@@ -90,13 +90,19 @@ def parse_families(text: str, source: str) -> dict[str, Family]:
         raise FamiliesFileError(f"{where}: not valid YAML ({getattr(error, 'problem', None) or error})") from None
     if not isinstance(raw, dict) or not raw:
         raise FamiliesFileError(f"{source}: expected a mapping of family name to its description")
-    out = {}
-    for name, spec in raw.items():
-        try:
-            out[str(name)] = Family.model_validate(spec)
-        except ValidationError as error:
-            first = error.errors()[0]
-            path = ".".join(str(p) for p in first["loc"]) or "(the family)"
-            more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-            raise FamiliesFileError(f"{source}: {name}: {path}: {first['msg']}{more}") from None
-    return out
+    return {str(name): validate_family(str(name), spec, source) for name, spec in raw.items()}
+
+
+def validate_family(name: str, spec, source: str) -> Family:
+    """One family's description (an entry of ``families.yaml``, or what a plugin registered).
+
+    Raises:
+        FamiliesFileError: it breaks the schema (``source: family: key.path: what is wrong``).
+    """
+    try:
+        return Family.model_validate(spec)
+    except ValidationError as error:
+        first = error.errors()[0]
+        path = ".".join(str(p) for p in first["loc"]) or "(the family)"
+        more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+        raise FamiliesFileError(f"{source}: {name}: {path}: {first['msg']}{more}") from None

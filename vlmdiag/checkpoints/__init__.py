@@ -1,11 +1,11 @@
 """Checkpoints: resolving a spec to a folder, reading it tensor by tensor, comparing layouts."""
 
 from vlmdiag.checkpoints.checkpoint import Checkpoint, check_compatible
-from vlmdiag.checkpoints.resolve import resolve_checkpoint
+from vlmdiag.checkpoints.resolve import register_resolver, resolve_checkpoint, unregister_resolver
 
 
 def open_checkpoint(spec: str, *, allow_pickle: bool = False, store=None) -> Checkpoint:
-    """Resolve ``spec`` (folder, ``organism:STAGE`` or hub id) and open it; ``store`` remembers
+    """Resolve ``spec`` (folder, ``PREFIX:REST`` of a registered resolver such as ``organism:STAGE``, or hub id) and open it; ``store`` remembers
     its content digests (see :class:`Checkpoint`).
 
     Raises:
@@ -14,4 +14,5 @@ def open_checkpoint(spec: str, *, allow_pickle: bool = False, store=None) -> Che
     return Checkpoint(resolve_checkpoint(spec), allow_pickle=allow_pickle, spec=spec, store=store)
 
 
-__all__ = ["Checkpoint", "check_compatible", "open_checkpoint", "resolve_checkpoint"]
+__all__ = ["Checkpoint", "check_compatible", "open_checkpoint", "register_resolver", "resolve_checkpoint",
+           "unregister_resolver"]

@@ -1,29 +1,56 @@
-"""Turning a checkpoint spec into a local folder: a path, ``organism:STAGE``, or a hub id."""
+"""Turning a checkpoint spec into a local folder: a path, ``NAME:REST`` for a registered resolver
+(the model organism registers ``organism:``), or a hub id."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from vlmdiag.errors import CheckpointError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
+Resolver = Callable[[str], "str | Path"]
+"""Turns a whole spec (``organism:rl``) into its local folder, or raises
+:class:`~vlmdiag.errors.CheckpointError`."""
+
+_RESOLVERS: dict[str, Resolver] = {}
+
+
+def register_resolver(prefix: str, resolve: Resolver) -> None:
+    """Make specs ``PREFIX:REST`` resolve through ``resolve(spec)`` (the model organism's
+    ``organism:``; plugins through the ``pytest_vlmdiag_add_checkpoint_resolvers`` hook).
+
+    Raises:
+        ValueError: ``prefix`` is empty, holds ``:`` or ``/``, or is registered to another resolver.
+    """
+    if not prefix or ":" in prefix or "/" in prefix:
+        raise ValueError(f"checkpoint resolver prefix {prefix!r}: must be non-empty without ':' or '/'")
+    if _RESOLVERS.get(prefix, resolve) is not resolve:
+        raise ValueError(f"checkpoint resolver {prefix + ':'!r} is already registered")
+    _RESOLVERS[prefix] = resolve
+
+
+def unregister_resolver(prefix: str) -> None:
+    """Forget the resolver of ``prefix`` (no error when there is none)."""
+    _RESOLVERS.pop(prefix, None)
+
 
 def resolve_checkpoint(spec: str) -> Path:
     """The local folder a checkpoint spec names.
 
-    Accepts ``organism:STAGE`` (the built-in model organism, built into the cache on first use),
-    a local folder, or a Hugging Face hub id ``org/name`` (downloaded when online).
+    Accepts ``PREFIX:REST`` for a registered resolver (:func:`register_resolver`; the model
+    organism's ``organism:STAGE``, built into the cache on first use), a local folder, or a Hugging
+    Face hub id ``org/name`` (downloaded when online).
 
     Raises:
-        CheckpointError: the folder does not exist, the organism stage is unknown, or the hub id
-            cannot be downloaded (for example while offline).
+        CheckpointError: the folder does not exist, the resolver refuses the spec (an unknown
+            organism stage), or the hub id cannot be downloaded (for example while offline).
     """
-    if spec.startswith("organism:"):
-        from vlmdiag import organism  # builds with trl; import only when asked for
-
-        return organism.resolve_spec(spec)  # organism:STAGE or organism:STAGE@RECIPE
+    prefix, colon, _ = spec.partition(":")
+    if colon and prefix in _RESOLVERS:
+        return Path(_RESOLVERS[prefix](spec))
     try:
         path = Path(spec).expanduser()
     except RuntimeError:  # "~user/..." for a user that does not exist: take the text literally

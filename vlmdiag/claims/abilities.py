@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from vlmdiag.claims.inference import (AbilityTable, comparison_condition, comparison_text, comparisons_dict,
-                                     decide_text)
+from vlmdiag.claims.rules import (comparison_condition, comparison_text, comparisons_dict, decide_text)
 from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
+from vlmdiag.measure.tables import AbilityTable
 from vlmdiag.regions import Regions
 from vlmdiag.stats import n_to_decide
 

@@ -7,8 +7,9 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from vlmdiag.claims.inference import MODES, AttentionComparison, combine, decide_text, layer_list, region_means
+from vlmdiag.claims.rules import MODES, combine, decide_text, layer_list, region_means
 from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim, condition
+from vlmdiag.measure.tables import AttentionComparison
 from vlmdiag.regions import Regions
 from vlmdiag.stats import bootstrap_interval, decide, n_to_decide, n_to_decide_all
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from vlmdiag.claims.inference import (GAIN_METRICS, AbilityTable, combine, comparison_condition, comparison_text,
-                                      comparisons_dict, decide_text, n_to_resolve_gain, reason_ending, rl_gains,
-                                      share_condition, share_part, share_text)
+from vlmdiag.claims.rules import (GAIN_METRICS, combine, comparison_condition, comparison_text, comparisons_dict,
+                                  decide_text, n_to_resolve_gain, reason_ending, rl_gains, share_condition,
+                                  share_part, share_text)
 from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim
+from vlmdiag.measure.tables import AbilityTable
 from vlmdiag.regions import Regions
 from vlmdiag.stats import decide, n_to_decide
 

@@ -4,13 +4,14 @@ swapping (vision) and layer skipping (reasoning)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
 
-from vlmdiag.claims.inference import decide_text, layer_list, region_means
+from vlmdiag.claims.rules import decide_text, layer_list, region_means
 from vlmdiag.claims.registry import Outcome, ProbeThresholds, claim, condition, requirement
+from vlmdiag.measure.curves import skip_correct, swap_changed
 from vlmdiag.regions import Regions
 from vlmdiag.stats import bootstrap_interval, decide, n_to_decide, wilson_interval
 
@@ -36,11 +37,9 @@ def reasoning_late(m, regions: Regions, t: ReasoningLateThresholds) -> Outcome:
     entirely at or below; inconclusive otherwise, or when the unskipped model is right on too few
     items (Wilson upper bound < ``min_baseline_accuracy``) for a skip to cost anything.
     """
-    layers = list(m.layers)
-    if -1 not in layers:
+    if -1 not in list(m.layers):
         raise ValueError("localization.reasoning_late needs the unskipped baseline (layer -1) in the sweep")
-    baseline = m.correct[layers.index(-1)].astype(float)                       # [N]
-    skipped = np.stack([m.correct[layers.index(k)] for k in range(regions.num_layers)]).astype(float).T  # [N, L]
+    baseline, skipped = skip_correct(m, regions.num_layers)                    # [N], [N, L]
     increase = baseline[:, None] - skipped
     by_region = region_means(increase, regions)
     per_item = by_region["Late"] - by_region["Early"]
@@ -90,8 +89,7 @@ class VisionEarlyThresholds(ProbeThresholds):
                                 "inconclusive (from: swapping every layer, L = 0; only: the largest "
                                 "single-layer change rate)")
 
-    def probe_settings(self) -> dict:
-        return {**super().probe_settings(), "mode": self.swap_mode}
+    MEASUREMENT_SETTINGS: ClassVar[dict[str, str]] = {**ProbeThresholds.MEASUREMENT_SETTINGS, "mode": "swap_mode"}
 
 
 @claim("localization.vision_early",
@@ -122,10 +120,7 @@ def vision_early(results: Sequence, regions: Regions, t: VisionEarlyThresholds) 
     if {r.run.mode for r in results} != {t.swap_mode}:
         raise ValueError(f"localization.vision_early: swap_mode is {t.swap_mode!r} but the pairs were "
                          f"swapped in mode {sorted({r.run.mode for r in results})}")
-    layers = list(results[0].run.layers)
-    changed = np.stack([r.changed for r in results]).astype(float)            # [N, n_layers_tested]
-    columns = [layers.index(k) for k in range(regions.num_layers)]
-    per_layer = changed[:, columns]                                           # [N, L]
+    per_layer = swap_changed(results, regions.num_layers)                     # [N, L]
     by_region = region_means(per_layer, regions)
     early_mid = per_layer[:, list(regions.ranges["Early"]) + list(regions.ranges["Mid"])].mean(axis=1)
     per_item = early_mid - by_region["Late"]
@@ -135,7 +130,7 @@ def vision_early(results: Sequence, regions: Regions, t: VisionEarlyThresholds) 
     metrics = {"swap_change_rate": layer_list(per_layer.mean(axis=0)), "swap_mode": mode,
                "n_pairs": len(results),
                **{f"swap_change_rate_{task}": layer_list(
-                   np.stack([r.changed[columns] for r in results if r.task == task]).mean(axis=0)) for task in tasks},
+                   per_layer[[r.task == task for r in results]].mean(axis=0)) for task in tasks},
                **{f"{r.lower()}_change_rate": float(v.mean()) for r, v in by_region.items()}}
     where = {"from": "swap from layer L on", "only": "swap at layer L alone"}[mode]
     # from: L = 0 swaps every layer; only: no single layer may matter on its own.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,10 +25,16 @@ class ClaimThresholds(BaseModel):
     gate: bool = Field(description="a not_reproduced verdict fails the test (unless --report-only)")
     confidence: float = Field(gt=0, lt=1, description="confidence level of the verdict's interval")
 
+    #: The measurement's settings this class supplies: ``{setting name: field name}``. The
+    #: measurement's plan declares the settings it takes (a pydantic model,
+    #: :class:`vlmdiag.runner.plans.PlanSpec`); a claim whose thresholds supply other settings than
+    #: its plan takes is refused when claims are checked against plans, before anything runs.
+    MEASUREMENT_SETTINGS: ClassVar[dict[str, str]] = {}
+
     def probe_settings(self) -> dict | None:
-        """Keyword arguments of the claim's measurement (probe count, decoding budget), or None for
-        measurements that take none (the weight pass)."""
-        return None
+        """Keyword arguments of the claim's measurement (probe count, decoding budget), from
+        :attr:`MEASUREMENT_SETTINGS`; None for measurements that take none (the weight pass)."""
+        return {name: getattr(self, field) for name, field in self.MEASUREMENT_SETTINGS.items()} or None
 
 
 class ProbeThresholds(ClaimThresholds):
@@ -38,10 +44,9 @@ class ProbeThresholds(ClaimThresholds):
     n_items: int = Field(ge=1, description="probe items per probe set (N, the bootstrap unit)")
     max_new_tokens: int = Field(ge=1, description="greedy decoding budget per answer")
     bootstrap_resamples: int = Field(ge=100)
-    probe_seed: int = Field(default=0, description="seed of the organism's held-out probe items")
-
-    def probe_settings(self) -> dict:
-        return {"n_items": self.n_items, "max_new_tokens": self.max_new_tokens, "seed": self.probe_seed}
+    probe_seed: int = Field(default=0, description="seed of the probe suite's items")
+    MEASUREMENT_SETTINGS: ClassVar[dict[str, str]] = {"n_items": "n_items", "max_new_tokens": "max_new_tokens",
+                                                      "seed": "probe_seed"}
 
 
 _HOLDS = {"reproduced": True, "not_reproduced": False, "inconclusive": None}
@@ -113,8 +118,8 @@ class Claim:
     id: str
     statement: str
     source: str
-    needs: frozenset[str]  # beyond base and rl: "origin", "rl_frozen", "inference" (see Evidence.has)
-    measurement: str  # the Evidence measurement the judge reads
+    needs: frozenset[str]  # beyond base and rl: "origin", "rl_frozen", "inference" (see Runner.has)
+    measurement: str  # the name of the registered plan (vlmdiag.runner.plans) whose value the judge reads
     thresholds: type[ClaimThresholds]
     judge: Callable[..., Outcome]  # judge(measurement, regions, thresholds) -> Outcome
     # The region cuts are part of the measurement (a transplant splices at them; a frozen RL run
@@ -132,8 +137,10 @@ def claim(id: str, *, statement: str, source: str, measurement: str,
     """Register the decorated verdict rule as a claim (see :class:`Claim`)."""
 
     def register(judge: Callable[..., Outcome]) -> Callable[..., Outcome]:
-        if id in CLAIMS:
-            raise ValueError(f"claim {id!r} is registered twice")
+        known = CLAIMS.get(id)
+        # The same rule again (its module imported anew, as an in-process pytest run may do) replaces it.
+        if known is not None and _origin(known.judge) != _origin(judge):
+            raise ValueError(f"claim {id!r} is registered twice ({_origin(known.judge)[0]} and {_origin(judge)[0]})")
         CLAIMS[id] = Claim(id, statement, source, frozenset(needs), measurement, thresholds, judge,
                            regions_in_measurement)
         return judge
@@ -141,10 +148,19 @@ def claim(id: str, *, statement: str, source: str, measurement: str,
     return register
 
 
-def all_claims() -> dict[str, Claim]:
-    """Every claim, after importing the modules that declare them."""
-    from vlmdiag.claims import abilities, attention, freezing, localization, transplant, updates  # noqa: F401
-    from vlmdiag.claims import behaviour, off_principal, sparse  # noqa: F401 — claims beyond the paper (issue 17)
-    # (each module registers its claims on import)
+def _origin(judge: Callable) -> tuple[str, str]:
+    return getattr(judge, "__module__", "?"), getattr(judge, "__qualname__", "?")
 
+
+def all_claims() -> dict[str, Claim]:
+    """Every claim, after importing every module of :mod:`vlmdiag.claims` (each registers its
+    claims on import, so a new claim module needs no entry anywhere), and those that plugins
+    added through the ``pytest_vlmdiag_add_claims`` hook."""
+    import importlib
+    import pkgutil
+
+    import vlmdiag.claims as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
     return CLAIMS

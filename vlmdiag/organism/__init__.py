@@ -3,6 +3,10 @@
 ``checkpoint_path("rl")`` returns the folder of an ordinary Hugging Face checkpoint (weights,
 config, tokenizer, processor, chat template), building all six stages into the cache on first
 use. ``organism:STAGE`` checkpoint specs resolve through :func:`resolve_spec`.
+
+The organism plugs into vlmdiag as any plugin does (:mod:`vlmdiag.hookspec`): this module's
+``pytest_vlmdiag_add_checkpoint_resolvers`` registers the ``organism:`` resolver and
+``pytest_vlmdiag_add_probe_suites`` the ``organism`` probe suite (its held-out synthetic items).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from vlmdiag.organism.build import RECIPES, STAGES, ensure_built, get_recipe
 SPEC_PREFIX = "organism:"
 RECIPE_ENV = "VLMDIAG_ORGANISM_RECIPE"
 
-__all__ = ["STAGES", "RECIPES", "checkpoint_path", "resolve_spec", "default_recipe_name"]
+__all__ = ["STAGES", "RECIPES", "OrganismSuite", "checkpoint_path", "default_recipe_name", "organism_probe_set",
+           "resolve_spec"]
 
 
 def default_recipe_name() -> str:
@@ -60,3 +65,71 @@ def resolve_spec(spec: str, *, cache_dir: Path | None = None, progress: bool = T
     rest = spec[len(SPEC_PREFIX):]
     stage, _, recipe = rest.partition("@")
     return checkpoint_path(stage, recipe=recipe or None, cache_dir=cache_dir, progress=progress)
+
+
+# --------------------------------------------------------------------------- registration
+
+
+class OrganismSuite:
+    """The default probe suite (``--probes organism``, SPEC §6): the organism's held-out synthetic
+    items (:func:`vlmdiag.organism.tasks.ability_items`, :func:`~vlmdiag.organism.tasks.swap_pairs`),
+    which have exact descriptions and known answers, so every ability can be scored offline.
+
+    Raises:
+        UsageError: an argument was given (``--probes organism:X``).
+    """
+
+    name = "organism"
+
+    def __init__(self, arg: str | None = None):
+        if arg:
+            from vlmdiag.errors import UsageError
+
+            raise UsageError(f"--probes organism:{arg}: the organism suite takes no argument")
+        self._drawn: list[str] = []
+
+    def ability_items(self, kind: str, n: int, *, seed: int):
+        from vlmdiag.organism.tasks import ability_items
+        from vlmdiag.probes.suite import Drawn
+
+        self._drawn.append(f"ability_items({kind}, n={n}, seed={seed})")
+        return Drawn(tuple(ability_items(kind, n, seed=seed)))
+
+    def swap_pairs(self, task: str, n: int, *, seed: int):
+        from vlmdiag.organism.tasks import swap_pairs
+        from vlmdiag.probes.suite import Drawn
+
+        self._drawn.append(f"swap_pairs({task}, n={n}, seed={seed})")
+        return Drawn(tuple(swap_pairs(task, n, seed=seed)))
+
+    def describe(self) -> dict:
+        return {"name": self.name, "source": "vlmdiag.organism.tasks (held-out synthetic items)",
+                "drawn": list(dict.fromkeys(self._drawn))}
+
+
+def organism_probe_set(n: int = 100, *, seed: int = 0):
+    """``n`` items of each kind (``vqa`` for Mvis, ``math_vqa`` for Mv2r, ``text_math`` for Mrea), as
+    a :class:`~vlmdiag.probes.records.ProbeSet`.
+
+    Raises:
+        ValueError: ``n < 1``.
+    """
+    if n < 1:
+        raise ValueError(f"organism_probe_set: n={n} must be at least 1")
+    from vlmdiag.probes.records import ProbeSet
+
+    suite = OrganismSuite()
+    items = {kind: suite.ability_items(kind, n, seed=seed).items for kind in ("vqa", "math_vqa", "text_math")}
+    return ProbeSet(items=items, skipped={}, source=(f"organism:ability_items(n={n}, seed={seed})",))
+
+
+def _resolve(spec: str) -> Path:
+    return resolve_spec(spec)  # looked up at call time, so a patched resolve_spec takes effect
+
+
+def pytest_vlmdiag_add_checkpoint_resolvers(register_resolver) -> None:
+    register_resolver("organism", _resolve)
+
+
+def pytest_vlmdiag_add_probe_suites(register_suite) -> None:
+    register_suite("organism", OrganismSuite)

@@ -8,6 +8,7 @@ from functools import partial
 import pytest
 
 from vlmdiag import invocation
+from vlmdiag.plugin.extend import extend
 from vlmdiag.plugin.options import option_value
 from vlmdiag.plugin.reports import ReportWriter, SummaryWriter
 from vlmdiag.plugin.session import STATE, RunState, usage_errors
@@ -32,6 +33,8 @@ def pytest_configure(config: pytest.Config) -> None:
     with usage_errors():
         recipes = invocation.run_recipes(partial(option_value, config))
         regions = parse_regions(option_value(config, "regions") or "paper")
+    if recipes and not config.getoption("help", False):
+        extend(config)  # vlmdiag's hooks: the organism, conftest files and plugins register
     with usage_errors():
         thresholds = invocation.thresholds_path(option_value(config, "thresholds"), config.rootpath)
         if recipes and not config.getoption("help", False):

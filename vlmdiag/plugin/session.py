@@ -44,9 +44,9 @@ class RunState:
     selected: set[str] = field(default_factory=set)
     _thresholds: object = None
     _evidence: dict = field(default_factory=dict)
+    _probe_suite: object = None
     _checkpoints: object = None
     _results_cache: object = None
-    _probe_suite: object = None
 
     @property
     def probe_suite(self):
@@ -86,30 +86,31 @@ class RunState:
     @property
     def checkpoints(self):
         if self._checkpoints is None:
-            from vlmdiag.claims import CheckpointCache
+            from vlmdiag.runner import CheckpointCache
 
             self._checkpoints = CheckpointCache(allow_pickle=self.allow_pickle,
                                                 trust_remote_code=self.trust_remote_code, store=self.results_cache)
         return self._checkpoints
 
     def evidence(self, recipe: str):
+        """The recipe's :class:`~vlmdiag.runner.Runner` (its measurements, made once per run)."""
         if recipe not in self._evidence:
-            from vlmdiag.claims import Evidence, all_claims
+            from vlmdiag.claims import all_claims
+            from vlmdiag.runner import Runner
 
             claims = all_claims()
-            spectral = any(claims[c].measurement == "weight_spectra" for c in self.selected if c in claims)
-            self._evidence[recipe] = Evidence(self.recipes[recipe], self.checkpoints, wants_spectra=spectral,
-                                              results=self.results_cache,
-                                              progress=self.progress or (lambda label: None))
+            self._evidence[recipe] = Runner(self.recipes[recipe], self.checkpoints, probes=self.probe_suite,
+                                            wanted={claims[c].measurement for c in self.selected if c in claims},
+                                            results=self.results_cache, progress=self.progress)
         return self._evidence[recipe]
 
     def regions_of(self, recipe: str):
         """What :func:`~vlmdiag.claims.run_claim` gets as regions: the ``--regions`` value, or for
         ``localized`` a function deriving the cuts from the recipe's base checkpoint (its curves
-        are measured once, in the recipe's evidence)."""
+        are measured once, in the recipe's runner)."""
         if self.regions != "localized":
             return self.regions
-        from vlmdiag.claims.localized import localized_regions_for
+        from vlmdiag.runner.localized import localized_regions_for
 
         return lambda: localized_regions_for(self.evidence(recipe), self.thresholds)
 
@@ -135,7 +136,7 @@ class RunState:
             opened = [self.checkpoints.get(spec) for spec in recipe.specs().values()]
             check_compatible(*opened)
             if self.regions == "localized":
-                from vlmdiag.claims.localized import check_localized_inputs
+                from vlmdiag.runner.localized import check_localized_inputs
 
                 check_localized_inputs(self.thresholds, opened[0].path, recipe.base)
             else:
@@ -148,7 +149,7 @@ class RunState:
         """When an inference claim is selected: the tokenizer, processor and image token of every
         checkpoint that can run (no weights are read), so a bad one is a usage error up front."""
         from vlmdiag.claims import all_claims
-        from vlmdiag.claims.evidence import can_run
+        from vlmdiag.runner import can_run
 
         claims = all_claims()
         # An xdist controller checks before any test is selected (selected is empty): check all.

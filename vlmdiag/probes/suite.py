@@ -102,9 +102,9 @@ def register_suite(name: str, factory: SuiteFactory) -> None:
 
 
 def _register_builtins() -> None:
-    """Import the modules that register the built-in suites (synthetic, paper, manifest; organism)."""
+    """Import the module that registers the built-in suites (synthetic, paper, manifest; the organism
+    registers its own through the pytest_vlmdiag_add_probe_suites hook)."""
     import vlmdiag.probes.builtin  # noqa: F401
-    import vlmdiag.probes.organism  # noqa: F401  (registers 'organism' where that module does)
 
 
 def suite_names() -> list[str]:

@@ -1,14 +1,17 @@
-"""Running one claim on one recipe: skip when an input is missing, judge at the chosen regions
-and at every shifted cut, and turn any exception into an ``error`` verdict."""
+"""Evaluating one claim on one recipe: skip when an input is missing, judge at the chosen regions
+and at every shifted cut, and turn any exception into an ``error`` verdict.
+
+The measurements come from a :class:`Measurements` (the runner, :class:`vlmdiag.runner.Runner`,
+in a run); this module only reads them, so it imports no runtime.
+"""
 
 from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from vlmdiag.claims.evidence import Evidence
 from vlmdiag.claims.registry import Claim, ClaimThresholds
 from vlmdiag.regions import Regions, regions_for
 
@@ -21,6 +24,17 @@ _NEEDS_TEXT = {"origin": "--origin (the checkpoint before the base's SFT, the pa
                             "folders (tokenizer.json / tokenizer.model / vocab.json and "
                             "preprocessor_config.json / processor_config.json); weight-only folders "
                             "support only the weight claims"}
+
+
+class Measurements(Protocol):
+    """What :func:`run_claim` reads from a recipe's measurement runner."""
+
+    recipe: Any  # has .name
+    num_llm_layers: int
+
+    def has(self, need: str) -> bool: ...
+
+    def measure(self, name: str, settings: dict | None = None) -> Any: ...
 
 
 @dataclass
@@ -43,9 +57,9 @@ class ClaimResult:
                 "gate": self.gate, "series": self.series}
 
 
-def run_claim(claim: Claim, evidence: Evidence, regions_spec: str | Regions | Callable[[], Regions],
+def run_claim(claim: Claim, measurements: Measurements, regions_spec: str | Regions | Callable[[], Regions],
               thresholds: ClaimThresholds | None) -> ClaimResult:
-    """Evaluate ``claim`` on ``evidence``.
+    """Evaluate ``claim`` on ``measurements``.
 
     ``regions_spec`` is a ``--regions`` value, resolved for the recipe's layer count, or the
     regions themselves, or a function that derives them (``localized``: called inside the claim,
@@ -56,22 +70,22 @@ def run_claim(claim: Claim, evidence: Evidence, regions_spec: str | Regions | Ca
     judging raises, otherwise the verdict at ``regions_spec`` plus, in ``metrics``, the verdict at
     each boundary moved by ±1/±2 layers and whether it is robust to the cut.
     """
-    result = ClaimResult(claim.id, evidence.recipe.name, "skipped", "", claim.statement, claim.source,
+    result = ClaimResult(claim.id, measurements.recipe.name, "skipped", "", claim.statement, claim.source,
                          gate=bool(thresholds and thresholds.gate))
     if thresholds is None:
         result.reason = "no entry for this claim in the thresholds file"
         return result
-    missing = [need for need in sorted(claim.needs) if not evidence.has(need)]
+    missing = [need for need in sorted(claim.needs) if not measurements.has(need)]
     if missing:
         result.reason = "needs " + " and ".join(_NEEDS_TEXT[n] for n in missing)
         return result
     try:
         regions = (regions_spec() if callable(regions_spec) else regions_spec if isinstance(regions_spec, Regions)
-                   else regions_for(regions_spec, evidence.num_llm_layers))
+                   else regions_for(regions_spec, measurements.num_llm_layers))
         settings = thresholds.probe_settings()
         if claim.regions_in_measurement:
             settings = {**(settings or {}), "regions": regions}
-        measurement = evidence.measure(claim.measurement, settings)
+        measurement = measurements.measure(claim.measurement, settings)
         outcome = claim.judge(measurement, regions, thresholds)
         by_cut = {}
         if not claim.regions_in_measurement:

@@ -3,7 +3,7 @@ own localization curves (SPEC §3; paper §3.1, Fig. 4), with the rule of
 :func:`vlmdiag.regions.localized_regions`.
 
 The curves are the measurements the localization claims read, asked of the recipe's
-:class:`~vlmdiag.claims.evidence.Evidence` with the same settings, so they are measured once per
+:class:`~vlmdiag.runner.Runner` with the same settings, so they are measured once per
 run (and cached) whether or not those claims are selected:
 
 * the visual-token swap sweep of ``localization.vision_early`` (its probe settings), always in
@@ -13,10 +13,10 @@ run (and cached) whether or not those claims are selected:
 
 from __future__ import annotations
 
-import numpy as np
-
 from vlmdiag.errors import UsageError
+from vlmdiag.measure.curves import skip_correct, swap_changed
 from vlmdiag.regions import Regions, localized_regions
+from vlmdiag.runner.checkpoints import can_run
 
 VISION, REASONING = "localization.vision_early", "localization.reasoning_late"
 
@@ -29,8 +29,6 @@ def check_localized_inputs(thresholds, base_path, base_spec: str) -> None:
             ``localization.vision_early`` / ``localization.reasoning_late`` (whose probe settings
             the curves use); the base checkpoint cannot run (no tokenizer or image processor).
     """
-    from vlmdiag.claims.evidence import can_run
-
     missing = [name for name in (VISION, REASONING) if thresholds.get(name) is None]
     if thresholds.localized is None or missing:
         what = ["the localized_regions section"] * (thresholds.localized is None) + [f"the entry of {m}" for m in missing]
@@ -42,9 +40,9 @@ def check_localized_inputs(thresholds, base_path, base_spec: str) -> None:
                          "and layer-skip curves; use paper, thirds or A,B")
 
 
-def localized_regions_for(evidence, thresholds) -> Regions:
-    """The ``localized`` regions of ``evidence``'s recipe, from its base checkpoint's swap and
-    skip curves (measured through ``evidence``, memoized there).
+def localized_regions_for(runner, thresholds) -> Regions:
+    """The ``localized`` regions of ``runner``'s recipe, from its base checkpoint's swap and
+    skip curves (measured through ``runner``, memoised there).
 
     Returns:
         :class:`~vlmdiag.regions.Regions` with ``derivation`` (rule, both curves, per cut whether
@@ -53,21 +51,16 @@ def localized_regions_for(evidence, thresholds) -> Regions:
     Raises:
         UsageError: as :func:`check_localized_inputs`.
     """
-    check_localized_inputs(thresholds, evidence.checkpoint("base").path, evidence.recipe.base)
+    check_localized_inputs(thresholds, runner.checkpoint("base").path, runner.recipe.base)
     swap_settings = {**thresholds.get(VISION).probe_settings(), "mode": "from"}
     skip_settings = thresholds.get(REASONING).probe_settings()
-    num_layers = evidence.num_llm_layers
-    swap = evidence.measure("swap", swap_settings)
+    num_layers = runner.num_llm_layers
+    swap = runner.measure("swap", swap_settings)
     if not swap:
         raise ValueError("--regions localized: the swap sweep measured no pairs")
-    layers = list(swap[0].run.layers)
-    columns = [layers.index(k) for k in range(num_layers)]
-    swap_rate = np.stack([r.changed[columns] for r in swap]).astype(float).mean(axis=0)      # [L]
-    skip = evidence.measure("skip", skip_settings)
-    settings = list(skip.layers)
-    correct = skip.correct.astype(float)                                                     # [settings, N]
-    baseline = correct[settings.index(-1)].mean()
-    increase = np.array([baseline - correct[settings.index(k)].mean() for k in range(num_layers)])  # [L]
-    sources = {"checkpoint": evidence.recipe.base, "swap": {**swap_settings, "pairs": len(swap)},
-               "skip": {**skip_settings, "items": int(correct.shape[1]), "baseline_accuracy": float(baseline)}}
+    swap_rate = swap_changed(swap, num_layers).mean(axis=0)                                   # [L]
+    baseline, skipped = skip_correct(runner.measure("skip", skip_settings), num_layers)       # [N], [N, L]
+    increase = baseline.mean() - skipped.mean(axis=0)                                        # [L]
+    sources = {"checkpoint": runner.recipe.base, "swap": {**swap_settings, "pairs": len(swap)},
+               "skip": {**skip_settings, "items": int(len(baseline)), "baseline_accuracy": float(baseline.mean())}}
     return localized_regions(swap_rate, increase, num_layers, thresholds.localized, sources=sources)

@@ -1,0 +1,65 @@
+"""Reasoning→visual attention of IN and RL (paper §2.3, Eq. 1, Fig. 3), in both modes: each
+model's own response, and one shared teacher-forced response."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from vlmdiag.measure.tables import AttentionComparison
+from vlmdiag.probes.types import AbilityItem
+from vlmdiag.runner.plans import Plan, ProbeSettings, register_plan
+
+
+@register_plan("attention", roles=("base", "rl"), settings=ProbeSettings)
+def plan_attention(runner, s: ProbeSettings) -> Plan:
+    """:class:`~vlmdiag.measure.tables.AttentionComparison` on ``n_items`` ``math_vqa`` items of the suite."""
+    items = runner.ability_items("math_vqa", s.n_items, s.seed).items
+
+    def compute():
+        base, rl = runner.loaded("base"), runner.loaded("rl")
+        with runner.step("attention (IN, RL; own and teacher-forced)") as progress:
+            return measure_attention(base, rl, items, max_new_tokens=s.max_new_tokens, progress=progress)
+
+    return Plan(("base", "rl"), compute, runner.model_device, probes=items)
+
+
+def measure_attention(base, rl, items: Sequence[AbilityItem], *,
+                      max_new_tokens: int, progress: Callable[[int, int], None] | None = None) -> AttentionComparison:
+    """R→V attention of IN (``base``) and RL on image items, in both modes (SPEC §2).
+
+    Each model first answers greedily (``own`` mode). The shared teacher-forced sequence of an
+    item is RL's own response (IN's when RL's is empty); both models then read it.
+    ``progress(done, 4)`` is called after each of the four passes (own IN, own RL, forced IN, RL).
+
+    Raises:
+        ValueError: an item has no image.
+    """
+    from vlmdiag.measure.attention import attention_own_generation, attention_teacher_forced
+    from vlmdiag.runtime.generate import image_prompt
+
+    if any(item.image is None for item in items):
+        raise ValueError("attention: every probe item needs an image")
+    prompts = [image_prompt(item.question, item.image) for item in items]
+    tick = (lambda done: progress(done, 4)) if progress is not None else (lambda done: None)  # noqa: E731
+    own = {"IN": attention_own_generation(base, prompts, max_new_tokens=max_new_tokens)}
+    tick(1)
+    own["RL"] = attention_own_generation(rl, prompts, max_new_tokens=max_new_tokens)
+    tick(2)
+    shared, source = [], []
+    for a_in, a_rl in zip(own["IN"], own["RL"]):
+        use_rl = bool(a_rl.response.strip()) or not a_in.response.strip()
+        shared.append(a_rl.response if use_rl else a_in.response)
+        source.append("RL" if use_rl else "IN")
+    forced = {"IN": attention_teacher_forced(base, prompts, shared)}
+    tick(3)
+    forced["RL"] = attention_teacher_forced(rl, prompts, shared)
+    tick(4)
+    runs = {"teacher_forced": forced, "own": own}
+    head_mean = lambda values: np.stack([v.mean(axis=1) for v in values])  # noqa: E731  [N, L]
+    return AttentionComparison(
+        item_ids=tuple(item.id for item in items),
+        mass={mode: {m: head_mean([a.mass for a in r]) for m, r in by_model.items()} for mode, by_model in runs.items()},
+        mean={mode: {m: head_mean([a.mean for a in r]) for m, r in by_model.items()} for mode, by_model in runs.items()},
+        shared_from=tuple(source))
