@@ -53,7 +53,8 @@ _VERSIONED = ("torch", "transformers", "tokenizers", "safetensors", "accelerate"
 # command-line front ends, the hooks, the organism's training pipeline (its checkpoints are keyed
 # by their fingerprints) and the verdict rules (vlmdiag.claims, judged again on every run).
 _NOT_MEASURING = ("report/", "plugin/", "cli.py", "options.py", "organism/build.py",
-                  "organism/train.py", "organism/cli.py", "claims/", "hookspec.py", "extensions.py", "api.py")
+                  "organism/train.py", "organism/cli.py", "claims/", "hookspec.py", "extensions.py", "api.py",
+                  "integrations/", "measure/samples.py")
 
 
 class CacheWarning(UserWarning):

@@ -15,7 +15,7 @@ PACKAGE = Path(vlmdiag.__file__).resolve().parent
 #: Top-level vlmdiag modules/packages by layer; a module may import its own layer and those below.
 BASE = {"errors", "atomic", "paths", "stats", "regions", "codec", "cache", "adapters", "checkpoints", "probes"}
 MEASURE = {"runtime", "measure", "transplant"}
-FRONT = {"plugin", "report", "api", "cli", "invocation", "options", "extensions", "hookspec", "packaged",
+FRONT = {"plugin", "report", "api", "cli", "invocation", "options", "extensions", "hookspec", "packaged", "integrations",
          "planted", "diagnostics"}
 #: What each part may not import (beyond the rule "no front end below the front").
 FORBIDDEN = {

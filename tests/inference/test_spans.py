@@ -10,7 +10,7 @@ import torch
 
 import tiny_models
 from vlmdiag.adapters import adapter_for, adapters
-from vlmdiag.adapters.spans import reasoning_mask, think_opened, visual_spans
+from vlmdiag.measure.spans import reasoning_mask, think_opened, visual_spans
 from vlmdiag.runtime.model import get_module
 
 

@@ -10,7 +10,7 @@ import pytest
 import tiny_models
 from vlmdiag.measure.abilities import make_predict, run_abilities, score_abilities
 from vlmdiag.measure.swap import swap_pairs
-from vlmdiag.probes.samples import SampleLog
+from vlmdiag.measure.samples import SampleLog
 from vlmdiag.probes.suite import open_suite
 from vlmdiag.runtime.model import wrap_model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from vlmdiag.errors import UsageError
-from vlmdiag.probes.options import default_probes, header_line, probes_section, run_suite, sample_log
+from vlmdiag.plugin.probes import default_probes, header_line, probes_section, run_suite, sample_log
 
 
 def test_default_suite():
@@ -33,7 +33,7 @@ def test_sample_log_option(tmp_path):
 
 
 def test_identity_before_and_after_draws():
-    from vlmdiag.probes.options import probes_identity
+    from vlmdiag.plugin.probes import probes_identity
 
     suite = run_suite("synthetic", [])
     before = probes_identity(probes_section(suite))

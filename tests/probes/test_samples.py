@@ -9,7 +9,7 @@ import pytest
 
 from vlmdiag.errors import UnsafeOutputError
 from vlmdiag.measure.abilities import Response, run_abilities
-from vlmdiag.probes.samples import SampleLog, state_file_name
+from vlmdiag.measure.samples import SampleLog, state_file_name
 from vlmdiag.probes.suite import open_suite
 
 

@@ -14,7 +14,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         return []
     from vlmdiag.packaged import diagnostics_dir
 
-    from vlmdiag.probes.options import header_line
+    from vlmdiag.plugin.probes import header_line
 
     lines = [f"vlmdiag: thresholds {state.thresholds_path}, diagnostics {diagnostics_dir()}"]
     try:

@@ -29,7 +29,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         ("--report-md", "report_md", "PATH", "write a Markdown summary here (claims x recipes); it is also "
                                              "appended to $GITHUB_STEP_SUMMARY when that is set"),
     ]
-    from vlmdiag.probes.options import OPTIONS as PROBE_OPTIONS
+    from vlmdiag.plugin.probes import OPTIONS as PROBE_OPTIONS
 
     options += PROBE_OPTIONS  # --probes, --log-samples
     for flag, dest, metavar, help_text in options:

@@ -64,7 +64,7 @@ class ReportWriter:
             report = build_report(state.results, checkpoints=state.checkpoint_table(), regions=state.regions,
                                   thresholds=str(state.thresholds_path), cache=cache,
                                   baseline=state.reports.baseline_summary(state.results))
-            from vlmdiag.probes.options import probes_section
+            from vlmdiag.plugin.probes import probes_section
 
             try:  # name, source, items per kind, content hash
                 report["probes"] = probes_section(state.probe_suite)

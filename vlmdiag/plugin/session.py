@@ -53,15 +53,15 @@ class RunState:
         """The run's :class:`~vlmdiag.probes.suite.ProbeSuite` (``--probes``, else organism when
         every checkpoint is ``organism:*``, else synthetic), opened once."""
         if self._probe_suite is None:
-            from vlmdiag.probes.options import run_suite
+            from vlmdiag.plugin.probes import run_suite
 
             specs = [spec for r in self.recipes.values() for spec in r.specs().values()]
             self._probe_suite = run_suite(self.probes, specs)
         return self._probe_suite
 
     def sample_log(self):
-        """The :class:`~vlmdiag.probes.samples.SampleLog` of ``--log-samples``, or None."""
-        from vlmdiag.probes.options import sample_log
+        """The :class:`~vlmdiag.measure.samples.SampleLog` of ``--log-samples``, or None."""
+        from vlmdiag.plugin.probes import sample_log
 
         folders = [self.checkpoints.get(spec).path for r in self.recipes.values() for spec in r.specs().values()]
         return sample_log(self.log_samples, folders)

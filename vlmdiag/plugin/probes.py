@@ -43,14 +43,14 @@ def run_suite(value: str | None, checkpoint_specs: Iterable[str | None]) -> Prob
 
 
 def sample_log(value: str | os.PathLike | None, checkpoints: Iterable[str | os.PathLike] = ()):
-    """The :class:`~vlmdiag.probes.samples.SampleLog` of ``--log-samples``, or None.
+    """The :class:`~vlmdiag.measure.samples.SampleLog` of ``--log-samples``, or None.
 
     Raises:
         UnsafeOutputError: the folder lies inside a checkpoint or is not a folder.
     """
     if not value:
         return None
-    from vlmdiag.probes.samples import SampleLog
+    from vlmdiag.measure.samples import SampleLog
 
     return SampleLog(value, checkpoints=checkpoints)
 
