@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -55,6 +56,15 @@ _VERSIONED = ("torch", "transformers", "tokenizers", "safetensors", "accelerate"
 _NOT_MEASURING = ("report/", "plugin/", "cli.py", "options.py", "organism/build.py",
                   "organism/train.py", "organism/cli.py", "claims/", "hookspec.py", "extensions.py", "api.py",
                   "integrations/", "measure/samples.py")
+
+
+_ENTRY = re.compile(r"[0-9a-f]{40}\.json")
+_LOCK = re.compile(r"[0-9a-f]{40}\.lock")
+_TEMP = re.compile(r"\..+\.tmp")
+
+
+def _holds_checkpoint(folder: Path) -> bool:
+    return (folder / "config.json").exists() or any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
 
 
 class CacheWarning(UserWarning):
@@ -295,8 +305,14 @@ class ResultsCache:
                 lock.release()
 
     def entries(self) -> list[Path]:
-        """Every complete entry file."""
-        return sorted(self.root.glob("*/*.json")) if self.root.is_dir() else []
+        """Every complete entry file (``<measurement>/<40 hex>.json``; nothing else counts)."""
+        return [path for folder in self._folders() for path in sorted(folder.glob("*.json")) if _ENTRY.fullmatch(path.name)]
+
+    def _folders(self) -> list[Path]:
+        """The measurement folders: those under the root that hold no checkpoint."""
+        if not self.root.is_dir():
+            return []
+        return [folder for folder in sorted(self.root.iterdir()) if folder.is_dir() and not _holds_checkpoint(folder)]
 
     def info(self) -> dict:
         """``root``, ``entries``, ``bytes``, ``by_measurement`` (``{name: {"entries", "bytes"}}``)
@@ -312,18 +328,20 @@ class ResultsCache:
 
     def clear(self) -> int:
         """Delete every entry (and leftover temporary and lock file); returns the number of entries
-        deleted. Clearing while another run measures costs that run at most a measurement made twice."""
-        if not self.root.is_dir():
-            return 0
+        deleted. Clearing while another run measures costs that run at most a measurement made twice.
+
+        Only files named as the cache names them are deleted (``<40 hex>.json`` / ``.lock``, the
+        atomic writer's ``.*.tmp``), and never in a folder that holds a checkpoint (a
+        ``config.json`` or weights): a cache root pointed at the wrong folder loses nothing."""
         count = 0
-        for path in sorted(self.root.glob("*/*")):
-            if path.is_file() and (path.suffix in (".json", ".lock") or path.name.endswith(".tmp")):
-                path.unlink(missing_ok=True)
-                count += path.suffix == ".json"
-        for folder in self.root.iterdir():
-            if folder.is_dir():
-                try:
-                    folder.rmdir()
-                except OSError:
-                    pass  # holds something that is not ours
+        for folder in self._folders():
+            for path in sorted(folder.iterdir()):
+                ours = _ENTRY.fullmatch(path.name) or _LOCK.fullmatch(path.name) or _TEMP.fullmatch(path.name)
+                if ours and path.is_file():
+                    path.unlink(missing_ok=True)
+                    count += path.suffix == ".json"
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # holds something that is not ours
         return count

@@ -273,6 +273,24 @@ def test_cli_info_and_clear(tmp_path, monkeypatch, capsys):
         main(["cache", "frobnicate"])
 
 
+def test_clear_deletes_only_its_own_files_and_never_in_a_checkpoint(tmp_path):
+    """A cache root pointed at the wrong folder (one holding checkpoints and other files) loses
+    nothing but vlmdiag's entries."""
+    store = ResultsCache(tmp_path)
+    entry = store.put("weight_spectra", {"measurement": "weight_spectra"}, [1.0])
+    (entry.parent / "notes.json").write_text("{}")            # a user's file beside an entry
+    checkpoint = tmp_path / "sft"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    (checkpoint / "model.safetensors").write_bytes(b"weights")
+    twin = checkpoint / entry.name                              # named like an entry, inside a checkpoint
+    twin.write_text("{}")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p != entry}
+    assert store.entries() == [entry] and store.clear() == 1
+    assert not entry.exists()
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 # --------------------------------------------------------------------------- through pytest
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -297,9 +315,10 @@ def test_a_rerun_through_pytest_reads_the_cache_and_reports_the_same(planted, tm
     first, _ = run_suite(paths, tmp_path / "1.json", cache_dir)
     second, out = run_suite(paths, tmp_path / "2.json", cache_dir)
     assert first["cache"] == {"enabled": True, "dir": str(cache_dir / "results")}
-    assert [c["cache"]["from_cache"] for c in first["claims"]] == [False] * 3
-    assert [c["cache"]["from_cache"] for c in second["claims"]] == [True] * 3
-    assert "cache: 3 of 3 measured claims read their measurements from" in out
+    n = len(first["claims"])  # the weight claims of test_updates.py
+    assert n >= 3 and [c["cache"]["from_cache"] for c in first["claims"]] == [False] * n
+    assert [c["cache"]["from_cache"] for c in second["claims"]] == [True] * n
+    assert f"cache: {n} of {n} measured claims read their measurements from" in out
     strip = lambda report: [{k: v for k, v in c.items() if k != "cache"} for c in report["claims"]]  # noqa: E731
     assert strip(first) == strip(second)  # verdicts, metrics, reasons: identical
 
@@ -307,8 +326,7 @@ def test_a_rerun_through_pytest_reads_the_cache_and_reports_the_same(planted, tm
     before = {p: p.stat().st_mtime_ns for p in ResultsCache(cache_dir / "results").entries()}
     fourth, out = run_suite(paths, tmp_path / "4.json", cache_dir, "--no-cache")
     assert fourth["cache"] == {"enabled": False, "dir": None}
-    assert {c["cache"]["measurements"]["weight_spectra" if "steeper" in c["id"] else "weight_deltas"]
-            for c in fourth["claims"]} == {"off"}
+    assert {status for c in fourth["claims"] for status in c["cache"]["measurements"].values()} == {"off"}
     assert {p: p.stat().st_mtime_ns for p in ResultsCache(cache_dir / "results").entries()} == before
     assert strip(fourth) == strip(first)
 
