@@ -297,24 +297,13 @@ class Evidence:
         items = ability_items("text_math", n_items, seed=seed)
 
         def compute():
-            import numpy as np
-
-            from vlmdiag.measure.skip import SkipResult, skip_sweep
+            from vlmdiag.measure.skip import skip_sweep
 
             loaded = self.loaded("base")
-            settings = [-1, *range(loaded.num_layers)]
-            parts = []
-            # One setting per call (each is generated on its own anyway), so progress moves per layer.
-            with self._step("layer-skip sweep", len(settings)) as progress:
-                for done, k in enumerate(settings, 1):
-                    # The items' own question, as Mrea asks them (the paper's GSM8K prefix is for real math sets).
-                    parts.append(skip_sweep(loaded, items, layers=[] if k < 0 else [k], include_baseline=k < 0,
-                                            max_new_tokens=max_new_tokens, prefix=""))
-                    progress(done, len(settings))
-            return SkipResult(layers=np.concatenate([p.layers for p in parts]),
-                              correct=np.concatenate([p.correct for p in parts]),
-                              answers=tuple(a for p in parts for a in p.answers),
-                              item_ids=parts[0].item_ids)
+            # All settings × items in shared batches; the items' own question, as Mrea asks them
+            # (the paper's GSM8K prefix is for real math sets).
+            with self._step("layer-skip sweep") as progress:
+                return skip_sweep(loaded, items, max_new_tokens=max_new_tokens, prefix="", progress=progress)
 
         return _Plan(("base",), compute, self._model_device, probes=items)
 
@@ -327,12 +316,8 @@ class Evidence:
             from vlmdiag.measure.swap import swap_pairs
 
             loaded = self.loaded("base")
-            results = []
-            with self._step("visual-token swap sweep", len(pairs)) as progress:
-                for done, pair in enumerate(pairs, 1):  # pairs are independent: one call each, for progress
-                    results += swap_pairs(loaded, [pair], mode=mode, max_new_tokens=max_new_tokens)
-                    progress(done, len(pairs))
-            return results
+            with self._step("visual-token swap sweep") as progress:  # all pairs × layers in shared batches
+                return swap_pairs(loaded, pairs, mode=mode, max_new_tokens=max_new_tokens, progress=progress)
 
         return _Plan(("base",), compute, self._model_device, probes=pairs)
 
