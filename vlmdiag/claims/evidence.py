@@ -277,7 +277,7 @@ class Evidence:
 
     # ------------------------------------------------------------------ inference measurements
 
-    def _plan_attention(self, *, n_items: int, max_new_tokens: int, seed: int) -> _Plan:
+    def _plan_attention(self, *, n_items: int, max_new_tokens: int, seed: int, sink_ratio: float | None = 20.0) -> _Plan:
         from vlmdiag.organism.tasks import ability_items
 
         items = ability_items("math_vqa", n_items, seed=seed)
@@ -287,7 +287,8 @@ class Evidence:
 
             base, rl = self.loaded("base"), self.loaded("rl")
             with self._step("attention (IN, RL; own and teacher-forced)") as progress:
-                return measure_attention(base, rl, items, max_new_tokens=max_new_tokens, progress=progress)
+                return measure_attention(base, rl, items, max_new_tokens=max_new_tokens, progress=progress,
+                                         sink_ratio=sink_ratio)
 
         return _Plan(("base", "rl"), compute, self._model_device, probes=items)
 
