@@ -36,8 +36,8 @@ SWEEPS = ("abilities", "transplant", "freezing", "swap", "skip", "attention")
 SETTINGS = {  # n_items, max_new_tokens per sweep (organism: thresholds.yaml; qwen05b: small)
     "organism": {"abilities": (24, 32), "transplant": (16, 32), "freezing": (24, 32), "swap": (8, 32),
                  "skip": (24, 32), "attention": (24, 32)},
-    "qwen05b": {"abilities": (4, 8), "transplant": (2, 8), "freezing": (4, 8), "swap": (1, 8),
-                "skip": (2, 8), "attention": (4, 8)},
+    "qwen05b": {"abilities": (1, 4), "transplant": (1, 4), "freezing": (1, 4), "swap": (1, 4),
+                "skip": (1, 4), "attention": (2, 4)},
 }
 
 
@@ -255,6 +255,10 @@ def main() -> None:
             if before:
                 b = before[sweep]
                 same = "yes" if b["answers"] == a["answers"] else "**no**"
+                if sweep == "attention" and same != "yes":  # R→V mass per item: floats, compared to 1e-5
+                    import numpy as np
+                    gap = float(np.max(np.abs(np.asarray(b["answers"]) - np.asarray(a["answers"]))))
+                    same = f"yes (mass within {gap:.0e})" if gap < 1e-5 else f"**no** (mass off by {gap:.1e})"
                 row += f" {b['seconds']:.2f} | {b['seconds'] / b['floor']:.2f} | {b['seconds'] / a['seconds']:.1f}× | {same} |"
             lines.append(row)
         lines.append("")
