@@ -62,7 +62,7 @@ def build_qwen05b(root: Path) -> dict[str, Path]:
     tok = processor.tokenizer
     text, tokens = tiny_models._qwen_text(tok, 24, hidden_size=896, intermediate_size=4864, num_attention_heads=14,
                                           num_key_value_heads=2, max_position_embeddings=4096,
-                                          rope_scaling={"type": "mrope", "mrope_section": [16, 24, 24]})
+                                          rope_scaling={"type": "mrope", "mrope_section": [8, 12, 12]})
     config = Qwen2_5_VLConfig(text_config=text, vision_config=dict(
         depth=4, hidden_size=640, intermediate_size=1280, num_heads=10, out_hidden_size=896, patch_size=14,
         spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[3]), **tokens)
