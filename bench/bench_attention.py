@@ -11,7 +11,10 @@ Modes:
 * ``eager``   — LLM with eager attention (vision tower SDPA), one forward with ``output_attentions=True``, then the
   mass is read from the returned ``[B, heads, S, S]`` matrices (what research code does);
 * ``capture`` — model with SDPA, :func:`vlmdiag.measure.attention.attention_on_sequence`;
-* ``plain``   — model with SDPA, a forward pass without any capture (the floor).
+* ``plain``   — model with SDPA, a forward pass without any capture (the floor; run first and last);
+* ``capture_sinks`` — ``capture`` also measuring the mass without visual sinks (``sink_ratio=20``);
+* ``recompute`` — ``capture`` forced onto the fp32 row recompute (the way before the fused path,
+  still used for bf16 models).
 
 Model: the tiny Qwen2.5-VL of ``tests/inference/tiny_models.py`` with a wider text model (hidden
 256, 8 query / 2 KV heads), random weights; one image of 1,024 visual tokens (a 64×64 patch grid),
@@ -70,7 +73,8 @@ def _rss_kib() -> int:
 def worker(mode: str, seq_len: int, layers: int, repeats: int) -> dict:
     import torch
 
-    from vlmdiag.measure.attention import attention_on_sequence
+    from vlmdiag.measure import attention_capture
+    from vlmdiag.measure.attention import attention_on_sequence, capture_on_sequence
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     loaded, inputs, query = build(seq_len, layers)
@@ -83,10 +87,14 @@ def worker(mode: str, seq_len: int, layers: int, repeats: int) -> dict:
     if mode == "eager":  # the LLM only: the vision tower keeps SDPA in every mode
         loaded.model.set_attn_implementation({"text_config": "eager"})
 
+    attention_capture.FUSED = mode != "recompute"
+
     def run():
         with torch.inference_mode():
-            if mode == "capture":
+            if mode in ("capture", "recompute"):
                 return attention_on_sequence(loaded, inputs, query)[0]
+            if mode == "capture_sinks":
+                return capture_on_sequence(loaded, inputs, query, sink_ratio=20.0).mass
             if mode == "eager":
                 out = loaded.model(**inputs, output_attentions=True, use_cache=False)
                 rows = query[0]
@@ -144,9 +152,16 @@ def main() -> None:
 
     rows = []
     print("## 4,096 tokens, 4 layers: capture vs eager output_attentions (side by side)")
-    main_rows = [measure(m, 4096, 4, args.repeats) for m in ("plain", "capture", "eager")]
+    main_rows = [measure(m, 4096, 4, args.repeats)
+                 for m in ("plain", "capture", "capture_sinks", "recompute", "eager", "plain")]
     rows += main_rows
     by = {r["mode"]: r for r in main_rows}
+    plains = [r["time_s"] for r in main_rows if r["mode"] == "plain" and "time_s" in r]
+    if plains and "time_s" in by["capture"]:
+        floor = min(plains)
+        print(f"  plain SDPA forward {floor:.3f} s (best of the two plain rows, run first and last); capture "
+              f"{by['capture']['time_s'] / floor:.2f}x, capture with sinks {by['capture_sinks'].get('time_s', float('nan')) / floor:.2f}x, "
+              f"fp32 row recompute {by['recompute'].get('time_s', float('nan')) / floor:.2f}x of it")
     for r in main_rows:
         print(f"  {r['mode']:8s} peak {r.get('peak_mib', float('nan')):8.1f} MiB   time {r.get('time_s', float('nan')):7.3f} s")
     if "error" not in by["capture"] and "error" not in by["eager"]:

@@ -53,6 +53,8 @@ BENCHES = (
           "Transplant sweep: splicer memory"),
     Bench("organism", "bench_organism.py", ("--recipe", "fast"), ("--recipe", "full", "--recipe", "fast", "--twice"),
           ("--write",), "Model organism build"),
+    Bench("sweeps", "bench_sweeps.py", ("--model", "organism", "--only", "skip,swap"), ("--model", "both"),
+          ("--write",), "Generation sweeps"),
     Bench("grading", "bench_grading.py", ("--n", "100"), ("--n", "400"), ("--write",), "Grading"),
     Bench("probes", "bench_probes.py", ("--n", "12"), ("--n", "100"), ("--write",), "Probe suites"),
     Bench("suite", "bench_suite.py", ("--recipe", "fast"), ("--recipe", "full", "--workers", "2", "--triple", str(BENCH_DIR / "qwen25vl-0.6b")), ("--write",),

@@ -109,3 +109,32 @@ def test_llava_processor_path(images):
     assert [g.token_ids.tolist() for g in batched] == [g.token_ids.tolist() for g in single]
     result = attention_teacher_forced(loaded, prompts[:1], ["<think> red </think> red"])[0]
     assert result.n_visual == 16 and result.mass.shape == (4, 4) and np.isfinite(result.mass).all()
+
+
+def test_built_inputs_are_reused_across_model_states(qwen_loaded, images):
+    """A second sweep over the same prompts (another transplant variant) does not run the
+    processor again, and gets tensors it may change without touching the cache."""
+    from vlmdiag.runtime import inputs as cache_module
+
+    cache = cache_module.InputsCache()
+    prompts = [image_prompt("What color is the square?", images["red"]),
+               image_prompt("What color is the square?", images["blue"])]
+    first = cache_module.cached_inputs(qwen_loaded, prompts, cache=cache)
+    first["input_ids"].fill_(0)
+    again = cache_module.cached_inputs(qwen_loaded, prompts, cache=cache)
+    assert cache.hits == 1 and cache.misses == 1
+    torch.testing.assert_close(again, build_inputs(qwen_loaded, prompts))
+    # Another image (same size) or another question is another key.
+    other = [prompts[0], image_prompt("What color is the square?", images["blue_corner"])]
+    cache_module.cached_inputs(qwen_loaded, other, cache=cache)
+    assert cache.misses == 2
+
+
+def test_generation_order_and_answers_do_not_depend_on_batch_size(qwen_loaded, images):
+    """Length-sorted batches of any size give every prompt its unbatched answer, in input order."""
+    prompts = [text_prompt("Please solve 2 + 3."), image_prompt("How many items are there?", images["green_wide"]),
+               image_prompt("What color is the square?", images["red"]), text_prompt("7 * 8 =")]
+    one = [generate(qwen_loaded, [p], max_new_tokens=6)[0].token_ids.tolist() for p in prompts]
+    for batch_size in (2, 3):
+        got = generate(qwen_loaded, prompts, max_new_tokens=6, batch_size=batch_size)
+        assert [g.token_ids.tolist() for g in got] == one

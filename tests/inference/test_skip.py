@@ -69,3 +69,20 @@ def test_skip_sweep_correctness_matrix(qwen_loaded):
     assert (result.correct[0] == ~result.truncated[0]).all() and not (result.correct & result.truncated).any()
     assert any(result.answers[k] != result.answers[0] for k in range(1, 5))
     assert result.answers[0] == tuple(g.text for g in baseline)
+
+
+def test_batched_settings_equal_one_setting_at_a_time(qwen_loaded, images):
+    """Rows of all skip settings in shared, left-padded batches (text and image items) answer token
+    for token as each setting does alone with :func:`skip.skip_layers`."""
+    from vlmdiag.runtime.generate import generate
+
+    items = [AbilityItem(id="t0", kind="text_math", question="What is 2 + 3?", answer="5"),
+             AbilityItem(id="t1", kind="text_math", question="Compute 7 * 8 and then add 12 - 5.", answer="63"),
+             AbilityItem(id="i0", kind="math_vqa", question="How many items?", answer="1", image=images["red"]),
+             AbilityItem(id="i1", kind="math_vqa", question="What is 3 + 4?", answer="7", image=images["green_wide"])]
+    result = skip.skip_sweep(qwen_loaded, items, layers=[1, 3], max_new_tokens=6, batch_size=5)
+    prompts = [skip.math_prompt(item) for item in items]
+    for s, k in enumerate(result.layers):
+        with skip.skip_layers(qwen_loaded, [] if k < 0 else [int(k)]):
+            alone = [generate(qwen_loaded, [p], max_new_tokens=6)[0].text for p in prompts]
+        assert list(result.answers[s]) == alone, f"setting {k}"

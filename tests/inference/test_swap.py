@@ -86,18 +86,38 @@ def test_unequal_spans_are_refused(qwen_loaded, images):
 
 
 def test_one_source_prefill_per_pair(qwen_loaded, images):
-    """The vision tower runs 1 (target) + 1 (source) + ceil(layers / batch) times per pair, not
-    once per layer for the source."""
+    """Pairs and layer settings share batches: the vision tower runs once for the sources' batch
+    and once for the targets' (2 pairs x (1 + 4 settings) rows), not once per pair or layer."""
     calls = []
     handle = qwen_loaded.model.model.visual.register_forward_hook(lambda m, a, o: calls.append(1))
     try:
         pair = SwapPair("p", "ocr", images["red"], images["blue_corner"], PROMPT, "a", "b")
-        results = swap.swap_pairs(qwen_loaded, [pair, pair], layers=[0, 1, 2, 3], max_new_tokens=4, layer_batch=4)
+        results = swap.swap_pairs(qwen_loaded, [pair, pair], layers=[0, 1, 2, 3], max_new_tokens=4)
     finally:
         handle.remove()
-    assert len(calls) == 2 * (1 + 1 + 1)
+    assert len(calls) == 2
     assert results[0].changed.shape == (4,) and results[0].changed.dtype == bool
     np.testing.assert_array_equal(swap.change_rates(results), results[0].changed.astype(float))
+
+
+@pytest.mark.parametrize("mode", ["from", "only"])
+def test_batched_pairs_equal_one_pair_at_a_time(qwen_loaded, images, mode):
+    """Pairs of different prompts and image sizes (so rows are left-padded differently) give, token
+    for token, the answers of the unbatched single-pair sweep."""
+    wide_b = images["green_wide"].copy()
+    wide_b.paste((255, 0, 255), (0, 0, 60, 60))
+    pairs = [SwapPair("a", "ocr", images["red"], images["blue_corner"], PROMPT, "a", "b"),
+             SwapPair("b", "counting", images["green_wide"], wide_b, "How many items are there in the image?", "1", "2"),
+             SwapPair("c", "ocr", images["blue"], images["red"], "What color is the square?", "a", "b")]
+    layers = [0, 1, 3] if mode == "only" else [0, 2, 4]
+    batched = swap.swap_pairs(qwen_loaded, pairs, layers=layers, mode=mode, max_new_tokens=8, batch_size=5)
+    for pair, got in zip(pairs, batched):
+        target = build_inputs(qwen_loaded, [image_prompt(pair.prompt, pair.target_image)])
+        source = build_inputs(qwen_loaded, [image_prompt(pair.prompt, pair.source_image)])
+        alone = swap.swap_sweep_inputs(qwen_loaded, target, source, layers=layers, mode=mode, max_new_tokens=8)
+        assert got.run.target_answer == alone.target_answer and got.run.source_answer == alone.source_answer
+        assert [x.tolist() for x in got.run.swapped_ids] == [x.tolist() for x in alone.swapped_ids]
+        assert got.run.swapped == alone.swapped
 
 
 def test_only_mode_and_validation(qwen_loaded, pair_inputs):

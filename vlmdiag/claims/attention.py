@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field
@@ -23,6 +23,10 @@ class AttentionShiftThresholds(ProbeThresholds):
                     "mean increase RL − IN must exceed this")
     min_margin_over_early: float = Field(
         description="the Mid–Late increase minus the Early increase (same units) must exceed this")
+    sinks: Literal["include", "exclude"] = Field("include", description="which R→V mass the verdict reads: "
+                                                 "on all visual keys, or without visual sink tokens (Kang et al. 2025)")
+    sink_ratio: float = Field(20.0, gt=0, description="τ: a visual token is a sink at a layer when max_d |h_d| / RMS(h) >= τ")
+    MEASUREMENT_SETTINGS: ClassVar[dict[str, str]] = {**ProbeThresholds.MEASUREMENT_SETTINGS, "sink_ratio": "sink_ratio"}
 
 
 @claim("attention.r2v_shift_mid_late",
@@ -41,7 +45,13 @@ def r2v_shift_mid_late(m: AttentionComparison, regions: Regions, t: AttentionShi
     inconclusive. Items whose response has no reasoning token (NaN mass) are left out. Both modes
     and both normalisations (mass, per-visual-token mean) are reported per layer.
     """
-    metrics: dict = {"basis": t.basis}
+    metrics: dict = {"basis": t.basis, "sinks": t.sinks}
+    for mode in MODES if m.sinks is not None else ():  # visual sinks per layer, and the shift without them
+        metrics.update({f"{mode}_{x}_visual_sinks": layer_list(m.sinks[mode][x].mean(axis=0)) for x in ("IN", "RL")})
+        metrics[f"{mode}_mass_without_sinks_increase"] = layer_list(np.nanmean(
+            m.mass_without_sinks[mode]["RL"] - m.mass_without_sinks[mode]["IN"], axis=0))
+    if t.sinks == "exclude" and m.mass_without_sinks is None:
+        return Outcome("inconclusive", "sinks: exclude, but the measurement has no mass without sinks", metrics=metrics)
     for mode in MODES:
         for kind, table in (("mass", m.mass), ("mean", m.mean)):
             for model in ("IN", "RL"):
@@ -51,7 +61,8 @@ def r2v_shift_mid_late(m: AttentionComparison, regions: Regions, t: AttentionShi
             ok = np.isfinite(diff).all(axis=1)
             metrics[f"{mode}_{kind}_increase"] = (layer_list(diff[ok].mean(axis=0)) if ok.any()
                                                   else [None] * diff.shape[1])
-    diff = m.mass[t.basis]["RL"] - m.mass[t.basis]["IN"]
+    read = m.mass if t.sinks == "include" else m.mass_without_sinks
+    diff = read[t.basis]["RL"] - read[t.basis]["IN"]
     ok = np.isfinite(diff).all(axis=1)
     metrics["n_items"], metrics["n_items_used"] = len(m.item_ids), int(ok.sum())
     metrics["shared_sequence_from"] = {s: m.shared_from.count(s) for s in ("RL", "IN")}
@@ -75,7 +86,8 @@ def r2v_shift_mid_late(m: AttentionComparison, regions: Regions, t: AttentionShi
         "mid_late_increase": statistic, "early_increase": float(by_region["Early"].mean()),
         "margin_over_early": float(margin.mean()), "margin_interval": margin_interval.as_dict(),
         **{f"{r.lower()}_increase": float(v.mean()) for r, v in by_region.items()}})
-    reason = (f"basis {t.basis}: R→V mass RL − IN over Mid–Late = {statistic:+.4f} ({level:.0%} CI "
+    reason = (f"basis {t.basis}{'' if t.sinks == 'include' else ' (visual sinks excluded)'}: "
+              f"R→V mass RL − IN over Mid–Late = {statistic:+.4f} ({level:.0%} CI "
               f"[{interval.low:+.4f}, {interval.high:+.4f}], threshold {t.min_mid_late_increase:g}); "
               f"Early {by_region['Early'].mean():+.4f}, margin {margin.mean():+.4f} "
               f"[{margin_interval.low:+.4f}, {margin_interval.high:+.4f}] (threshold {t.min_margin_over_early:g}); "

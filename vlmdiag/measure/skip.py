@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
+import torch
 
 from vlmdiag.measure.grading import grade
 from vlmdiag.probes.types import AbilityItem
-from vlmdiag.runtime.generate import Prompt, generate, image_prompt, text_prompt
+from vlmdiag.runtime.generate import DEFAULT_BATCH_SIZE, Prompt, generate, image_prompt, text_prompt
 from vlmdiag.runtime.model import LoadedModel, decoder_layers
 
 #: The prefix the reference ``localization_reasoning.py`` puts before each math question.
@@ -27,6 +28,42 @@ MATH_PROMPT_PREFIX = 'Please solve the problem step by step and put your answer 
 
 def _identity_hook(module, args, kwargs, output):
     return args[0] if args else kwargs["hidden_states"]
+
+
+def _rows_identity_hook(rows: torch.Tensor):
+    """A forward hook making the layer the identity for the batch ``rows`` only (long [n])."""
+    def hook(module, args, kwargs, output):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        out = output[0] if isinstance(output, tuple) else output
+        out = out.clone()
+        out[rows] = hidden[rows].to(out.dtype)
+        return (out, *output[1:]) if isinstance(output, tuple) else out
+    return hook
+
+
+@contextlib.contextmanager
+def skip_layers_per_row(loaded: LoadedModel, row_layers: Sequence[int | None]) -> Iterator[None]:
+    """Within the block, batch row ``b`` runs with decoder layer ``row_layers[b]`` as the
+    identity (None: no layer skipped), so every skip setting of a sweep can share one batch.
+    Row for row this equals :func:`skip_layers` on that row alone (the hook replaces the layer's
+    output by its input in those rows only; K/V are still written, as there).
+
+    Raises:
+        ValueError: a layer index is out of range.
+    """
+    stack = decoder_layers(loaded)
+    bad = sorted({k for k in row_layers if k is not None and not 0 <= k < len(stack)})
+    if bad:
+        raise ValueError(f"skip_layers: layers {bad} outside 0..{len(stack) - 1}")
+    handles = []
+    try:
+        for k in sorted({k for k in row_layers if k is not None}):
+            rows = torch.tensor([b for b, x in enumerate(row_layers) if x == k], dtype=torch.long)
+            handles.append(stack[k].register_forward_hook(_rows_identity_hook(rows), with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 @contextlib.contextmanager
@@ -85,40 +122,54 @@ def math_prompt(item: AbilityItem, *, prefix: str = MATH_PROMPT_PREFIX, answer_f
 
 
 def skip_sweep(loaded: LoadedModel, items: Sequence[AbilityItem], *, layers: Sequence[int] | None = None,
-               max_new_tokens: int = 512, batch_size: int = 8, prefix: str = MATH_PROMPT_PREFIX,
-               include_baseline: bool = True, answer_format: str = "none") -> SkipResult:
+               max_new_tokens: int = 512, batch_size: int = DEFAULT_BATCH_SIZE, prefix: str = MATH_PROMPT_PREFIX,
+               include_baseline: bool = True, answer_format: str = "none",
+               progress: Callable[[int, int], None] | None = None) -> SkipResult:
     """Skip each layer in turn and grade the answers to math items (rule-based,
     :func:`~vlmdiag.measure.grading.grade`; a response cut off by the budget before its answer
     is wrong and marked in ``SkipResult.truncated``).
+
+    Every (setting, item) is one row; rows of different settings share batches, each row
+    skipping its own layer (:func:`skip_layers_per_row`). Answers equal those of one setting at a
+    time (a test checks it).
 
     Args:
         loaded: the model.
         items: math items (``text_math`` for the paper's GSM8K/MATH500 setting).
         layers: layers to skip one at a time (default all).
         max_new_tokens: response budget (paper Table 5: 128; reference code: 2048).
-        batch_size: prompts per generation batch.
+        batch_size: rows per generation batch.
         prefix: text put before each question.
         include_baseline: add the unskipped model as setting ``-1`` first.
         answer_format: answer instruction after each question (default none).
+        progress: ``progress(done, total)`` after each batch: rows answered of settings × items.
 
     Returns:
         :class:`SkipResult`; ``error_rate`` gives the per-layer curve.
+
+    Raises:
+        ValueError: a layer index is out of range.
     """
     n_layers = len(decoder_layers(loaded))
     layers = list(range(n_layers)) if layers is None else [int(k) for k in layers]
+    bad = [k for k in layers if not 0 <= k < n_layers]
+    if bad:
+        raise ValueError(f"skip_layers: layers {bad} outside 0..{n_layers - 1}")
     settings = ([-1] if include_baseline else []) + layers
     prompts = [math_prompt(item, prefix=prefix, answer_format=answer_format) for item in items]
-    answers, correct, truncated = [], [], []
-    for k in settings:
-        with skip_layers(loaded, [] if k < 0 else [k]):
-            gens = generate(loaded, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-        answers.append(tuple(g.text for g in gens))
-        graded = [grade(g.text, item.answer, choices=item.choices, hit_budget=g.hit_budget)
-                  for g, item in zip(gens, items)]
-        correct.append([x.correct for x in graded])
-        truncated.append([x.truncated for x in graded])
+    rows = [(k, i) for k in settings for i in range(len(items))]
+
+    def per_batch(chunk: list[int], inputs: dict):
+        return skip_layers_per_row(loaded, [None if rows[r][0] < 0 else rows[r][0] for r in chunk]), {}
+
+    gens = generate(loaded, [prompts[i] for _, i in rows], max_new_tokens=max_new_tokens, batch_size=batch_size,
+                    per_batch=per_batch, progress=progress)
+    graded = [grade(g.text, items[i].answer, choices=items[i].choices, hit_budget=g.hit_budget)
+              for g, (_, i) in zip(gens, rows)]
     shape = (len(settings), len(items))
     return SkipResult(layers=np.asarray(settings, dtype=np.int64),
-                      correct=np.asarray(correct, dtype=bool).reshape(shape),
-                      answers=tuple(answers), item_ids=tuple(item.id for item in items),
-                      truncated=np.asarray(truncated, dtype=bool).reshape(shape))
+                      correct=np.asarray([x.correct for x in graded], dtype=bool).reshape(shape),
+                      answers=tuple(tuple(g.text for g in gens[s * len(items):(s + 1) * len(items)])
+                                    for s in range(len(settings))),
+                      item_ids=tuple(item.id for item in items),
+                      truncated=np.asarray([x.truncated for x in graded], dtype=bool).reshape(shape))

@@ -22,74 +22,21 @@ Differences from the reference ``vision_token_swapper.py`` (``notes/reference-im
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+import contextlib
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
-from transformers import DynamicCache
 
 from vlmdiag.errors import ProbeError
 from vlmdiag.measure.grading import BoxFrame, swap_changed
+from vlmdiag.measure.swap_caches import RecordingCache, RowSwapCache, VisualSwapCache  # noqa: F401
 from vlmdiag.probes.types import SwapPair
-from vlmdiag.runtime.generate import build_inputs, greedy_generate_inputs, image_prompt, split_generation
+from vlmdiag.runtime.generate import (DEFAULT_BATCH_SIZE, generate, greedy_generate_inputs, image_prompt,
+                                      split_generation)
 from vlmdiag.runtime.model import LoadedModel, decoder_layers
 
 SwapMode = Literal["from", "only"]
-
-
-class RecordingCache(DynamicCache):
-    """A ``DynamicCache`` that also keeps the K/V of each layer's first update (the prefill),
-    exactly as they reach attention (post-RoPE, before any sliding-window truncation).
-
-    ``recorded[layer] = (keys, values)``, each [B, kv_heads, S, head_dim].
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.recorded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        if layer_idx not in self.recorded:
-            self.recorded[layer_idx] = (key_states.detach().clone(), value_states.detach().clone())
-        return super().update(key_states, value_states, layer_idx, *args, **kwargs)
-
-
-class VisualSwapCache(DynamicCache):
-    """A ``DynamicCache`` that, on each layer's first update (the prefill), replaces the K/V at the
-    visual positions with the source's, for the batch rows whose layer set contains that layer.
-    Decoding steps are never touched; the swapped K/V stay in the cache for them.
-
-    Args:
-        source: ``{layer: (keys, values)}`` of the source prefill, each [1, kv_heads, S, head_dim]
-            (from :class:`RecordingCache`).
-        positions: long tensor [n_visual], the visual-token positions (equal in target and source).
-        row_layers: for each batch row, the set of layer indices swapped in that row.
-        **kwargs: passed to ``DynamicCache`` (``config=model.config``).
-    """
-
-    def __init__(self, source: dict[int, tuple[torch.Tensor, torch.Tensor]], positions: torch.Tensor,
-                 row_layers: Sequence[frozenset[int]], **kwargs):
-        super().__init__(**kwargs)
-        self.source = source
-        self.positions = positions
-        self.row_layers = [frozenset(r) for r in row_layers]
-        self._seen: set[int] = set()
-
-    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        if layer_idx not in self._seen:
-            self._seen.add(layer_idx)
-            rows = [b for b, layers in enumerate(self.row_layers) if layer_idx in layers]
-            if rows:
-                if key_states.shape[0] != len(self.row_layers):
-                    raise RuntimeError(f"VisualSwapCache: batch of {key_states.shape[0]} rows but "
-                                       f"{len(self.row_layers)} row layer sets")
-                src_k, src_v = self.source[layer_idx]
-                key_states, value_states = key_states.clone(), value_states.clone()
-                pos = self.positions
-                for b in rows:
-                    key_states[b, :, pos] = src_k[0, :, pos].to(key_states.dtype)
-                    value_states[b, :, pos] = src_v[0, :, pos].to(value_states.dtype)
-        return super().update(key_states, value_states, layer_idx, *args, **kwargs)
 
 
 def check_same_span(target_inputs: dict, source_inputs: dict, image_token_id: int, *,
@@ -154,6 +101,18 @@ class SwapRun:
     swapped_ids: tuple[np.ndarray, ...] = field(default=(), repr=False)
 
 
+def _check_layers(n_layers: int, layers: Sequence[int] | None, mode: str) -> list[int]:
+    """The layer settings to test (default all), checked against the decoder depth and ``mode``."""
+    layers = list(range(n_layers)) if layers is None else [int(x) for x in layers]
+    if mode not in ("from", "only"):
+        raise ValueError(f"swap: mode={mode!r}; use 'from' (layers >= L) or 'only' (layer L)")
+    limit = n_layers if mode == "from" else n_layers - 1
+    bad = [x for x in layers if not 0 <= x <= limit]
+    if bad:
+        raise ValueError(f"swap: layers {bad} outside 0..{limit} for a {n_layers}-layer decoder")
+    return layers
+
+
 def swap_sweep_inputs(loaded: LoadedModel, target_inputs: dict, source_inputs: dict, *,
                       layers: Sequence[int] | None = None, mode: SwapMode = "from",
                       max_new_tokens: int = 64, layer_batch: int = 8, pair_id: str = "pair") -> SwapRun:
@@ -181,13 +140,7 @@ def swap_sweep_inputs(loaded: LoadedModel, target_inputs: dict, source_inputs: d
         ValueError: bad ``mode``, ``layers`` or ``layer_batch``.
     """
     n_layers = len(decoder_layers(loaded))
-    layers = list(range(n_layers)) if layers is None else [int(x) for x in layers]
-    if mode not in ("from", "only"):
-        raise ValueError(f"swap: mode={mode!r}; use 'from' (layers >= L) or 'only' (layer L)")
-    limit = n_layers if mode == "from" else n_layers - 1
-    bad = [x for x in layers if not 0 <= x <= limit]
-    if bad:
-        raise ValueError(f"swap: layers {bad} outside 0..{limit} for a {n_layers}-layer decoder")
+    layers = _check_layers(n_layers, layers, mode)
     if layer_batch < 1:
         raise ValueError(f"swap: layer_batch={layer_batch} must be at least 1")
     positions = check_same_span(target_inputs, source_inputs, loaded.image_token_id, pair_id=pair_id)
@@ -259,24 +212,123 @@ def box_frame(loaded: LoadedModel, inputs: dict, image_size: tuple[int, int]) ->
     return BoxFrame(convention, (int(image_size[0]), int(image_size[1])), resized)
 
 
-def swap_pairs(loaded: LoadedModel, pairs: Sequence[SwapPair], *, layers: Sequence[int] | None = None,
-               mode: SwapMode = "from", max_new_tokens: int = 64, layer_batch: int = 8) -> list[PairSwapResult]:
-    """Visual-token swap sweep over probe pairs (paper Eq. 2).
+def _row_signature(inputs: dict, row: int, image_token_id: int) -> dict[str, torch.Tensor]:
+    """The integer inputs of one batch row without its padding (ids, token types, image grid...)."""
+    keep = inputs["attention_mask"][row].bool()
+    batch = inputs["input_ids"].shape[0]
+    out = {}
+    for key, value in inputs.items():
+        if not isinstance(value, torch.Tensor) or value.is_floating_point() or key == "attention_mask":
+            continue
+        if value.ndim == 2 and value.shape == inputs["input_ids"].shape:
+            out[key] = value[row][keep]
+        elif value.shape[0] == batch:
+            out[key] = value[row]
+        else:
+            out[key] = value
+    out["_visual"] = (out["input_ids"] == image_token_id).nonzero().flatten()
+    return out
 
-    The change rate at layer ``layers[j]`` is ``mean(r.changed[j] for r in results)``
-    (:func:`change_rates`). Grounding boxes are converted from the family's coordinates to the
-    pair's pixels (:func:`box_frame`) before the IoU.
+
+class _RecordSources:
+    """``per_batch`` of the source generations: record the prefill K/V, keep each row's visual
+    K/V and integer inputs (by source index), drop the rest when the batch ends."""
+
+    def __init__(self, loaded: LoadedModel):
+        self.loaded = loaded
+        self.visual: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.signature: dict[int, dict[str, torch.Tensor]] = {}
+
+    def __call__(self, chunk: list[int], inputs: dict):
+        cache = RecordingCache(config=self.loaded.model.config)
+
+        @contextlib.contextmanager
+        def keep_visual():
+            yield
+            ids = inputs["input_ids"]
+            for b, index in enumerate(chunk):
+                pos = (ids[b] == self.loaded.image_token_id).nonzero().flatten()
+                self.visual[index] = {layer: (k[b, :, pos].clone(), v[b, :, pos].clone())
+                                      for layer, (k, v) in cache.recorded.items()}
+                self.signature[index] = _row_signature(inputs, b, self.loaded.image_token_id)
+
+        return keep_visual(), {"past_key_values": cache}
+
+
+def _refuse(pair_id: str, problems: list[str]) -> ProbeError:
+    return ProbeError(f"{pair_id}: target and source differ in {'; '.join(problems)}; visual-token "
+                      "swapping needs identical spans (give both images the same pixel size)")
+
+
+def swap_pairs(loaded: LoadedModel, pairs: Sequence[SwapPair], *, layers: Sequence[int] | None = None,
+               mode: SwapMode = "from", max_new_tokens: int = 64, layer_batch: int | None = None,
+               batch_size: int = DEFAULT_BATCH_SIZE,
+               progress: Callable[[int, int], None] | None = None) -> list[PairSwapResult]:
+    """Visual-token swap sweep over probe pairs (paper Eq. 2), batched across pairs and layers.
+
+    Two batched generations in all: the sources (their prefill K/V recorded, once per pair),
+    then every pair's target unswapped and with each layer setting swapped, as rows of the same
+    batches (:class:`RowSwapCache`). Answers equal :func:`swap_sweep_inputs` pair by pair (left
+    padding; a test checks it). The change rate at layer ``layers[j]`` is
+    ``mean(r.changed[j] for r in results)`` (:func:`change_rates`). Grounding boxes are
+    converted from the family's coordinates to the pair's pixels (:func:`box_frame`) before the IoU.
+
+    Args:
+        layers / mode / max_new_tokens: as in :func:`swap_sweep_inputs`.
+        layer_batch: accepted for compatibility; rows per batch are ``batch_size``.
+        batch_size: rows (a source, or a target with one layer setting) per ``generate`` call.
+        progress: ``progress(done, total)``: rows generated so far (sources, then targets).
 
     Raises:
-        ProbeError: a pair's target and source have different visual-token spans.
+        ProbeError: a pair's target and source have different visual-token spans (image sizes
+            or any integer input differ).
+        ValueError: bad ``mode`` or ``layers``.
     """
-    results = []
+    n_layers = len(decoder_layers(loaded))
+    layers = _check_layers(n_layers, layers, mode)
     for pair in pairs:
-        target = build_inputs(loaded, [image_prompt(pair.prompt, pair.target_image)])
-        source = build_inputs(loaded, [image_prompt(pair.prompt, pair.source_image)])
-        run = swap_sweep_inputs(loaded, target, source, layers=layers, mode=mode,
-                                max_new_tokens=max_new_tokens, layer_batch=layer_batch, pair_id=pair.id)
-        frame = box_frame(loaded, target, pair.target_image.size) if pair.task == "grounding" else None
+        if pair.target_image.size != pair.source_image.size:
+            raise _refuse(pair.id, [f"visual tokens: image sizes {pair.target_image.size} vs {pair.source_image.size}"])
+    sources = [image_prompt(pair.prompt, pair.source_image) for pair in pairs]
+    targets = [image_prompt(pair.prompt, pair.target_image) for pair in pairs]
+    settings = [frozenset()] + [frozenset(range(L, n_layers)) if mode == "from" else frozenset([L]) for L in layers]
+    rows = [(p, setting) for p in range(len(pairs)) for setting in settings]
+    total = len(pairs) + len(rows)
+    record = _RecordSources(loaded)
+    source_gens = generate(loaded, sources, max_new_tokens=max_new_tokens, batch_size=batch_size, per_batch=record,
+                           progress=(lambda d, t: progress(d, total)) if progress else None)
+
+    def swap_batch(chunk: list[int], inputs: dict):
+        swaps = []
+        for b, index in enumerate(chunk):
+            p, setting = rows[index]
+            signature = _row_signature(inputs, b, loaded.image_token_id)
+            expected = record.signature[p]
+            problems = [key for key in sorted(set(signature) | set(expected)) if key != "_visual" and (
+                key not in signature or key not in expected or signature[key].shape != expected[key].shape
+                or not torch.equal(signature[key], expected[key]))]
+            if len(signature["_visual"]) != len(expected["_visual"]):
+                problems.insert(0, f"visual tokens: target {len(signature['_visual'])}, source {len(expected['_visual'])}")
+            if problems:
+                raise _refuse(pairs[p].id, problems)
+            if len(signature["_visual"]) == 0:
+                raise ProbeError(f"{pairs[p].id}: the prompt has no image placeholder token (id {loaded.image_token_id})")
+            pos = (inputs["input_ids"][b] == loaded.image_token_id).nonzero().flatten()
+            swaps.append((setting, record.visual[p] if setting else None, pos))
+        return contextlib.nullcontext(), {"past_key_values": RowSwapCache(swaps, config=loaded.model.config)}
+
+    gens = generate(loaded, [targets[p] for p, _ in rows], max_new_tokens=max_new_tokens, batch_size=batch_size,
+                    per_batch=swap_batch,
+                    progress=(lambda d, t: progress(len(pairs) + d, total)) if progress else None)
+    results = []
+    for p, pair in enumerate(pairs):
+        own = gens[p * len(settings):(p + 1) * len(settings)]
+        run = SwapRun(target_answer=own[0].text, source_answer=source_gens[p].text,
+                      layers=np.asarray(layers, dtype=np.int64), swapped=tuple(g.text for g in own[1:]), mode=mode,
+                      target_ids=own[0].token_ids, source_ids=source_gens[p].token_ids,
+                      swapped_ids=tuple(g.token_ids for g in own[1:]))
+        grid = {k: v[None] for k, v in record.signature[p].items() if k == "image_grid_thw"}
+        frame = box_frame(loaded, grid, pair.target_image.size) if pair.task == "grounding" else None
         changed = np.array([swap_changed(pair, run.target_answer, answer, frame=frame) for answer in run.swapped],
                            dtype=bool)
         results.append(PairSwapResult(pair_id=pair.id, task=pair.task, run=run, changed=changed))

@@ -28,12 +28,18 @@ class AttentionComparison:
         mean: same layout, ``mass / |V|`` (Eq. 1 as printed, per visual token).
         shared_from: per item, whose own response was the shared teacher-forced sequence
             (``RL``; ``IN`` when RL's response was empty).
+        mass_without_sinks: same layout as ``mass``, the mass on visual keys that are not visual
+            sinks (Kang et al. 2025; :func:`vlmdiag.measure.attention_capture.sink_tokens`); None
+            when sinks were not looked for.
+        sinks: same layout, float64 [N, L]: visual sink tokens per item and layer (None likewise).
     """
 
     item_ids: tuple[str, ...]
     mass: dict[str, dict[str, np.ndarray]]
     mean: dict[str, dict[str, np.ndarray]]
     shared_from: tuple[str, ...]
+    mass_without_sinks: dict[str, dict[str, np.ndarray]] | None = None
+    sinks: dict[str, dict[str, np.ndarray]] | None = None
 
 
 @dataclass(frozen=True)

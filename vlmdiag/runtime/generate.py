@@ -10,7 +10,8 @@ unbatched ones.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+import contextlib
+from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
@@ -72,6 +73,11 @@ def _tokenizer(loaded: LoadedModel):
 
 
 def build_inputs(loaded: LoadedModel, prompts: Sequence[Prompt]) -> dict:
+    """:func:`build_cpu_inputs` moved to ``loaded.device`` (floating tensors in ``loaded.dtype``)."""
+    return to_device(build_cpu_inputs(loaded, prompts), loaded)
+
+
+def build_cpu_inputs(loaded: LoadedModel, prompts: Sequence[Prompt]) -> dict:
     """Tokenize prompts through the chat template and the processor, left-padded.
 
     All prompts of one call must either all carry an image or all be text-only.
@@ -81,8 +87,8 @@ def build_inputs(loaded: LoadedModel, prompts: Sequence[Prompt]) -> dict:
         prompts: the prompts of one batch.
 
     Returns:
-        A dict of tensors on ``loaded.device``: ``input_ids`` [B, S], ``attention_mask`` [B, S] and
-        every extra tensor the processor returns (floating tensors cast to ``loaded.dtype``).
+        A dict of CPU tensors as the processor returns them: ``input_ids`` [B, S],
+        ``attention_mask`` [B, S] and every extra tensor (``pixel_values``, ``image_grid_thw``, ...).
 
     Raises:
         ValueError: a mix of image and text-only prompts.
@@ -107,7 +113,7 @@ def build_inputs(loaded: LoadedModel, prompts: Sequence[Prompt]) -> dict:
             batch = processor(text=texts, return_tensors="pt", padding=True)
     finally:
         tokenizer.padding_side = old_side
-    return to_device(dict(batch), loaded)
+    return dict(batch)
 
 
 def _nested_images(loaded: LoadedModel) -> bool:
@@ -194,12 +200,40 @@ def split_generation(loaded: LoadedModel, inputs: dict, sequences: torch.Tensor)
     return out
 
 
+#: Prompts per ``generate`` call unless the caller says otherwise. Larger batches amortise the
+#: per-step Python of ``model.generate`` (bench/RESULTS.md "Generation sweeps"); answers do not
+#: depend on it (left padding; tests compare every row with its unbatched answer).
+DEFAULT_BATCH_SIZE = 32
+
+#: Per batch: ``(row indices into prompts, built inputs) -> (context manager, extra generate kwargs)``.
+PerBatch = Callable[[list[int], dict], tuple[ContextManager, dict]]
+
+
+def batch_order(prompts: Sequence[Prompt]) -> list[list[int]]:
+    """The prompt groups that may share a batch: image prompts, then text-only ones, each sorted
+    (stably) by image area and text length, so a batch holds prompts of similar length and pads
+    little. Returns lists of indices into ``prompts``."""
+    def size(i: int) -> tuple[int, int]:
+        image = prompts[i].image
+        return (image.size[0] * image.size[1] if image is not None else 0, len(repr(prompts[i].messages)))
+
+    groups = []
+    for has_image in (True, False):
+        order = [i for i, p in enumerate(prompts) if (p.image is not None) == has_image]
+        groups.append(sorted(order, key=size))
+    return [g for g in groups if g]
+
+
 def generate(loaded: LoadedModel, prompts: Sequence[Prompt], *, max_new_tokens: int = 128,
-             batch_size: int = 8) -> list[Generation]:
+             batch_size: int = DEFAULT_BATCH_SIZE, progress: Callable[[int, int], None] | None = None,
+             per_batch: PerBatch | None = None) -> list[Generation]:
     """Batched greedy generation (paper Table 5: temperature 0, no sampling).
 
-    Image and text-only prompts are batched separately; the order of the result follows
-    ``prompts``. Left padding keeps every row's answer equal to its unbatched answer.
+    Image and text-only prompts are batched separately, each group sorted by length
+    (:func:`batch_order`); the order of the result follows ``prompts``. Left padding keeps every
+    row's answer equal to its unbatched answer. Built inputs are reused across calls with the same
+    prompts and processor (:data:`vlmdiag.runtime.inputs.INPUTS`), so a sweep over model states
+    (transplant variants, frozen runs) runs the processor once.
 
     Args:
         loaded: model and processor.
@@ -207,19 +241,32 @@ def generate(loaded: LoadedModel, prompts: Sequence[Prompt], *, max_new_tokens: 
         max_new_tokens: generation budget per prompt (the paper's Table 5: 128; its code 2048–8192
             for reasoning models). A response that runs out of it has ``hit_budget`` set.
         batch_size: prompts per ``generate`` call.
+        progress: ``progress(done, total)`` after each batch (prompts answered so far).
+        per_batch: for each batch, a context manager to run it in and extra ``generate`` keyword
+            arguments (e.g. a per-row layer skip, a K/V-swapping cache); see :data:`PerBatch`.
 
     Returns:
         One :class:`Generation` per prompt, in order.
+
+    Raises:
+        ValueError: ``batch_size < 1``.
     """
+    from vlmdiag.runtime.inputs import cached_inputs
+
     if batch_size < 1:
         raise ValueError(f"generate: batch_size={batch_size} must be at least 1")
     results: list[Generation | None] = [None] * len(prompts)
-    for has_image in (True, False):
-        order = [i for i, p in enumerate(prompts) if (p.image is not None) == has_image]
+    done = 0
+    for order in batch_order(prompts):
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            inputs = build_inputs(loaded, [prompts[i] for i in chunk])
-            sequences = greedy_generate_inputs(loaded, inputs, max_new_tokens=max_new_tokens)
+            inputs = cached_inputs(loaded, [prompts[i] for i in chunk])
+            context, extra = per_batch(chunk, inputs) if per_batch is not None else (contextlib.nullcontext(), {})
+            with context:
+                sequences = greedy_generate_inputs(loaded, inputs, max_new_tokens=max_new_tokens, **extra)
             for i, gen in zip(chunk, split_generation(loaded, inputs, sequences)):
                 results[i] = gen
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(prompts))
     return results  # type: ignore[return-value]

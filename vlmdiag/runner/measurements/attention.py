@@ -9,29 +9,38 @@ import numpy as np
 
 from vlmdiag.measure.tables import AttentionComparison
 from vlmdiag.probes.types import AbilityItem
+from pydantic import Field
+
 from vlmdiag.runner.plans import Plan, ProbeSettings, register_plan
 
 
-@register_plan("attention", roles=("base", "rl"), settings=ProbeSettings)
-def plan_attention(runner, s: ProbeSettings) -> Plan:
+class AttentionSettings(ProbeSettings):
+    sink_ratio: float | None = Field(20.0, description="τ of the visual-sink test (Kang et al. 2025); None: no sinks")
+
+
+@register_plan("attention", roles=("base", "rl"), settings=AttentionSettings)
+def plan_attention(runner, s: AttentionSettings) -> Plan:
     """:class:`~vlmdiag.measure.tables.AttentionComparison` on ``n_items`` ``math_vqa`` items of the suite."""
     items = runner.ability_items("math_vqa", s.n_items, s.seed).items
 
     def compute():
         base, rl = runner.loaded("base"), runner.loaded("rl")
         with runner.step("attention (IN, RL; own and teacher-forced)") as progress:
-            return measure_attention(base, rl, items, max_new_tokens=s.max_new_tokens, progress=progress)
+            return measure_attention(base, rl, items, max_new_tokens=s.max_new_tokens, progress=progress,
+                                     sink_ratio=s.sink_ratio)
 
     return Plan(("base", "rl"), compute, runner.model_device, probes=items)
 
 
-def measure_attention(base, rl, items: Sequence[AbilityItem], *,
-                      max_new_tokens: int, progress: Callable[[int, int], None] | None = None) -> AttentionComparison:
+def measure_attention(base, rl, items: Sequence[AbilityItem], *, max_new_tokens: int,
+                      progress: Callable[[int, int], None] | None = None,
+                      sink_ratio: float | None = 20.0) -> AttentionComparison:
     """R→V attention of IN (``base``) and RL on image items, in both modes (SPEC §2).
 
     Each model first answers greedily (``own`` mode). The shared teacher-forced sequence of an
     item is RL's own response (IN's when RL's is empty); both models then read it.
     ``progress(done, 4)`` is called after each of the four passes (own IN, own RL, forced IN, RL).
+    ``sink_ratio``: τ of the visual-sink test (Kang et al. 2025: 20); None skips it.
 
     Raises:
         ValueError: an item has no image.
@@ -43,22 +52,28 @@ def measure_attention(base, rl, items: Sequence[AbilityItem], *,
         raise ValueError("attention: every probe item needs an image")
     prompts = [image_prompt(item.question, item.image) for item in items]
     tick = (lambda done: progress(done, 4)) if progress is not None else (lambda done: None)  # noqa: E731
-    own = {"IN": attention_own_generation(base, prompts, max_new_tokens=max_new_tokens)}
+    own = {"IN": attention_own_generation(base, prompts, max_new_tokens=max_new_tokens, sink_ratio=sink_ratio)}
     tick(1)
-    own["RL"] = attention_own_generation(rl, prompts, max_new_tokens=max_new_tokens)
+    own["RL"] = attention_own_generation(rl, prompts, max_new_tokens=max_new_tokens, sink_ratio=sink_ratio)
     tick(2)
     shared, source = [], []
     for a_in, a_rl in zip(own["IN"], own["RL"]):
         use_rl = bool(a_rl.response.strip()) or not a_in.response.strip()
         shared.append(a_rl.response if use_rl else a_in.response)
         source.append("RL" if use_rl else "IN")
-    forced = {"IN": attention_teacher_forced(base, prompts, shared)}
+    forced = {"IN": attention_teacher_forced(base, prompts, shared, sink_ratio=sink_ratio)}
     tick(3)
-    forced["RL"] = attention_teacher_forced(rl, prompts, shared)
+    forced["RL"] = attention_teacher_forced(rl, prompts, shared, sink_ratio=sink_ratio)
     tick(4)
     runs = {"teacher_forced": forced, "own": own}
     head_mean = lambda values: np.stack([v.mean(axis=1) for v in values])  # noqa: E731  [N, L]
+    sinks = {} if sink_ratio is None else dict(
+        mass_without_sinks={mode: {m: head_mean([a.mass_without_sinks for a in r]) for m, r in by_model.items()}
+                            for mode, by_model in runs.items()},
+        sinks={mode: {m: np.stack([a.sinks.astype(float) for a in r]) for m, r in by_model.items()}
+               for mode, by_model in runs.items()})
     return AttentionComparison(
+        **sinks,
         item_ids=tuple(item.id for item in items),
         mass={mode: {m: head_mean([a.mass for a in r]) for m, r in by_model.items()} for mode, by_model in runs.items()},
         mean={mode: {m: head_mean([a.mean for a in r]) for m, r in by_model.items()} for mode, by_model in runs.items()},

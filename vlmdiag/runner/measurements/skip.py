@@ -12,23 +12,12 @@ def plan_skip(runner, s: ProbeSettings) -> Plan:
     items = runner.ability_items("text_math", s.n_items, s.seed).items
 
     def compute():
-        import numpy as np
-
-        from vlmdiag.measure.skip import SkipResult, skip_sweep
+        from vlmdiag.measure.skip import skip_sweep
 
         loaded = runner.loaded("base")
-        settings = [-1, *range(loaded.num_layers)]
-        parts = []
-        # One setting per call (each is generated on its own anyway), so progress moves per layer.
-        with runner.step("layer-skip sweep", len(settings)) as progress:
-            for done, k in enumerate(settings, 1):
-                # The items' own question, as Mrea asks them (the paper's GSM8K prefix is for real math sets).
-                parts.append(skip_sweep(loaded, items, layers=[] if k < 0 else [k], include_baseline=k < 0,
-                                        max_new_tokens=s.max_new_tokens, prefix=""))
-                progress(done, len(settings))
-        return SkipResult(layers=np.concatenate([p.layers for p in parts]),
-                          correct=np.concatenate([p.correct for p in parts]),
-                          answers=tuple(a for p in parts for a in p.answers),
-                          item_ids=parts[0].item_ids)
+        # All settings × items in shared batches; the items' own question, as Mrea asks them
+        # (the paper's GSM8K prefix is for real math sets).
+        with runner.step("layer-skip sweep") as progress:
+            return skip_sweep(loaded, items, max_new_tokens=s.max_new_tokens, prefix="", progress=progress)
 
     return Plan(("base",), compute, runner.model_device, probes=items)

@@ -21,11 +21,7 @@ def plan_swap(runner, s: SwapSettings) -> Plan:
         from vlmdiag.measure.swap import swap_pairs
 
         loaded = runner.loaded("base")
-        results = []
-        with runner.step("visual-token swap sweep", len(pairs)) as progress:
-            for done, pair in enumerate(pairs, 1):  # pairs are independent: one call each, for progress
-                results += swap_pairs(loaded, [pair], mode=s.mode, max_new_tokens=s.max_new_tokens)
-                progress(done, len(pairs))
-        return results
+        with runner.step("visual-token swap sweep") as progress:  # all pairs × layers in shared batches
+            return swap_pairs(loaded, pairs, mode=s.mode, max_new_tokens=s.max_new_tokens, progress=progress)
 
     return Plan(("base",), compute, runner.model_device, probes=pairs)
