@@ -82,3 +82,16 @@ def test_every_condition_is_recorded_with_its_direction(shipped):
     increase, margin = out.conditions
     assert (increase.op, increase.holds, margin.op, margin.holds) == (">", True, ">", False)
     assert margin.interval.high <= margin.threshold == 0.0 and margin.name == "margin over Early"
+
+
+def test_per_layer_intervals_bracket_the_curves_for_the_figure(shipped):
+    """Each curve the verdict reads has a per-layer bootstrap interval (over items) around it."""
+    from vlmdiag.report.plots.curves import per_layer_band
+
+    out = judge(planted([0, 0, 0.02, 0.02, 0.03, 0.03], seed=3), shipped)
+    for name in ("teacher_forced_IN_mass", "teacher_forced_RL_mass", "teacher_forced_mass_increase"):
+        curve, cells = out.metrics[name], out.metrics[f"{name}_interval"]
+        assert len(cells) == len(curve)
+        assert all(c["low"] <= v <= c["high"] for c, v in zip(cells, curve))
+        lows, highs = per_layer_band(out.metrics, name, len(curve))
+        assert lows == [c["low"] for c in cells] and highs == [c["high"] for c in cells]

@@ -61,6 +61,13 @@ def r2v_shift_mid_late(m: AttentionComparison, regions: Regions, t: AttentionShi
             ok = np.isfinite(diff).all(axis=1)
             metrics[f"{mode}_{kind}_increase"] = (layer_list(diff[ok].mean(axis=0)) if ok.any()
                                                   else [None] * diff.shape[1])
+    # Per-layer bootstrap intervals (over items) of the curves the verdict reads, for the figure's bands.
+    level, n = t.confidence, t.bootstrap_resamples
+    forced = m.mass[t.basis]
+    for name, values in ((f"{t.basis}_IN_mass", forced["IN"]), (f"{t.basis}_RL_mass", forced["RL"]),
+                         (f"{t.basis}_mass_increase", (forced["RL"] - forced["IN"])[
+                             np.isfinite(forced["RL"] - forced["IN"]).all(axis=1)])):
+        metrics[f"{name}_interval"] = _layer_intervals(values, level, n)
     read = m.mass if t.sinks == "include" else m.mass_without_sinks
     diff = read[t.basis]["RL"] - read[t.basis]["IN"]
     ok = np.isfinite(diff).all(axis=1)
@@ -76,7 +83,6 @@ def r2v_shift_mid_late(m: AttentionComparison, regions: Regions, t: AttentionShi
     mid_late = np.concatenate([diff[ok][:, list(regions.ranges["Mid"])],
                                diff[ok][:, list(regions.ranges["Late"])]], axis=1).mean(axis=1)
     margin = mid_late - by_region["Early"]
-    level, n = t.confidence, t.bootstrap_resamples
     interval = bootstrap_interval(mid_late, level=level, n_resamples=n)
     margin_interval = bootstrap_interval(margin, level=level, n_resamples=n)
     statistic = float(mid_late.mean())
@@ -104,3 +110,14 @@ def r2v_shift_mid_late(m: AttentionComparison, regions: Regions, t: AttentionShi
         reason += "; " + decide_text(metrics["n_to_decide"])
     return Outcome(verdict, reason, statistic, interval, t.min_mid_late_increase, metrics,
                    series=f"{t.basis}_mass_increase", conditions=conditions)
+
+
+def _layer_intervals(values: np.ndarray, level: float, n_resamples: int) -> list[dict]:
+    """Per layer (column of ``values`` [N, L]), the bootstrap interval of the mean over the items
+    with a finite value (low and high None where fewer than two are)."""
+    out = []
+    for column in np.asarray(values, dtype=float).T:
+        column = column[np.isfinite(column)]
+        out.append(bootstrap_interval(column, level=level, n_resamples=n_resamples).as_dict()
+                   if column.size >= 2 else {"low": None, "high": None, "level": level})
+    return out
