@@ -112,13 +112,13 @@ def _timed(fn):
 def worker(model: str, way: str, paths: dict[str, str], only: list[str]) -> dict:
     import torch
 
-    from vlmdiag.claims.inference import measure_attention
+    from vlmdiag.runner.measurements.attention import measure_attention
     from vlmdiag.measure.abilities import build_prompts, make_predict, run_abilities
     from vlmdiag.measure.skip import skip_sweep
     from vlmdiag.measure.swap import swap_pairs
     from vlmdiag.organism.tasks import SWAP_TASK_OF, ability_items
     from vlmdiag.organism.tasks import swap_pairs as organism_pairs
-    from vlmdiag.probes.organism import organism_probe_set
+    from vlmdiag.organism import organism_probe_set
     from vlmdiag.runtime.generate import Prompt, image_prompt, text_prompt
     from vlmdiag.runtime.model import load_model
     from vlmdiag.transplant import Splicer

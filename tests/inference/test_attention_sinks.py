@@ -113,7 +113,7 @@ L, N = 6, 30
 def _comparison(sink_share_rl: float, sink_share_in: float = 0.0, seed: int = 0):
     """IN and RL with the same attention on non-sink visual keys; RL puts ``sink_share_rl`` more on
     sinks in Mid–Late layers."""
-    from vlmdiag.claims.inference import AttentionComparison
+    from vlmdiag.measure.tables import AttentionComparison
 
     rng = np.random.default_rng(seed)
     without = 0.05 + rng.normal(0, 0.002, (N, L))
@@ -149,7 +149,7 @@ def test_the_sinks_setting_chooses_the_mass_the_verdict_reads():
 
 @pytest.mark.parametrize("sinks", ["include", "exclude"])
 def test_null_pair_is_never_reproduced_either_way(sinks):
-    from vlmdiag.claims.inference import AttentionComparison
+    from vlmdiag.measure.tables import AttentionComparison
 
     m = _comparison(0.0)
     same = AttentionComparison(m.item_ids, {k: {"IN": v["IN"], "RL": v["IN"]} for k, v in m.mass.items()},

@@ -12,12 +12,14 @@ import pytest
 import torch
 from grpo_helpers import LogRecorder, grpo_run
 
+from vlmdiag.claims import all_claims
 from vlmdiag.claims.registry import Outcome
 from vlmdiag.errors import IncompatibleCheckpointsError, UsageError
 from vlmdiag.integrations import VERDICT_CODES, WeightClaimsCallback, outcome_scalars
 from vlmdiag.stats import Interval
 
-WEIGHT_CLAIMS = ("updates.energy_mid", "updates.rl_smaller_than_in", "updates.rl_steeper_mid_late")
+#: every claim the callback logs: those read from the weight pass
+WEIGHT_CLAIMS = tuple(sorted(i for i, c in all_claims().items() if c.measurement in ("weight_deltas", "weight_spectra")))
 PROBE_CLAIM = "abilities.no_uniform_vision_gain"
 
 

@@ -2,7 +2,7 @@
 Eqs. 4–6) with the model in memory as RL.
 
 The probe items, the greedy decoding, the grading and the verdict rule are the pytest run's
-(:func:`~vlmdiag.probes.organism.organism_probe_set`, :func:`~vlmdiag.measure.abilities.run_abilities`,
+(:func:`~vlmdiag.organism.organism_probe_set`, :func:`~vlmdiag.measure.abilities.run_abilities`,
 :func:`~vlmdiag.measure.abilities.score_abilities`, the claim's ``judge``), with the claim's
 ``n_items``/``max_new_tokens``/``probe_seed`` from the thresholds file, so a thresholds file with a
 small ``n_items`` gives the same verdict the pytest run gives on the model saved at that step. IN
@@ -35,8 +35,8 @@ class LiveAbilities:
     """
 
     def __init__(self, start: Checkpoint, origin: Checkpoint | None, thresholds: ProbeThresholds):
-        from vlmdiag.claims.evidence import can_run
-        from vlmdiag.probes.organism import organism_probe_set
+        from vlmdiag.runner.checkpoints import can_run
+        from vlmdiag.organism import organism_probe_set
 
         if not can_run(start.path):
             raise CheckpointError(f"{start.path}: no tokenizer/processor; the probe check needs one to prompt the model")
@@ -75,7 +75,7 @@ class LiveAbilities:
         Raises:
             CheckpointError: the model's architecture or image token is unknown to vlmdiag.
         """
-        from vlmdiag.claims.inference import AbilityTable
+        from vlmdiag.measure.tables import AbilityTable
         from vlmdiag.runtime.model import wrap_model
         from vlmdiag.runtime.processor import load_processor
 

@@ -1,6 +1,6 @@
 """The built-in probe suites, registered on import: ``synthetic``, ``paper:DIR`` and
 ``manifest:PATH`` (also ``--probes PATH.yaml``). The ``organism`` suite registers itself from
-:mod:`vlmdiag.probes.organism`."""
+:mod:`vlmdiag.organism`, through the ``pytest_vlmdiag_add_probe_suites`` hook."""
 
 from __future__ import annotations
 
