@@ -24,7 +24,8 @@ def plan_skip(runner, s: ProbeSettings) -> Plan:
             for done, k in enumerate(settings, 1):
                 # The items' own question, as Mrea asks them (the paper's GSM8K prefix is for real math sets).
                 parts.append(skip_sweep(loaded, items, layers=[] if k < 0 else [k], include_baseline=k < 0,
-                                        max_new_tokens=s.max_new_tokens, prefix=""))
+                                        max_new_tokens=runner.budget(s.max_new_tokens), prefix="",
+                                answer_format=runner.answer_format))
                 progress(done, len(settings))
         return SkipResult(layers=np.concatenate([p.layers for p in parts]),
                           correct=np.concatenate([p.correct for p in parts]),
