@@ -149,8 +149,11 @@ class RunState:
                 check_localized_inputs(self.thresholds, opened[0].path, recipe.base)
             else:
                 regions_for(self.regions, opened[0].num_llm_layers)
+        from vlmdiag.plugin.probes import probes_section
+
         self.reports.check_baseline(regions=self.regions, layers={
-            name: self.checkpoints.get(recipe.base).num_llm_layers for name, recipe in self.recipes.items()})
+            name: self.checkpoints.get(recipe.base).num_llm_layers for name, recipe in self.recipes.items()},
+            probes=lambda: probes_section(self.probe_suite))
         self._check_inference_inputs()
 
     def _check_inference_inputs(self) -> None:
