@@ -18,9 +18,16 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 PAPER_PAIRS = Path(os.environ.get("VLMDIAG_PAPER_PAIRS", "/work/shared/data/vision_functionality"))
-PROBE_CLAIMS = ("abilities.no_uniform_vision_gain", "attention.r2v_shift_mid_late", "behaviour.kl_small",
-                "freezing.late_necessary", "localization.reasoning_late", "localization.vision_early",
-                "transplant.mid_late_carries_gain")
+
+
+def _probe_claims() -> list[str]:
+    """Every registered claim that runs the models on probe items."""
+    from vlmdiag.claims import all_claims
+
+    return sorted(cid for cid, claim in all_claims().items() if "probes" in claim.needs)
+
+
+PROBE_CLAIMS = _probe_claims()
 
 
 def _pytest(*args):
