@@ -53,6 +53,7 @@ def run(base: str | None = None, rl: str | None = None, *, origin: str | None = 
         regions: str | None = None, thresholds: str | Path | None = None, claims: Iterable[str] | None = None,
         report_json: str | Path | None = None, baseline: str | Path | None = None,
         report_md: str | Path | None = None, fail_on_regression: bool = False, use_cache: bool = True,
+        probes: str | None = None, log_samples: str | Path | None = None,
         args: Sequence[str] = (), quiet: bool = True) -> Report:
     """Run vlmdiag's diagnostics on checkpoints and return the report.
 
@@ -64,6 +65,9 @@ def run(base: str | None = None, rl: str | None = None, *, origin: str | None = 
         claims: claim ids to run (default: all).
         report_json: also write the JSON report (and its plots) there; without it the report is
             built in a temporary folder that is removed.
+        probes: as ``--probes`` (``organism``, ``synthetic[:preset=...]``, ``paper:DIR``, a manifest
+            ``PATH.yaml``; default: the run's default suite).
+        log_samples: as ``--log-samples``: a folder for the per-sample JSON Lines records.
         use_cache: False is ``--no-cache``. args: more pytest arguments (e.g. ``["-n", "2"]``).
         quiet: capture the session's terminal output into ``Report.output`` instead of printing it.
 
@@ -83,7 +87,8 @@ def run(base: str | None = None, rl: str | None = None, *, origin: str | None = 
     if not any(e.name == "vlmdiag" for e in metadata.entry_points(group="pytest11")):
         argv += ["-p", "vlmdiag.plugin"]  # not installed: load the plugin by module name
     for flag, value in (("base", base), ("rl", rl), ("origin", origin), ("regions", regions),
-                        ("thresholds", thresholds), ("baseline", baseline), ("report-md", report_md)):
+                        ("thresholds", thresholds), ("baseline", baseline), ("report-md", report_md),
+                        ("probes", probes), ("log-samples", log_samples)):
         if value is not None:
             argv.append(f"--{flag}={value}")
     for name, specs in (recipes or {}).items():

@@ -37,6 +37,11 @@ class ProbeError(VlmdiagError, ValueError):
     """A probe file or probe item is malformed (the message names the file and line)."""
 
 
+class NoProbeItems(VlmdiagError):
+    """The run's probe suite holds no item a measurement needs (a ``paper:DIR`` folder without
+    MathVista, say); the claims reading it are ``skipped`` with this message, not ``error``."""
+
+
 class UnsafeOutputError(UsageError, OSError):
     """An output (report, plots, cache entry) would land inside a checkpoint folder or replace
     something that is not a regular file. A usage error up front; an ``OSError`` to the writers,

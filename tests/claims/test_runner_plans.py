@@ -126,3 +126,47 @@ def test_the_organism_suite_hands_out_exactly_the_organisms_items():
     assert TASKS == tuple(SWAP_TASK_OF)  # the swap plan asks the tasks in the order it always did
     assert suite.swap_pairs("counting", 2, seed=1).items == tuple(swap_pairs("counting", 2, seed=1))
     assert suite.describe()["name"] == "organism"
+
+
+class CappedSuite(CountingSuite):
+    """Holds one vqa item and no swap pair; answers with ``<answer>`` tags and a set budget."""
+
+    answer_format, max_new_tokens = "think_answer", 256
+
+    def ability_items(self, kind, n, *, seed):
+        return Drawn(("vqa-0",), f"capped at 1: holds 1 {kind} item, {n} asked") if n > 1 else Drawn(("vqa-0",))
+
+
+def test_the_suites_generation_settings_and_hash_key_the_cache_and_draw_notes_reach_the_claim(items_plan, planted,
+                                                                                              tmp_path):
+    from vlmdiag.cache import ResultsCache, key_of
+    from vlmdiag.errors import NoProbeItems
+
+    paths = planted("paper")
+    recipe = RecipeCheckpoints("r", str(paths["base"]), str(paths["rl"]))
+    store = ResultsCache(tmp_path / "cache")
+    plain, capped = (Runner(recipe, CheckpointCache(), probes=s, results=store) for s in (CountingSuite(), CappedSuite()))
+    assert (plain.answer_format, plain.budget(32)) == ("none", 32)
+    assert (capped.answer_format, capped.budget(32)) == ("think_answer", 256)
+    keys = []
+    for runner in (plain, capped):
+        plan = Plan(("base",), lambda: None, lambda: "cpu", probes=("vqa-0",))
+        material = runner.cache_material("test_items", {"n": 1, "seed": 0}, plan)
+        assert material["settings"] is not None
+        keys.append(key_of(material))
+    assert keys[0] != keys[1]  # the same items and settings, another answer format and budget
+    other = Plan(("base",), lambda: None, lambda: "cpu", probes=("vqa-1",))
+    assert key_of(plain.cache_material("test_items", {"n": 1, "seed": 0}, other)) != keys[0]  # items by content
+    capped.measure("test_items", {"n": 3, "seed": 0})
+    assert capped.probe_notes("test_items", {"n": 3, "seed": 0}) == ("capped at 1: holds 1 vqa item, 3 asked",)  # names its kind
+    assert capped.probe_notes("test_items", {"n": 1, "seed": 0}) == ()
+
+    @register_plan("test_pairs", roles=("base",), settings=Items)
+    def build(runner, s):
+        return Plan(("base",), lambda: 1 / 0, lambda: "cpu", probes=runner.swap_pairs("ocr", s.n, s.seed).items)
+
+    try:
+        with pytest.raises(NoProbeItems, match="holds no item for measurement 'test_pairs': swap ocr: none"):
+            capped.measure("test_pairs", {"n": 1, "seed": 0})
+    finally:
+        unregister_plan("test_pairs")

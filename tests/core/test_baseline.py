@@ -92,16 +92,32 @@ def report(*results, regions="paper", schema_version=2, **extra):
     (report({**result(), "id": "old.claim"}), "none of its claims (old.claim) is a claim this vlmdiag knows"),
     (report(result(), regions="thirds"), "judged at --regions thirds, this run at paper; pass --regions=thirds"),
     (report(result(layers=28)), "recipe main: its checkpoints have 28 LLM layers, this run's 3"),
-    (report(result(), probes={"name": "organism", "hash": "a"}), "another probe suite (differs in hash)"),
+    (report(result(), probes={"name": "organism", "answer_format": "boxed"}), "another probe suite (differs in answer_format)"),
+    (report(result(), probes={"name": "synthetic"}), "another probe suite (differs in name)"),
 ])
 def test_a_meaningless_comparison_is_refused_in_one_line_naming_the_file(baseline, message):
     from vlmdiag.claims import all_claims
 
     with pytest.raises(UsageError) as error:
         check_comparable(baseline, "/ci/last-release.json", regions="paper", layers={"main": 3},
-                         claim_ids=all_claims(), probes={"name": "organism", "hash": "b"})
+                         claim_ids=all_claims(), probes={"name": "organism", "answer_format": "none"})
     assert str(error.value).startswith("--baseline /ci/last-release.json: ") and message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_only_the_probes_identity_is_compared():
+    """Items drawn, their hash and the source's paths follow the run (claims selected, where the
+    data lies): a baseline differing only there is comparable."""
+    from vlmdiag.claims import all_claims
+
+    ours = {"name": "paper", "answer_format": "think", "max_new_tokens": 1024, "source": {"root": "/a"},
+            "items": {"vqa@seed=0": 10}, "content_hash": "a"}
+    theirs = {**ours, "source": {"root": "/b"}, "items": {"vqa@seed=0": 40}, "content_hash": "b"}
+    check_comparable(report(result(), probes=theirs), "/ci/b.json", regions="paper", layers={"main": 3},
+                     claim_ids=all_claims(), probes=ours)
+    with pytest.raises(UsageError, match="differs in max_new_tokens"):
+        check_comparable(report(result(), probes={**theirs, "max_new_tokens": 32}), "/ci/b.json", regions="paper",
+                         layers={"main": 3}, claim_ids=all_claims(), probes=ours)
 
 
 def test_report_schema_versions(tmp_path):

@@ -139,7 +139,7 @@ def test_a_conftest_claim_runs_on_a_conftest_measurement_appears_in_the_report_a
     from vlmdiag.runner import plans
 
     project.makefile(".yaml", thresholds=thresholds(min_layers=3))
-    result, report = run(project)
+    result, report = run(project, "--probes=organism")  # toy:* checkpoints default to synthetic
     assert result.ret == 0, result.stdout.str()
     (mine,) = [c for c in report["claims"] if c["id"] == "mine.enough_layers"]
     assert mine["verdict"] == "reproduced" and mine["gate"] is True

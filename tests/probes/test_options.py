@@ -40,3 +40,12 @@ def test_identity_before_and_after_draws():
     suite.swap_pairs("ocr", 1, seed=0)
     assert probes_identity(probes_section(suite)) == before == \
         {"name": "synthetic", "answer_format": "boxed", "max_new_tokens": 1024}
+
+
+def test_the_header_names_a_suite_that_describes_its_source_in_words():
+    """The organism's suite (the default of README command 1) describes its source as a string."""
+    from vlmdiag.organism import OrganismSuite
+    from vlmdiag.plugin.probes import header_line
+
+    assert header_line(OrganismSuite()) == ("probes: organism (vlmdiag.organism.tasks (held-out synthetic items); "
+                                            "answer format none)")

@@ -37,3 +37,19 @@ def test_header_and_report_section(planted, tmp_path):
     assert "vlmdiag probes: synthetic (preset small; answer format boxed; up to 1024 new tokens)" in out
     section = json.loads(report.read_text())["probes"]
     assert section["name"] == "synthetic" and section["source"]["preset"] == "small"
+
+
+def test_the_python_api_passes_probes_and_log_samples(planted, tmp_path):
+    import pytest
+
+    import vlmdiag
+    from vlmdiag.errors import UsageError
+
+    paths = planted("paper")
+    with pytest.raises(UsageError, match="no probe suite 'bogus'"):
+        vlmdiag.run(paths["base"], paths["rl"], claims=["updates.energy_mid"], probes="bogus")
+    with pytest.raises(UsageError, match="--log-samples lies inside the checkpoint"):
+        vlmdiag.run(paths["base"], paths["rl"], claims=["updates.energy_mid"], log_samples=Path(paths["base"]) / "s")
+    report = vlmdiag.run(paths["base"], paths["rl"], origin=paths["origin"], claims=["updates.energy_mid"],
+                         probes="synthetic:preset=small,answer_format=think_answer", use_cache=False)
+    assert report["probes"]["name"] == "synthetic" and report["probes"]["answer_format"] == "think_answer"

@@ -99,8 +99,8 @@ def no_uniform_vision_gain(table: AbilityTable, regions: Regions, t: NoUniformVi
             found = [x for x in found if x is not None]
             n_decide = min(found) if found else None
             parts.append(decide_text(n_decide))
-    parts += list(table.notes)
-    metrics = {"scores": table.table(), "transitions": table.transitions(),
+    parts += [*table.notes, *table.truncation_notes()]
+    metrics = {"scores": table.table(), "transitions": table.transitions(), "truncated": table.truncated(),
                "comparisons": comparisons_dict(comparisons), "no_vision_gain": no_gain,
                "non_monotone": non_monotone, "rl_has_reasoning_gain": has_gain, "stages": list(table.scores),
                "n_needed": vision.n_needed, "rl_gains": rl_gain, "n_to_decide": n_decide}

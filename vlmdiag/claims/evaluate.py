@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from vlmdiag.claims.registry import Claim, ClaimThresholds
+from vlmdiag.errors import NoProbeItems
 from vlmdiag.regions import Regions, regions_for
 
 _NEEDS_TEXT = {"origin": "--origin (the checkpoint before the base's SFT, the paper's Base)",
@@ -35,6 +36,8 @@ class Measurements(Protocol):
     def has(self, need: str) -> bool: ...
 
     def measure(self, name: str, settings: dict | None = None) -> Any: ...
+
+    # Optional: probe_notes(name, settings) -> the suite's notes on the measurement's draws.
 
 
 @dataclass
@@ -66,9 +69,11 @@ def run_claim(claim: Claim, measurements: Measurements, regions_spec: str | Regi
     so a derivation that fails is this claim's ``error``).
 
     Returns a :class:`ClaimResult` whatever happens: ``skipped`` when a needed input or the
-    claim's thresholds are missing, ``error`` (with the exception in ``reason``) when measuring or
-    judging raises, otherwise the verdict at ``regions_spec`` plus, in ``metrics``, the verdict at
-    each boundary moved by ±1/±2 layers and whether it is robust to the cut.
+    claim's thresholds are missing or the probe suite holds no item the measurement needs
+    (:class:`~vlmdiag.errors.NoProbeItems`, its message the reason), ``error`` (with the exception
+    in ``reason``) when measuring or judging raises, otherwise the verdict at ``regions_spec`` plus, in ``metrics``, the verdict at
+    each boundary moved by ±1/±2 layers and whether it is robust to the cut, and, when the suite
+    handed out fewer items than asked, its notes (``probes_note``, also ending the reason).
     """
     result = ClaimResult(claim.id, measurements.recipe.name, "skipped", "", claim.statement, claim.source,
                          gate=bool(thresholds and thresholds.gate))
@@ -93,6 +98,9 @@ def run_claim(claim: Claim, measurements: Measurements, regions_spec: str | Regi
                 by_cut[shifted.preset] = claim.judge(measurement, shifted, thresholds).verdict
     except (KeyboardInterrupt, SystemExit):
         raise
+    except NoProbeItems as error:  # a suite without what this claim needs: not measurable, not broken
+        result.reason = " ".join(str(error).split())
+        return result
     except BaseException as error:  # noqa: BLE001 — a claim that raises must not stop the others
         result.verdict = "error"
         result.reason = f"{type(error).__name__}: {' '.join(str(error).split())}"  # one line
@@ -114,6 +122,13 @@ def run_claim(claim: Claim, measurements: Measurements, regions_spec: str | Regi
         "conditions": [c.as_dict() for c in outcome.conditions],
         **outcome.metrics,
     }
+    notes = getattr(measurements, "probe_notes", None)
+    notes = notes(claim.measurement, settings) if notes is not None else ()
+    if notes:
+        result.metrics["probes_note"] = "; ".join(notes)
+        unsaid = [note for note in notes if note not in result.reason]
+        if unsaid:
+            result.reason += f" [probes: {'; '.join(unsaid)}]"
     if robust is False:
         flips = sorted(k for k, v in by_cut.items() if v != outcome.verdict)
         result.reason += f" [not robust to the cut: differs at {', '.join(flips)}]"

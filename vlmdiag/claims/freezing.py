@@ -51,6 +51,7 @@ def late_necessary(table: AbilityTable, regions: Regions, t: LateNecessaryThresh
                    for label in ["RL", *frozen] for ref in ("IN", "RL") if label != ref
                    for m in ("Mvis", *GAIN_METRICS)}
     metrics = {"scores": table.table(), "transitions": table.transitions(), "models": list(table.scores),
+               "truncated": table.truncated(),
                "comparisons": comparisons_dict(comparisons)}
     if not runs:
         given = ", ".join(f.removeprefix("RL-frozen-") for f in frozen) or "none that can run"
@@ -62,7 +63,8 @@ def late_necessary(table: AbilityTable, regions: Regions, t: LateNecessaryThresh
     if not gains:
         metrics["n_to_decide"] = n_to_resolve_gain(comparisons)
         return Outcome("inconclusive", f"RL has no resolved Mv2r/Mrea gain over IN that freezing could remove "
-                       f"({rl_text}); " + decide_text(metrics["n_to_decide"], "resolve RL's gain"), metrics=metrics,
+                       f"({rl_text}); " + decide_text(metrics["n_to_decide"], "resolve RL's gain")
+                       + "".join("; " + note for note in table.truncation_notes()), metrics=metrics,
                        conditions=conditions)
     # RL − frozen, as a comparison frozen → RL, so a loss is a positive delta.
     losses = {(label, m): table.compare(label, "RL", m, level=level, n_resamples=n, threshold=t.min_loss)
@@ -84,6 +86,6 @@ def late_necessary(table: AbilityTable, regions: Regions, t: LateNecessaryThresh
               + "; ".join(f"{label}: {share_text(shares[label, m], m)}, loss {comparison_text(losses[label, m])}"
                           for label, m in losses)
               + f" (thresholds: kept share below {t.max_kept_share:g}, loss above {t.min_loss:g})")
-    reason += reason_ending(verdict, parts, metrics, table.notes)
+    reason += reason_ending(verdict, parts, metrics, (*table.notes, *table.truncation_notes()))
     return Outcome(verdict, reason, weakest.estimate, weakest.interval, t.max_kept_share, metrics,
                    conditions=conditions)

@@ -68,7 +68,7 @@ def mid_late_carries_gain(table: AbilityTable, regions: Regions, t: MidLateCarri
     level, n = t.confidence, t.bootstrap_resamples
     versus_in = {f"{m} {label} − IN": table.compare("IN", label, m, level=level, n_resamples=n)
                  for label in table.scores if label != "IN" for m in ("Mvis", *GAIN_METRICS)}
-    metrics = {"scores": table.table(), "transitions": table.transitions(),
+    metrics = {"scores": table.table(), "transitions": table.transitions(), "truncated": table.truncated(),
                "comparisons": comparisons_dict(versus_in), "models": list(table.scores),
                "splice_table": splice_table(table, versus_in)}
     gains, rl_text = rl_gains(versus_in)
@@ -77,7 +77,8 @@ def mid_late_carries_gain(table: AbilityTable, regions: Regions, t: MidLateCarri
     if not gains:
         metrics["n_to_decide"] = n_to_resolve_gain(versus_in)
         return Outcome("inconclusive", f"RL has no resolved Mv2r/Mrea gain over IN to carry ({rl_text}); "
-                       + decide_text(metrics["n_to_decide"], "resolve RL's gain"), metrics=metrics,
+                       + decide_text(metrics["n_to_decide"], "resolve RL's gain")
+                       + "".join("; " + note for note in table.truncation_notes()), metrics=metrics,
                        conditions=conditions)
     if any(SPLICE not in table.scores or versus_in.get(f"{m} {SPLICE} − IN") is None for m in gains):
         raise ValueError(f"transplant: {SPLICE} was not scored on {', '.join(gains)}")
@@ -105,6 +106,6 @@ def mid_late_carries_gain(table: AbilityTable, regions: Regions, t: MidLateCarri
               + f" (thresholds: share {t.min_kept_share:g}, gain {t.min_kept_gain:g}); other splices keeping "
               "that share of every gain: "
               + (", ".join(s for s in metrics["splices_keeping_the_gain"] if s != SPLICE) or "none"))
-    reason += reason_ending(verdict, parts, metrics, table.notes)
+    reason += reason_ending(verdict, parts, metrics, (*table.notes, *table.truncation_notes()))
     return Outcome(verdict, reason, weakest.estimate, weakest.interval, t.min_kept_share, metrics,
                    conditions=conditions)

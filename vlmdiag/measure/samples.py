@@ -85,10 +85,11 @@ class SampleLog:
         return target
 
     def log_abilities(self, state: str, items: Sequence, outcomes: Sequence, *, answer_format: str = "none",
-                      claim: str | None = None) -> Path:
+                      claim: str | None = None, measurement: str | None = None) -> Path:
         """Records of :func:`vlmdiag.measure.abilities.run_abilities` outcomes: one per item and
         condition, with the prompt text, response, extracted answer (:func:`vlmdiag.measure.grading.grade`),
-        gold answer, ``correct`` as scored and ``truncated``."""
+        gold answer, ``correct`` as scored and ``truncated`` (and ``measurement``, the runner's
+        measurement that asked, e.g. ``abilities`` or ``transplant``, when given)."""
         from vlmdiag.measure.abilities import build_prompts
         from vlmdiag.measure.grading import final_answer
 
@@ -101,7 +102,7 @@ class SampleLog:
                 prompt = prompts.get(condition)
                 found = final_answer(response, choices=item.choices)
                 records.append({
-                    "claim": claim, "item_id": item.id, "kind": item.kind, "condition": condition,
+                    "claim": claim, **({"measurement": measurement} if measurement else {}), "item_id": item.id, "kind": item.kind, "condition": condition,
                     "prompt": _prompt_text(prompt.messages) if prompt else None,
                     "image": None if prompt is None or prompt.image is None else list(prompt.image.size),
                     "response": response, "extracted": found.text, "extracted_from": found.source,

@@ -87,6 +87,21 @@ class AbilityTable:
         return {label: {m: (s.value if isinstance(s, AbilityScore) else None) for m, s in by.items()}
                 for label, by in self.scores.items()}
 
+    def truncated(self) -> dict[str, dict[str, int]]:
+        """``{label: {metric: responses cut off by the token budget}}`` (counted as wrong, kept in N;
+        :attr:`~vlmdiag.measure.abilities.AbilityScore.truncated`), scored metrics only."""
+        return {label: {m: s.truncated for m, s in by.items() if isinstance(s, AbilityScore)}
+                for label, by in self.scores.items()}
+
+    def truncation_notes(self) -> tuple[str, ...]:
+        """One note when any response was truncated (``"truncated by the token budget (counted
+        wrong): IN Mv2r 3, RL Mrea 1; raise max_new_tokens"``), else none."""
+        cut = [f"{label} {m} {n}" for label, by in self.truncated().items() for m, n in by.items() if n]
+        if not cut:
+            return ()
+        return ("responses truncated by the token budget before an answer (counted wrong): " + ", ".join(cut)
+                + "; a larger max_new_tokens (the suite's or thresholds.yaml's) may change the scores",)
+
     def transitions(self) -> dict[str, dict[str, dict | None]]:
         """``{label: {metric: TT/TF/FT/FF counts}}`` between each metric's two conditions."""
         return {label: {m: (s.transitions.as_dict() if isinstance(s, AbilityScore) and s.transitions else None)

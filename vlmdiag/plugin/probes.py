@@ -60,7 +60,10 @@ def header_line(suite: ProbeSuite) -> str:
     up to 1024 new tokens)``."""
     settings = generation_settings(suite)
     source = suite.describe().get("source") or {}
-    where = source.get("preset") and f"preset {source['preset']}" or source.get("root") or source.get("manifest")
+    if isinstance(source, dict):
+        where = source.get("preset") and f"preset {source['preset']}" or source.get("root") or source.get("manifest")
+    else:  # a suite (the organism's, a plugin's) may describe its source in words
+        where = str(source)
     parts = [p for p in (where, f"answer format {settings['answer_format']}",
                          settings["max_new_tokens"] and f"up to {settings['max_new_tokens']} new tokens") if p]
     return f"probes: {suite.name}" + (f" ({'; '.join(parts)})" if parts else "")

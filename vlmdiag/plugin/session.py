@@ -45,6 +45,7 @@ class RunState:
     _thresholds: object = None
     _evidence: dict = field(default_factory=dict)
     _probe_suite: object = None
+    _samples: object = None
     _checkpoints: object = None
     _results_cache: object = None
 
@@ -58,6 +59,12 @@ class RunState:
             specs = [spec for r in self.recipes.values() for spec in r.specs().values()]
             self._probe_suite = run_suite(self.probes, specs)
         return self._probe_suite
+
+    def _sample_log(self):
+        """:meth:`sample_log`, made once per run (None without ``--log-samples``)."""
+        if self.log_samples and self._samples is None:
+            self._samples = self.sample_log()
+        return self._samples
 
     def sample_log(self):
         """The :class:`~vlmdiag.measure.samples.SampleLog` of ``--log-samples``, or None."""
@@ -101,7 +108,8 @@ class RunState:
             claims = all_claims()
             self._evidence[recipe] = Runner(self.recipes[recipe], self.checkpoints, probes=self.probe_suite,
                                             wanted={claims[c].measurement for c in self.selected if c in claims},
-                                            results=self.results_cache, progress=self.progress)
+                                            results=self.results_cache, progress=self.progress,
+                                            sample_log=self._sample_log())
         return self._evidence[recipe]
 
     def regions_of(self, recipe: str):
@@ -141,8 +149,11 @@ class RunState:
                 check_localized_inputs(self.thresholds, opened[0].path, recipe.base)
             else:
                 regions_for(self.regions, opened[0].num_llm_layers)
+        from vlmdiag.plugin.probes import probes_section
+
         self.reports.check_baseline(regions=self.regions, layers={
-            name: self.checkpoints.get(recipe.base).num_llm_layers for name, recipe in self.recipes.items()})
+            name: self.checkpoints.get(recipe.base).num_llm_layers for name, recipe in self.recipes.items()},
+            probes=lambda: probes_section(self.probe_suite))
         self._check_inference_inputs()
 
     def _check_inference_inputs(self) -> None:

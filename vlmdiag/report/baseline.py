@@ -64,7 +64,8 @@ def check_comparable(baseline: dict, path: str | Path, *, regions: str, layers: 
 
     Raises:
         UsageError (one line naming ``path``): no recipe or no claim in common, another
-            ``--regions``, another layer count for a common recipe, or another probe suite.
+            ``--regions``, another layer count for a common recipe, or another probe suite (its
+            :func:`~vlmdiag.plugin.probes.probes_identity`: name, answer format, budget).
     """
     theirs = {c["recipe"] for c in baseline["claims"]}
     common = sorted(theirs & set(layers))
@@ -84,8 +85,13 @@ def check_comparable(baseline: dict, path: str | Path, *, regions: str, layers: 
             raise UsageError(f"--baseline {path}: recipe {recipe}: its checkpoints have {'/'.join(map(str, sorted(counts)))} "
                              f"LLM layers, this run's {layers[recipe]}: per-layer results cannot be compared")
     if probes is not None and baseline.get("probes") is not None:
-        differ = sorted(k for k in set(probes) | set(baseline["probes"])
-                        if k != "source" and probes.get(k) != baseline["probes"].get(k))
+        # Only what identifies the suite before any item is drawn: the items and their hash follow
+        # the claims a run selected, and the source holds paths that move with a checkout. A key
+        # one report lacks (an older vlmdiag's) is not compared.
+        from vlmdiag.plugin.probes import probes_identity
+
+        ours, theirs_ = probes_identity(probes), probes_identity(baseline["probes"])
+        differ = sorted(k for k in ours if k in probes and k in baseline["probes"] and ours[k] != theirs_[k])
         if differ:
             raise UsageError(f"--baseline {path}: another probe suite (differs in {', '.join(differ)}): "
                              f"the inference claims' numbers cannot be compared")

@@ -67,14 +67,17 @@ class ReportOptions:
             out.report_md = writable_file("--report-md", value("report_md"))
         return out
 
-    def check_baseline(self, *, regions: str, layers: dict[str, int]) -> None:
-        """:func:`vlmdiag.report.baseline.check_comparable` for this run (nothing without --baseline)."""
+    def check_baseline(self, *, regions: str, layers: dict[str, int], probes=None) -> None:
+        """:func:`vlmdiag.report.baseline.check_comparable` for this run (nothing without --baseline).
+        ``probes()`` returns this run's ``probes`` section; it is called only when the baseline
+        has one."""
         if self.baseline is None:
             return
         from vlmdiag.claims import all_claims
 
+        section = probes() if probes is not None and self.baseline.get("probes") is not None else None
         _baseline.check_comparable(self.baseline, self.baseline_path, regions=regions, layers=layers,
-                                   claim_ids=all_claims())
+                                   claim_ids=all_claims(), probes=section)
 
     def compare(self, data: dict, thresholds) -> None:
         """Add the claim's ``baseline`` entry to its result ``data`` (nothing without --baseline)."""

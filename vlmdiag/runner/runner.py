@@ -15,7 +15,7 @@ from contextlib import closing, contextmanager
 from typing import Any
 
 from vlmdiag.checkpoints import Checkpoint
-from vlmdiag.errors import UsageError
+from vlmdiag.errors import NoProbeItems, UsageError
 from vlmdiag.runner.checkpoints import CheckpointCache, RecipeCheckpoints, can_run
 from vlmdiag.runner.plans import Plan, PlanError, get_plan, plans
 
@@ -37,6 +37,8 @@ class Runner:
         wanted: the measurements the run's claims read; a plan ``subsumed_by`` one of them is
             read from it (the weight norms come with the spectra: one weight pass, not two).
         results: a :class:`~vlmdiag.cache.ResultsCache`, or None for no persistent cache.
+        sample_log: the run's :class:`~vlmdiag.measure.samples.SampleLog` (``--log-samples``), or
+            None: every model state's ability answers are written there.
 
     ``cache_log`` records ``(measurement, status)`` for every :meth:`measure` call, status
     ``hit`` (read from the cache), ``miss`` (measured now and stored) or ``off`` (not cached).
@@ -44,7 +46,7 @@ class Runner:
 
     def __init__(self, recipe: RecipeCheckpoints, checkpoints: CheckpointCache, *, probes=None,
                  progress: Callable[[str], Callable[[int, int], None] | None] | None = None,
-                 wanted: frozenset[str] | set[str] = frozenset(), results=None):
+                 wanted: frozenset[str] | set[str] = frozenset(), results=None, sample_log=None):
         self.recipe, self.checkpoints, self.probes = recipe, checkpoints, probes
         self.progress = progress or (lambda label: None)
         self.wanted, self.results = frozenset(wanted), results
@@ -53,6 +55,11 @@ class Runner:
         self._models = None  # a vlmdiag.runtime.model.ResidentModels, made on first use
         self.answers: dict[str, str] = {}  # run_abilities' in-memory answer cache, shared by plans
         self._identities: dict[str, dict] = {}
+        self.sample_log = sample_log
+        self._logged: set = set()  # (state, fingerprint, items hash) already written to the sample log
+        self._measuring: str | None = None  # the measurement being computed (the sample log's field)
+        self._drawing: list[str] | None = None  # the notes of the draws of the plan being built
+        self._probe_notes: dict[Any, tuple[str, ...]] = {}
 
     # ------------------------------------------------------------------ inputs
 
@@ -76,16 +83,50 @@ class Runner:
         return self.checkpoint("base").num_llm_layers
 
     def ability_items(self, kind: str, n: int, seed: int):
-        """The suite's :class:`~vlmdiag.probes.suite.Drawn` ability items of ``kind``.
+        """The suite's :class:`~vlmdiag.probes.suite.Drawn` ability items of ``kind``; its note
+        (capped, or none held) is kept for the measurement being built (:meth:`probe_notes`).
 
         Raises:
             UsageError: the runner has no probe suite.
         """
-        return self._suite().ability_items(kind, n, seed=seed)
+        return self._noted(kind, self._suite().ability_items(kind, n, seed=seed))
 
     def swap_pairs(self, task: str, n: int, seed: int):
-        """The suite's :class:`~vlmdiag.probes.suite.Drawn` swap pairs of ``task``."""
-        return self._suite().swap_pairs(task, n, seed=seed)
+        """The suite's :class:`~vlmdiag.probes.suite.Drawn` swap pairs of ``task`` (notes as
+        :meth:`ability_items`)."""
+        return self._noted(f"swap {task}", self._suite().swap_pairs(task, n, seed=seed))
+
+    def _noted(self, what: str, drawn):
+        if drawn.note and self._drawing is not None:
+            note = drawn.note if what in drawn.note else f"{what}: {drawn.note}"
+            if note not in self._drawing:
+                self._drawing.append(note)
+        return drawn
+
+    def probe_notes(self, name: str, settings: dict | None = None) -> tuple[str, ...]:
+        """What the suite said when measurement ``name`` (with ``settings``) drew its items: a
+        request capped at what the suite holds, a kind it does not hold; empty when all came."""
+        return self._probe_notes.get(name if not settings else (name, tuple(sorted(settings.items()))), ())
+
+    @property
+    def answer_format(self) -> str:
+        """The suite's answer instruction (:func:`~vlmdiag.probes.suite.generation_settings`;
+        ``none`` without a suite)."""
+        return self.generation()["answer_format"]
+
+    def budget(self, max_new_tokens: int) -> int:
+        """The decoding budget of graded answers: the suite's ``max_new_tokens`` when it sets one
+        (reasoning models need room for ``<think>``), else the claim's (thresholds.yaml)."""
+        return self.generation()["max_new_tokens"] or max_new_tokens
+
+    def generation(self) -> dict:
+        """``{"answer_format", "max_new_tokens"}`` of the suite (part of every probe measurement's
+        cache key)."""
+        if self.probes is None:
+            return {"answer_format": "none", "max_new_tokens": None}
+        from vlmdiag.probes.suite import generation_settings
+
+        return generation_settings(self.probes)
 
     def _suite(self):
         if self.probes is None:
@@ -107,28 +148,38 @@ class Runner:
         """
         key = name if not settings else (name, tuple(sorted(settings.items())))
         if key not in self._memo:
-            self._memo[key] = self._obtain(name, dict(settings or {}))
+            self._memo[key] = self._obtain(name, dict(settings or {}), key)
         value, status = self._memo[key]
         self.cache_log.append((name, status))
         return value
 
-    def _obtain(self, name: str, settings: dict) -> tuple[Any, str]:
+    def _obtain(self, name: str, settings: dict, key: Any = None) -> tuple[Any, str]:
+        """Raises NoProbeItems: the plan asks probe items and the suite gave none (the notes say why)."""
         spec = get_plan(name)
         if spec.subsumed_by in self.wanted and not settings:
             value = self.measure(spec.subsumed_by)  # e.g. norms come with spectra: one pass
             return value, self.cache_log[-1][1]
-        if spec.settings is None:
-            if settings:
-                raise PlanError(f"measurement {name!r} takes no settings, got {', '.join(sorted(settings))}")
-            plan: Plan = spec.build(self, None)
-        else:
-            plan = spec.build(self, spec.settings(**settings))
+        if spec.settings is None and settings:
+            raise PlanError(f"measurement {name!r} takes no settings, got {', '.join(sorted(settings))}")
+        outer_notes, self._drawing = self._drawing, []
+        try:
+            plan: Plan = spec.build(self, None if spec.settings is None else spec.settings(**settings))
+        finally:
+            notes, self._drawing = tuple(self._drawing), outer_notes
+        self._probe_notes[key if key is not None else name] = notes
+        if plan.probes is not None and len(plan.probes) == 0:
+            raise NoProbeItems(f"the {getattr(self.probes, 'name', '?')} probe suite holds no item for measurement "
+                               f"{name!r}: " + ("; ".join(notes) or "it handed out none"))
         material = self.cache_material(name, settings, plan)
-        if material is None:
-            value, status = plan.compute(), "off"
-        else:
-            value, hit = self.results.obtain(name, material, plan.compute, also_in=plan.also_in)
-            status = "hit" if hit else "miss"
+        outer, self._measuring = self._measuring, name
+        try:
+            if material is None:
+                value, status = plan.compute(), "off"
+            else:
+                value, hit = self.results.obtain(name, material, plan.compute, also_in=plan.also_in)
+                status = "hit" if hit else "miss"
+        finally:
+            self._measuring = outer
         if not settings:
             for other in plans().values():
                 if other.subsumed_by == name:
@@ -146,6 +197,8 @@ class Runner:
             for role in plan.roles:
                 if role not in self._identities:
                     self._identities[role] = checkpoint_identity(self.checkpoint(role))
+            if plan.probes is not None:  # the answer instruction and budget change what is generated
+                settings = {**settings, "generation": self.generation()}
             return key_material(name, checkpoints={role: self._identities[role] for role in plan.roles},
                                 device=plan.device(), settings=settings, probes=plan.probes)
         except (TypeError, OSError) as error:
@@ -201,20 +254,23 @@ class Runner:
                                 trust_remote_code=self.checkpoints.trust_remote_code)
 
     def abilities(self, loaded: Callable[[], Any], fingerprint: str, items, max_new_tokens: int,
-                  tick: Callable[[int], None] = lambda n: None) -> dict:
+                  tick: Callable[[int], None] = lambda n: None, *, label: str | None = None) -> dict:
         """Mvis/Mv2r/Mrea of one model state (``score_abilities``).
 
         ``fingerprint`` is the state's exact identity (a checkpoint's
         :attr:`~vlmdiag.checkpoints.Checkpoint.fingerprint`, or a splice's
         :meth:`~vlmdiag.transplant.Splicer.fingerprint`): its graded answers are an ``answers``
-        entry of the results cache keyed by it, the items and the decoding, so a model state asked
-        by several claims (IN and RL by the stage table, the transplant sweep and the freezing
-        claim; a splice equal to a parent byte for byte) generates once per machine, across
-        pytest-xdist workers too; within a run, answers are also shared through an in-memory cache
-        keyed by the same identity. ``loaded()`` is called only when answers are generated.
-        ``tick(n)`` is called after each batch of ``n`` answers."""
+        entry of the results cache keyed by it, the items and the decoding (the suite's answer
+        format and budget, :meth:`budget`), so a model state asked by several claims (IN and RL
+        by the stage table, the transplant sweep and the freezing claim; a splice equal to a
+        parent byte for byte) generates once per machine, across pytest-xdist workers too;
+        within a run, answers are also shared through an in-memory cache keyed by the same
+        identity. ``loaded()`` is called only when answers are generated. ``tick(n)`` is called
+        after each batch of ``n`` answers. With a :attr:`sample_log`, the answers are written
+        there under ``label`` (once per state and items)."""
         from vlmdiag.measure.abilities import greedy_decoding, make_predict, run_abilities, score_abilities
 
+        max_new_tokens, answer_format = self.budget(max_new_tokens), self.answer_format
         decoding = greedy_decoding(max_new_tokens)
 
         def generate():
@@ -225,11 +281,21 @@ class Runner:
                 tick(len(answers))
                 return answers
 
-            return run_abilities(items, counted, cache=self.answers, fingerprint=fingerprint, decoding=decoding)
+            return run_abilities(items, counted, cache=self.answers, fingerprint=fingerprint, decoding=decoding,
+                                 answer_format=answer_format)
 
         plan = Plan((), generate, self.model_device, probes=items)  # the state's identity covers its files
-        material = self.cache_material("answers", {"state": fingerprint, "decoding": decoding}, plan)
+        material = self.cache_material("answers", {"state": fingerprint, "decoding": decoding,
+                                                   "answer_format": answer_format}, plan)
         outcomes = generate() if material is None else self.results.obtain("answers", material, generate)[0]
+        if self.sample_log is not None and label is not None:
+            from vlmdiag.probes.suite import items_hash
+
+            logged = (label, fingerprint, items_hash(items), answer_format, max_new_tokens)
+            if logged not in self._logged:
+                self._logged.add(logged)
+                self.sample_log.log_abilities(label, items, outcomes, answer_format=answer_format,
+                                              measurement=self._measuring)
         return score_abilities(outcomes)
 
     def ability_sweep(self, label: str, items, max_new_tokens: int, count: int,
@@ -241,7 +307,7 @@ class Runner:
         done or on error."""
         from vlmdiag.measure.abilities import build_prompts
 
-        per_state = sum(len(build_prompts(item)[0]) for item in items)
+        per_state = sum(len(build_prompts(item, self.answer_format)[0]) for item in items)
         total = per_state * count
         scores = {}
         with self.step(label, total) as progress, closing(states):
@@ -252,6 +318,6 @@ class Runner:
                     done[0] = min(done[0] + n, end)
                     progress(done[0], total)
 
-                scores[name] = self.abilities(loaded, fingerprint, items, max_new_tokens, tick)
+                scores[name] = self.abilities(loaded, fingerprint, items, max_new_tokens, tick, label=name)
                 progress((index + 1) * per_state, total)
         return scores

@@ -13,15 +13,24 @@ from vlmdiag.runner.plans import Plan, ProbeSettings, register_plan
 KINDS = ("vqa", "math_vqa", "text_math")
 
 
-def ability_items(runner, n: int, seed: int) -> tuple[list, list[str]]:
+def ability_items(runner, n: int, seed: int, *, required: tuple[str, ...] = ()) -> tuple[list, list[str]]:
     """``(items, notes)``: ``n`` items of each kind from the run's suite, kinds in :data:`KINDS`
-    order, and the suite's notes on any kind that came short."""
+    order, and the suite's notes on any kind that came short.
+
+    Raises:
+        NoProbeItems: the suite holds no item of a ``required`` kind (its note says why).
+    """
     items, notes = [], []
     for kind in KINDS:
         drawn = runner.ability_items(kind, n, seed)
         items += list(drawn.items)
         if drawn.note:
             notes.append(f"{kind}: {drawn.note}")
+        if kind in required and not drawn.items:
+            from vlmdiag.errors import NoProbeItems
+
+            raise NoProbeItems(f"the {getattr(runner.probes, 'name', '?')} probe suite holds no {kind} item: "
+                               f"{drawn.note or 'none handed out'}")
     return items, notes
 
 
@@ -44,7 +53,7 @@ def checkpoint_abilities(runner, step: str, roles: list[tuple[str, str]], notes:
 @register_plan("abilities", roles=("base", "rl"), settings=ProbeSettings)
 def plan_abilities(runner, s: ProbeSettings) -> Plan:
     """The stage table: Base (when ``origin`` can run), IN, RL."""
-    items, notes = ability_items(runner, s.n_items, s.seed)
+    items, notes = ability_items(runner, s.n_items, s.seed, required=("vqa",))  # Mvis is the claim's statistic
     roles = []
     if runner.recipe.origin is not None:
         if can_run(runner.checkpoint("origin").path):

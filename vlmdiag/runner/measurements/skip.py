@@ -18,6 +18,7 @@ def plan_skip(runner, s: ProbeSettings) -> Plan:
         # All settings × items in shared batches; the items' own question, as Mrea asks them
         # (the paper's GSM8K prefix is for real math sets).
         with runner.step("layer-skip sweep") as progress:
-            return skip_sweep(loaded, items, max_new_tokens=s.max_new_tokens, prefix="", progress=progress)
+            return skip_sweep(loaded, items, max_new_tokens=runner.budget(s.max_new_tokens), prefix="",
+                              answer_format=runner.answer_format, progress=progress)
 
     return Plan(("base",), compute, runner.model_device, probes=items)
