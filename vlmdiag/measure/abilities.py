@@ -40,7 +40,7 @@ Grade = Callable[..., bool]
 
 __all__ = [
     "CONDITIONS", "METRIC_OF_KIND", "Transitions", "AbilityScore", "SkippedAbility", "StageComparison",
-    "ItemOutcome", "Prompt", "Response", "transitions", "score_mvis", "score_mv2r", "score_mrea", "score_abilities",
+    "ItemOutcome", "ConditionPrompt", "Response", "transitions", "score_mvis", "score_mv2r", "score_mrea", "score_abilities",
     "compare_stages", "compare_to_reference", "build_prompts", "answer_key", "run_abilities", "default_grade", "make_predict",
 ]
 
@@ -49,8 +49,9 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Prompt:
-    """One (item, condition) prompt: pinned chat messages and at most one image."""
+class ConditionPrompt:
+    """One (item, condition) prompt (what :func:`build_prompts` makes; the model reads it as a
+    :class:`vlmdiag.runtime.generate.Prompt`): pinned chat messages and at most one image."""
 
     item_id: str
     condition: Condition
@@ -62,7 +63,7 @@ def _black(image: Image.Image) -> Image.Image:
     return Image.new("RGB", image.size, (0, 0, 0))
 
 
-def build_prompts(item: AbilityItem, answer_format: str = "none") -> tuple[list[Prompt], dict[str, str]]:
+def build_prompts(item: AbilityItem, answer_format: str = "none") -> tuple[list[ConditionPrompt], dict[str, str]]:
     """The prompts of one item under each condition of its kind (paper App. C; the authors'
     ``transferability_test.py`` input types):
 
@@ -88,19 +89,20 @@ def build_prompts(item: AbilityItem, answer_format: str = "none") -> tuple[list[
     prompts, missing = [], {}
     for condition in CONDITIONS[item.kind]:
         if condition == "image":
-            prompts.append(Prompt(item.id, condition, image_message(item.question, answer_format),
+            prompts.append(ConditionPrompt(item.id, condition, image_message(item.question, answer_format),
                                   item.image.convert("RGB")))
         elif condition == "black":
-            prompts.append(Prompt(item.id, condition, image_message(item.question, answer_format), _black(item.image)))
+            prompts.append(ConditionPrompt(item.id, condition, image_message(item.question, answer_format),
+                                           _black(item.image)))
         elif condition == "black_description":
             if not item.description:
                 missing[condition] = "Mv2r skipped: no image description given (pass a descriptions file)"
                 continue
-            prompts.append(Prompt(item.id, condition,
+            prompts.append(ConditionPrompt(item.id, condition,
                                   image_message(described_question(item.description, item.question), answer_format),
                                   _black(item.image)))
         else:
-            prompts.append(Prompt(item.id, condition, text_message(item.question, answer_format), None))
+            prompts.append(ConditionPrompt(item.id, condition, text_message(item.question, answer_format), None))
     return prompts, missing
 
 
@@ -198,7 +200,7 @@ def run_abilities(items: Sequence[AbilityItem], predict: Predict, grade: Grade |
     grade = grade or default_grade
     with_choices = _accepts_choices(grade)
     decoding = dict(decoding or {})
-    prompts: list[Prompt] = []
+    prompts: list[ConditionPrompt] = []
     missing: dict[str, dict[str, str]] = {}
     for item in items:
         item_prompts, item_missing = build_prompts(item, answer_format)
@@ -206,7 +208,7 @@ def run_abilities(items: Sequence[AbilityItem], predict: Predict, grade: Grade |
         missing[item.id] = item_missing
     responses: dict[tuple[str, str], Response] = {}
     keys: dict[tuple[str, str], str] = {}
-    todo: list[Prompt] = []
+    todo: list[ConditionPrompt] = []
     for prompt in prompts:
         ident = (prompt.item_id, prompt.condition)
         if cache is not None:
@@ -265,11 +267,10 @@ def make_predict(loaded, *, max_new_tokens: int = 128, batch_size: int = 32) -> 
     """A ``predict`` callable over :func:`vlmdiag.runtime.generate.generate` (greedy) returning
     :class:`Response` values (whether each hit ``max_new_tokens``), and the decoding settings to
     pass to :func:`run_abilities` as ``decoding``."""
-    from vlmdiag.runtime.generate import Prompt as GenPrompt
-    from vlmdiag.runtime.generate import generate
+    from vlmdiag.runtime.generate import Prompt, generate
 
     def predict(messages_batch, images_batch):
-        prompts = [GenPrompt(m, i) for m, i in zip(messages_batch, images_batch)]
+        prompts = [Prompt(m, i) for m, i in zip(messages_batch, images_batch)]
         return [Response(g.text, g.hit_budget)
                 for g in generate(loaded, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)]
 
