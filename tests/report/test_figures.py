@@ -19,10 +19,12 @@ from vlmdiag.report.plots import FIGURES, figure, plot_file_name, plot_result, w
 from vlmdiag.report.plots.style import COLUMN_WIDTH, FONT
 
 REPORT = json.loads((Path(__file__).parent / "data" / "organism_report.json").read_text())
+#: the claims beyond the paper, from a later run of the same command
+BEYOND = json.loads((Path(__file__).parent / "data" / "beyond_report.json").read_text())
 
 
 def result(claim_id: str) -> dict:
-    return copy.deepcopy(next(r for r in REPORT["claims"] if r["id"] == claim_id))
+    return copy.deepcopy(next(r for r in REPORT["claims"] + BEYOND["claims"] if r["id"] == claim_id))
 
 
 def by_gid(fig, gid: str) -> list:

@@ -7,6 +7,7 @@ Built from the report alone (a saved report renders the same figures: ``vlmdiag 
 * localization (Fig. 4): swap change rate per task; skip error rate against the unskipped model;
 * updates (Figs. 5, 6): energy per layer of IN and RL; RL/IN size; spectra (:mod:`.weights`);
 * splices, freezing, abilities (Tables 2, 3; Fig. 2): annotated heatmaps (:mod:`.tables`);
+* beyond the paper: updated share per layer, principal rotation and drift, KL per item (:mod:`.beyond`);
 * any other claim with per-layer arrays: one small panel per array (:func:`generic`).
 
 Early/Mid/Late are shaded and labelled on every per-layer axis (x = 0-based LLM layer, as the
@@ -19,7 +20,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from vlmdiag.report.plots import curves, tables, weights
+from vlmdiag.report.plots import beyond, curves, tables, weights
 from vlmdiag.report.plots.style import (RC, as_floats, headroom, layer_axis, layer_list, minus, new_figure, region_bands,
                                         render_png, title)
 
@@ -33,6 +34,9 @@ FIGURES: dict[str, Callable] = {
     "transplant.mid_late_carries_gain": tables.splices,
     "freezing.late_necessary": tables.freezing,
     "abilities.no_uniform_vision_gain": tables.abilities,
+    "updates.rl_sparse": beyond.sparsity,
+    "updates.rl_off_principal": beyond.off_principal,
+    "behaviour.rl_kl_small": beyond.kl_drift,
 }
 _SKIP = {"regions", "conditions"}
 MAX_GENERIC_PANELS = 6
