@@ -49,8 +49,10 @@ def test_two_workers_give_the_verdicts_and_metrics_of_one_process(planted, tmp_p
     for worker, recipe in re.findall(r"\[(gw\d)\] \[\s*\d+%\] \w+ diagnostics/test_updates\.py::\S+\[(\w+)\]", out):
         workers.setdefault(recipe, set()).add(worker)
     assert {r: len(w) for r, w in workers.items()} == {"main": 1, "inverted": 1}, out
+    # test_structure.py's two weight claims are their own units: a worker makes a recipe's weight
+    # pass at most once, so at most twice per recipe here (--no-cache; a shared results cache dedups).
     for recipe in ("main", "inverted"):
-        assert len(re.findall(rf"\[gw\d\] vlmdiag: {recipe}: weight spectra \.\.\.", out)) == 1, out
+        assert 1 <= len(re.findall(rf"\[gw\d\] vlmdiag: {recipe}: weight spectra \.\.\.", out)) <= 2, out
 
 
 @pytest.mark.parametrize("nodeid, scope", [
