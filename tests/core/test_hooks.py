@@ -10,6 +10,10 @@ import textwrap
 import pytest
 import torch  # noqa: F401  (loaded here, not first inside an in-process run: pytester drops the
 #              modules a run imported, and torch's operator registry cannot be imported twice)
+import transformers  # noqa: F401  (the same for what the runs below load: the model class and
+from transformers import Qwen2_5_VLForConditionalGeneration  # noqa: F401  its processor, and the organism)
+import vlmdiag.organism.build  # noqa: F401
+import vlmdiag.runtime.model  # noqa: F401
 
 pytest_plugins = ["pytester"]
 
@@ -143,9 +147,9 @@ def test_a_conftest_claim_runs_on_a_conftest_measurement_appears_in_the_report_a
     assert result.ret == 0, result.stdout.str()
     (mine,) = [c for c in report["claims"] if c["id"] == "mine.enough_layers"]
     assert mine["verdict"] == "reproduced" and mine["gate"] is True
-    # the measurement got the claim's settings; the runner holds the run's suite (synthetic: the
-    # default for checkpoints that are not the organism's)
-    assert mine["reason"] == "6 layers (n=2, suite synthetic)" and mine["metrics"]["statistic"] == 6.0
+    # the measurement got the claim's settings; the runner holds the run's suite (the organism's,
+    # which registers through the same hook as the conftest's)
+    assert mine["reason"] == "6 layers (n=2, suite organism)" and mine["metrics"]["statistic"] == 6.0
     result.assert_outcomes(passed=2)
     # what the hooks registered was for that run only
     assert "mine.enough_layers" not in CLAIMS and "layer_count" not in plans()
