@@ -234,7 +234,7 @@ def test_on_the_organism_logged_values_equal_the_pytest_run(tmp_path):
                            probe_every_n_steps=3, thresholds=thresholds)
     claims = (*WEIGHT_CLAIMS, PROBE_CLAIM)
     report = vlmdiag.run(start, out / "checkpoint-3", origin=origin, claims=claims, thresholds=thresholds,
-                         use_cache=False)
+                         use_cache=False, probes="organism")  # the callback's probe items (paths default to synthetic)
     assert [h["step"] for h in callback.history] == [3]
     logged = {k: v for k, v in callback.history[0].items() if k != "step"}
     assert_logged_equals_report(logged, report_scalars(report)["main"], claims)
@@ -275,6 +275,6 @@ def test_the_small_n_probe_claim_equals_the_pytest_run(plain_trainer, tiny_stage
     plain_trainer.model.save_pretrained(tmp_path / "saved")
     save_processor(load_processor(tiny_stages["start"]), tmp_path / "saved")
     report = vlmdiag.run(tiny_stages["start"], tmp_path / "saved", origin=tiny_stages["origin"], claims=[claim],
-                         thresholds=thresholds, use_cache=False)
+                         thresholds=thresholds, use_cache=False, probes="organism")  # the callback's items
     reported = report_scalars(report)["main"]
     assert {k: reported[k] for k in logged} == pytest.approx(logged, rel=1e-9, abs=1e-12)
