@@ -298,3 +298,15 @@ def test_cuda_refused_without_cuda(tmp_path, config_json):
     cks = write_triple(tmp_path, config_json, tensors)
     with pytest.raises(UsageError, match="CUDA is not available"):
         weight_deltas(cks["base"], cks["rl"], device="cuda")
+
+
+@pytest.mark.parametrize("magnitude", [1e-22, 1e-3, 1e16])
+def test_spectrum_is_exact_at_any_magnitude(magnitude):
+    """Hypothesis found it: a ΔW of 1e-22 (below fp32's normal range once squared in the Gram
+    matrix) read σ 1 % low. Values are rescaled before the Gram."""
+    g = torch.Generator().manual_seed(1)
+    delta = torch.randn(12, 7, generator=g) * magnitude
+    stats = delta_stats(delta, torch.zeros_like(delta), spectra=True)
+    sigma = np.linalg.svd(delta.double().numpy(), compute_uv=False)
+    np.testing.assert_allclose(stats.singular_values, sigma, rtol=1e-4)
+    assert stats.stable_rank == pytest.approx((sigma ** 2).sum() / sigma[0] ** 2, rel=1e-4)

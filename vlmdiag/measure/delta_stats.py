@@ -152,8 +152,14 @@ def singular_values(matrix: torch.Tensor) -> np.ndarray:
     :data:`GRAM_RESOLUTION`·σ_1 (a numerically low-rank matrix) the Gram cannot resolve them and
     ``torch.linalg.svdvals`` gives them exactly."""
     m, n = matrix.shape
-    gram = matrix.T @ matrix if m >= n else matrix @ matrix.T
+    # The Gram squares the entries: outside ~1e±15 fp32 under/overflows, so work on a rescaled copy.
+    scale = float(matrix.abs().amax()) if matrix.numel() else 0.0
+    scaled = not (0 < scale and 1e-15 < scale < 1e15) and scale > 0 and np.isfinite(scale)
+    work = matrix / scale if scaled else matrix
+    gram = work.T @ work if m >= n else work @ work.T
     sigma = torch.linalg.eigvalsh(gram).flip(0).clamp_(min=0).sqrt_().double().cpu().numpy()
+    if scaled:
+        sigma *= scale
     top = min(TOP_SINGULAR_VALUES, len(sigma))
     if sigma[0] > 0 and sigma[top - 1] >= GRAM_RESOLUTION * sigma[0]:
         return sigma
@@ -216,6 +222,8 @@ def _delta_stats(delta: torch.Tensor, reference: float, *, spectra: bool, floor_
     ``principal`` = (:func:`principal_subspace` of W_before, of W_after)."""
     matrix = delta.reshape(delta.shape[0], -1)
     frobenius = float(torch.linalg.vector_norm(matrix))
+    if not 1e-15 < frobenius < 1e15 and bool(matrix.any()):  # squares under/overflow fp32: exact in fp64
+        frobenius = float(torch.linalg.vector_norm(matrix.double()))
     relative = frobenius / reference if reference > 0 else math.inf
     floor, floor_sigma = floors(floor_energy, tuple(delta.shape))
     if not spectra or frobenius == 0.0:
