@@ -6,6 +6,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# CI gates on these tests, so its Hypothesis examples are the same on every run ("ci", the
+# default). `HYPOTHESIS_PROFILE=explore` draws fresh examples each run, to hunt for new failures.
+settings.register_profile("ci", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 _ISOLATED = "VLMDIAG_TESTS_RESULTS_ISOLATED"
 _made: list[Path] = []

@@ -52,6 +52,7 @@ _BEFORE_NUMBER = re.compile(r"[A-Za-z\s']*(?:=\s*)?\$?")
 _AFTER_NUMBER = re.compile(r"(?!\s*/)[A-Za-z\s°%²³µ/.,!$]*")
 _ANSWER_PHRASE = re.compile(
     r"(?:final\s+answer|answer)\s*(?:is|:|=)\s*:?\s*(.+?)\s*(?:[.?!;]\s|[.?!]?\s*$|\n)", re.IGNORECASE)
+_PHRASE_ENDED = re.compile(r"(?:[.?!;]\s|\n)$")
 # An option letter standing alone: "B", "(B)", "B.", "B)", "B: 9.6", "[B]".
 _LETTER_ALONE = re.compile(r"^[\s*]*[(\[]?([A-H])[)\]]?\**(?:\s*$|\s*[.):]|(?<=[)\]])\s)")
 # An option letter named in free text: "option B", "choice (C)", "(D)".
@@ -322,17 +323,21 @@ def gold_text(gold: str, choices: Sequence[str] | None) -> str:
 
 
 def _budget_answer(response: str, hit_budget: bool, choices: Sequence[str] | None) -> Answer:
-    """:func:`final_answer`; but when the response ran into the budget with an unended answer
-    phrase at its very end ("… the answer is 1" may have been cut from "12"), that phrase is not
-    an answer, and an explicit answer stated before it is (a model that answered and ran on)."""
+    """:func:`final_answer`; but when the response ran into the budget with an answer phrase at its
+    end, that phrase is an answer only if a line or sentence end closed it ("… the answer is 1" may
+    have been cut from "12"; "Final answer: 0\n" was not). An unended one is no answer, and an
+    explicit answer stated before it is (a model that answered and ran on)."""
     found = final_answer(response, choices=choices)
-    if hit_budget and found.source == "open_phrase":
-        last = list(_ANSWER_PHRASE.finditer(response.replace("**", "")))
-        if last:
-            earlier = final_answer(response.replace("**", "")[:last[-1].start()], choices=choices)
-            if earlier.explicit:
-                return earlier
-    return found
+    if not (hit_budget and found.source == "open_phrase"):
+        return found
+    text = response.replace("**", "")
+    phrases = list(_ANSWER_PHRASE.finditer(text))
+    if not phrases:
+        return found
+    if _PHRASE_ENDED.search(phrases[-1].group()) and not _ANSWER_OPEN.search(strip_think(text)):
+        return Answer(found.text, "phrase")
+    earlier = _budget_answer(text[:phrases[-1].start()], hit_budget, choices)
+    return earlier if earlier.explicit else found
 
 
 def grade(response: str, gold: str, *, choices: Sequence[str] | None = None, hit_budget: bool = False) -> Graded:
