@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from vlmdiag.probes.suite import ProbeSuite, generation_settings, open_suite
+from vlmdiag.probes.suite import ProbeSuite, default_probes, generation_settings, open_suite
 
 OPTIONS = [
     ("--probes", "probes", "SPEC",
@@ -23,13 +23,6 @@ OPTIONS = [
      "write every prompt, response, extracted answer and grade as JSON Lines, one file per model state "
      "(DIR/IN.jsonl, DIR/RL.jsonl, ...); never inside a checkpoint folder"),
 ]
-
-
-def default_probes(checkpoint_specs: Iterable[str | None]) -> str:
-    """``organism`` when every given checkpoint is ``organism:*`` (and there is at least one),
-    else ``synthetic``."""
-    specs = [str(s) for s in checkpoint_specs if s]
-    return "organism" if specs and all(s.startswith("organism:") for s in specs) else "synthetic"
 
 
 def run_suite(value: str | None, checkpoint_specs: Iterable[str | None]) -> ProbeSuite:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -111,6 +111,13 @@ def suite_names() -> list[str]:
     """The registered suite names, sorted."""
     _register_builtins()
     return sorted(_SUITES)
+
+
+def default_probes(checkpoint_specs: Iterable[str | None]) -> str:
+    """``organism`` when every given checkpoint is ``organism:*`` (and there is at least one),
+    else ``synthetic``."""
+    specs = [str(s) for s in checkpoint_specs if s]
+    return "organism" if specs and all(s.startswith("organism:") for s in specs) else "synthetic"
 
 
 def open_suite(spec: str) -> ProbeSuite:
