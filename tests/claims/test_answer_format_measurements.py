@@ -93,3 +93,36 @@ def test_attention_swap_and_kl_prompts_are_the_ability_sweeps_in_the_suites_form
         prompts[answer_format] = expected
     assert all(a != b for a, b in zip(prompts["none"], prompts["boxed"]))
     assert all(len(b) > len(a) for a, b in zip(prompts["none"], prompts["boxed"]))  # the instruction added
+
+
+def test_the_swap_sweep_writes_its_samples_also_from_the_cache(runnable, tmp_path):
+    import json
+
+    from vlmdiag.errors import UnsafeOutputError
+    from vlmdiag.measure.samples import SampleLog
+
+    store = ResultsCache(tmp_path / "cache")
+    logs = []
+    for attempt in range(2):  # measured, then read from the cache by a fresh runner (another worker)
+        log = SampleLog(tmp_path / f"samples{attempt}", checkpoints=[runnable["base"]])
+        run = runner(runnable, suite("boxed"), store)
+        run.sample_log = log
+        results = run.measure("swap", SETTINGS["swap"])
+        assert run.cache_log[-1] == ("swap", "miss" if attempt == 0 else "hit")
+        logs.append([json.loads(line) for line in log.path("IN", "swap").read_text().splitlines()])
+    assert logs[0] == logs[1]
+    records = logs[0]
+    layers = len(results[0].run.layers)
+    assert len(records) == len(results) * layers == 4 * 6  # one pair per task, every LLM layer
+    assert [r["changed"] for r in records] == [bool(c) for r in results for c in r.changed]
+    assert [r["response_after"] for r in records] == [a for r in results for a in r.run.swapped]
+    assert all(r["response_before"] == results[i // layers].run.target_answer for i, r in enumerate(records))
+    assert all("\\boxed{}" in r["prompt"] and r["fingerprint"] == run.checkpoint("base").fingerprint for r in records)
+
+    # never written into a checkpoint folder, even through a link planted in the samples folder
+    (tmp_path / "samples2").mkdir()
+    (tmp_path / "samples2" / "IN.swap.jsonl").symlink_to(runnable["base"] / "config.json")
+    run = runner(runnable, suite("boxed"), store)
+    run.sample_log = SampleLog(tmp_path / "samples2", checkpoints=[runnable["base"]])
+    with pytest.raises(UnsafeOutputError, match="never writes into a checkpoint"):
+        run.measure("swap", SETTINGS["swap"])

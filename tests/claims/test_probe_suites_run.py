@@ -74,7 +74,10 @@ def test_synthetic_suite_runs_every_inference_claim_with_samples(runnable, tmp_p
     section = json.loads(report.read_text())["probes"]
     assert section["name"] == "synthetic" and section["answer_format"] == "boxed" and section["max_new_tokens"] == 3
     files = {p.name for p in samples.glob("*.jsonl")}
-    assert {"Base.jsonl", "IN.jsonl", "RL.jsonl", "RL-frozen-Late.jsonl", "IN-RL-RL.jsonl"} <= files, files
+    assert {"Base.jsonl", "IN.jsonl", "RL.jsonl", "RL-frozen-Late.jsonl", "IN-RL-RL.jsonl", "IN.swap.jsonl"} <= files, files
+    swaps = [json.loads(line) for line in (samples / "IN.swap.jsonl").read_text().splitlines()]
+    assert swaps and all({"prompt", "response_before", "response_after", "changed"} <= set(r) for r in swaps)
+    assert all("\\boxed" in r["prompt"] for r in swaps)  # the swap pairs are asked in the suite's format too
     records = [json.loads(line) for line in (samples / "RL.jsonl").read_text().splitlines()]
     assert {"prompt", "response", "extracted", "correct", "truncated", "gold"} <= set(records[0])
     assert any("\\boxed" in r["prompt"] for r in records)  # the suite's answer instruction was asked
