@@ -139,3 +139,23 @@ def test_paper_swap_pairs_run_the_swap_claim_on_the_organism(tmp_path):
     assert claim["verdict"] not in ("error", "skipped"), claim["reason"]
     section = json.loads(report.read_text())["probes"]
     assert section["name"] == "paper" and section["items"]["swap:ocr@seed=0"] == 2, section
+
+
+def test_two_xdist_workers_report_the_probes_section_of_one_process(runnable, tmp_path):
+    """The workers draw the items; the controller writes the report: it merges their draws, so the
+    section (items per kind, hashes, notes, identity) equals a serial run's."""
+    from pytest_runs import run_pytest
+
+    sections = {}
+    for workers in ("0", "2"):
+        report = tmp_path / f"n{workers}.json"
+        code, out = run_pytest("--probes=synthetic:preset=small,max_new_tokens=2", *_recipe(runnable)[:3],
+                               f"--thresholds={_small_thresholds(tmp_path)}", f"--report-json={report}",
+                               "--report-only", "--no-cache", "-n", workers,
+                               "diagnostics/test_attention.py", "diagnostics/test_localization.py")
+        assert code == 0, out[-3000:]
+        sections[workers] = json.loads(report.read_text())["probes"]
+    serial, parallel = sections["0"], sections["2"]
+    assert serial["items"] == {"math_vqa@seed=0": 1, "swap:counting@seed=0": 1, "swap:grounding@seed=0": 1,
+                               "swap:ocr@seed=0": 1, "swap:recognition@seed=0": 1, "text_math@seed=0": 1}, serial
+    assert parallel == serial
