@@ -156,10 +156,11 @@ PARTS = {"qwen2_5_vl": qwen25_parts, "qwen3_vl": qwen3_parts, "llava_onevision":
          "smolvlm": smolvlm_parts}
 
 
-def save_checkpoint(family: str, folder: str | Path, seed: int = 0) -> Path:
+def save_checkpoint(family: str, folder: str | Path, seed: int = 0, *, parts=None) -> Path:
     """Build the tiny ``family`` model (random weights from ``seed``, spread init) and save it with
-    its processor into ``folder``, as ``save_pretrained`` writes a real checkpoint."""
-    model, processor, _ = PARTS[family](seed)
+    its processor into ``folder``, as ``save_pretrained`` writes a real checkpoint. ``parts``: a
+    ``PARTS[family](...)`` result to reuse (its model's matrices are re-drawn from ``seed``)."""
+    model, processor, _ = parts or PARTS[family](seed)
     model = tiny_models.spread_init(model, seed=seed).eval()
     folder = Path(folder)
     model.save_pretrained(folder)
@@ -170,7 +171,8 @@ def save_checkpoint(family: str, folder: str | Path, seed: int = 0) -> Path:
 
 def save_recipe(family: str, root: str | Path) -> dict[str, Path]:
     """``{"origin", "base", "rl", "frozen_late"}``: four unrelated tiny ``family`` checkpoints
-    under ``root`` (seeds 0-3), as the claim tests' ``runnable`` fixture has for the organism."""
-    root = Path(root)
-    return {name: save_checkpoint(family, root / name, seed)
+    under ``root`` (seeds 0-3; one config, tokenizer and processor), as the claim tests'
+    ``runnable`` fixture has for the organism."""
+    root, parts = Path(root), PARTS[family](0)
+    return {name: save_checkpoint(family, root / name, seed, parts=parts)
             for seed, name in enumerate(("origin", "base", "rl", "frozen_late"))}
