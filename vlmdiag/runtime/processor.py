@@ -134,7 +134,7 @@ def _image_only_from_folder(cls: type, path: Path, trust_remote_code: bool):
     """``cls`` (an :func:`image_only` class) from a folder: the image processor and tokenizer with
     their Auto classes, the settings ``processor_config.json`` keeps (``num_image_tokens``,
     ``image_seq_len``, ...) that ``cls`` takes, and the chat template (``chat_template.jinja``, else
-    ``processor_config.json``, else the tokenizer's)."""
+    ``chat_template.json``, else ``processor_config.json``, else the tokenizer's)."""
     from transformers import AutoImageProcessor, AutoTokenizer
 
     image_processor = AutoImageProcessor.from_pretrained(path)
@@ -143,9 +143,11 @@ def _image_only_from_folder(cls: type, path: Path, trust_remote_code: bool):
     settings = json.loads(config_file.read_text()) if config_file.is_file() else {}
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "image_processor", "tokenizer", "kwargs"}
     kwargs = {k: v for k, v in settings.items() if k in accepted}
-    template_file = path / "chat_template.jinja"
+    template_file, template_json = path / "chat_template.jinja", path / "chat_template.json"
     if template_file.is_file():
         kwargs["chat_template"] = template_file.read_text()
-    elif not kwargs.get("chat_template"):
+    elif template_json.is_file():  # the layout of checkpoints saved by transformers 4.4x
+        kwargs["chat_template"] = json.loads(template_json.read_text()).get("chat_template")
+    if not kwargs.get("chat_template"):
         kwargs["chat_template"] = getattr(tokenizer, "chat_template", None)
     return cls(image_processor=image_processor, tokenizer=tokenizer, **kwargs)
