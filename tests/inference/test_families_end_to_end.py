@@ -130,7 +130,7 @@ def _feature_positions(model, adapter, inputs) -> torch.Tensor:
 
 
 #: family -> (visual tokens of a 336x224 image, markers around it) with the tiny processors
-SPANS = {"qwen2_5_vl": (12, 2), "qwen3_vl": (12, 2), "llava_onevision": (44, 0), "smolvlm": (16, 2)}
+SPANS = {"qwen2_5_vl": (12, 2), "qwen3_vl": (12, 2), "llava_onevision": (44, 0), "smolvlm": (80, 6)}   # 4 tiles + the global image
 
 
 @pytest.mark.parametrize("family", tiny_checkpoints.FAMILIES)

@@ -5,7 +5,7 @@ Families: Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision (SigLIP + Qwen2, anyres) and Smo
 style). Text model: hidden 64, 6 decoder layers (``paper`` regions 2/2/2), 4 query / 2 KV heads,
 vocab 512; a locally trained byte-level BPE tokenizer (:data:`tiny_models.CORPUS`) holding the
 family's special tokens, so the config's image / marker ids are the tokenizer's. Image processors
-are the PIL-backend ones (no torchvision) sized so an image becomes at most 16-48 visual tokens.
+are the PIL-backend ones (no torchvision) sized so an image becomes at most 16-80 visual tokens.
 
 The Qwen, LLaVA-OneVision and SmolVLM processors of transformers 5.x need a video processor, which
 needs torchvision; the saved folder has none (no ``video_preprocessor_config.json``), so there
@@ -133,13 +133,17 @@ def smolvlm_parts(seed: int):
 
     from vlmdiag.runtime.processor import image_only
 
+    # the tile markers of SmolVLM's image splitting, as its tokenizer has them
+    rows = [f"<row_{r}_col_{c}>" for r in range(1, 5) for c in range(1, 5)]
     special = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>",
-               "<global-img>", "<image>"]
+               "<global-img>", "<image>", *rows]
     tokenizer = bpe_tokenizer(special, bos_token="<|im_start|>", eos_token="<end_of_utterance>",
                               pad_token="<|endoftext|>")
     tokenizer.chat_template = SMOLVLM_TEMPLATE
-    # no splitting: one 32x32 tile, 8x8 patches of 4 px, pixel shuffle 2 -> 16 tokens
-    image_processor = SmolVLMImageProcessorPil(do_image_splitting=False, size={"longest_edge": 32},
+    # splitting on, as in SmolVLM's own processor: the image resized to a 64-px longest edge, cut
+    # into 32x32 tiles plus the whole image; each tile 8x8 patches of 4 px, pixel shuffle 2 -> 16
+    # tokens (a 336x224 image: 2x2 tiles + global = 80 visual tokens in 5 runs)
+    image_processor = SmolVLMImageProcessorPil(do_image_splitting=True, size={"longest_edge": 64},
                                                max_image_size={"longest_edge": 32})
     processor = image_only(SmolVLMProcessor)(image_processor=image_processor, tokenizer=tokenizer,
                                              chat_template=SMOLVLM_TEMPLATE, image_seq_len=16)
