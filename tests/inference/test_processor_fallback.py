@@ -1,11 +1,14 @@
 """The image-only processor fallback (:func:`vlmdiag.runtime.processor.load_processor`) for every
 family whose transformers processor needs a video processor: a tiny family processor saved to a
-folder loads back as the image-only subclass of the class the folder names, with the settings
-``processor_config.json`` keeps, and writes the same model inputs for an image prompt."""
+folder, as transformers 5.x saves it or in the hub layout (``preprocessor_config.json`` naming a
+fast image processor, ``video_preprocessor_config.json``, ``chat_template.json``), loads back as
+the image-only subclass of the class the folder names, with the settings the folder keeps, and
+writes the same model inputs for an image prompt."""
 
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 import torch
@@ -15,25 +18,44 @@ import tiny_checkpoints
 from vlmdiag.errors import CheckpointError
 from vlmdiag.runtime.processor import image_only, load_processor
 
-#: family -> (processor class, a setting processor_config.json must carry back, or None)
-EXPECTED = {"qwen2_5_vl": ("Qwen2_5_VLProcessor", None), "qwen3_vl": ("Qwen3VLProcessor", None),
-            "llava_onevision": ("LlavaOnevisionProcessor", ("num_image_tokens", 16)),
-            "smolvlm": ("SmolVLMProcessor", ("image_seq_len", 16))}
+#: family -> (processor class, its fast image processor's name on the hub, the settings
+#: processor_config.json keeps)
+EXPECTED = {"qwen2_5_vl": ("Qwen2_5_VLProcessor", "Qwen2VLImageProcessorFast", {}),
+            "qwen3_vl": ("Qwen3VLProcessor", "Qwen2VLImageProcessorFast", {}),
+            "llava_onevision": ("LlavaOnevisionProcessor", "LlavaOnevisionImageProcessorFast",
+                                {"num_image_tokens": 16, "vision_feature_select_strategy": "full"}),
+            "smolvlm": ("SmolVLMProcessor", "SmolVLMImageProcessorFast", {"image_seq_len": 16})}
 
 
+def _hub_layout(folder, fast: str, settings: dict) -> None:
+    """Rewrite a transformers-5 processor folder into the layout hub checkpoints have."""
+    config = json.loads((folder / "processor_config.json").read_text())
+    image = {**config.pop("image_processor"), "image_processor_type": fast, "processor_class": config["processor_class"]}
+    (folder / "preprocessor_config.json").write_text(json.dumps(image))
+    (folder / "video_preprocessor_config.json").write_text(json.dumps(
+        {"video_processor_type": "Qwen2VLVideoProcessor", "processor_class": config["processor_class"]}))
+    (folder / "processor_config.json").write_text(json.dumps({**settings, "processor_class": config["processor_class"]}))
+    template = folder / "chat_template.jinja"
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": template.read_text()}))
+    template.unlink()
+
+
+@pytest.mark.parametrize("layout", ["saved", "hub"])
 @pytest.mark.parametrize("family", tiny_checkpoints.FAMILIES)
-def test_saved_processor_loads_back_image_only(family, tmp_path):
+def test_saved_processor_loads_back_image_only(family, layout, tmp_path):
     _, processor, _ = tiny_checkpoints.PARTS[family](0)
     processor.save_pretrained(tmp_path)
     processor.tokenizer.save_pretrained(tmp_path)
-    name, setting = EXPECTED[family]
-    saved = json.loads((tmp_path / "processor_config.json").read_text())
-    assert saved["processor_class"] == name          # the layout of a real checkpoint
+    name, fast, settings = EXPECTED[family]
+    for file in ("processor_config.json", "tokenizer_config.json"):   # the layout of a real checkpoint
+        assert json.loads((tmp_path / file).read_text())["processor_class"] == name, file
+    if layout == "hub":
+        _hub_layout(tmp_path, fast, settings)
     loaded = load_processor(tmp_path)
-    assert type(loaded).__name__ == f"{name}ImageOnly" and type(loaded).__mro__[1].__name__ == name
+    assert type(loaded).__qualname__ == f"{name}ImageOnly" and type(loaded).__mro__[1].__name__ == name
+    assert pickle.loads(pickle.dumps(type(loaded))) is type(loaded)
     assert loaded.video_processor is None
-    if setting:
-        assert saved[setting[0]] == getattr(loaded, setting[0]) == setting[1]
+    assert {k: getattr(loaded, k) for k in settings} == settings
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many items?"}]}]
     text = loaded.apply_chat_template(messages, add_generation_prompt=True)
     assert text == processor.apply_chat_template(messages, add_generation_prompt=True)

@@ -32,10 +32,11 @@ def image_only(base: type) -> type:
     """The subclass of processor class ``base`` that has no video processor (no torchvision needed).
 
     Everything else is ``base``: placeholder expansion, ``apply_chat_template``, ``batch_decode``,
-    ``from_pretrained`` (it loads the image processor and tokenizer only). It saves as
-    ``processor_class: base.__name__``, so the folder keeps the layout of a real checkpoint and a
-    machine with torchvision loads it with ``AutoProcessor``. One class per ``base`` (cached); it is
-    a module attribute named ``<base>ImageOnly``, so instances pickle.
+    ``from_pretrained`` (it loads the image processor and tokenizer only). Its ``__name__`` is
+    ``base.__name__``, so it saves as ``processor_class: base.__name__`` and the folder keeps the
+    layout of a real checkpoint (a machine with torchvision loads it with ``AutoProcessor``); its
+    ``__qualname__`` is ``<base>ImageOnly``, a module attribute, so instances pickle. One class per
+    ``base`` (cached).
 
     Raises:
         TypeError: ``base.__init__`` takes no ``video_processor`` (nothing to drop).
@@ -50,22 +51,19 @@ def image_only(base: type) -> type:
         base.__init__(self, image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
                       chat_template=chat_template, **kwargs)
 
-    def to_dict(self):
-        out = base.to_dict(self)
-        out["processor_class"] = base.__name__
-        return out
-
     # the base signature minus video_processor: ProcessorMixin reads the sub-processors and the
     # settings to save (num_image_tokens, image_seq_len, ...) from the __init__ signature
     signature = inspect.signature(base.__init__)
     __init__.__signature__ = signature.replace(
         parameters=[p for p in signature.parameters.values() if p.name != "video_processor"])
     name = f"{base.__name__}ImageOnly"
-    body = {"__init__": __init__, "to_dict": to_dict, "__module__": __name__,
+    body = {"__init__": __init__, "__module__": __name__, "__qualname__": name,
             "__doc__": f"``{base.__name__}`` without its video processor (see :func:`image_only`)."}
     if base.__name__ in _VIDEO_DEFAULTS_ONLY_TEMPLATE:
         body["apply_chat_template"] = ProcessorMixin.apply_chat_template
-    cls = type(name, (base,), body)
+    # named as ``base``: save_pretrained writes ``self.__class__.__name__`` as the processor_class of
+    # processor_config.json and tokenizer_config.json; __qualname__ tells the two apart
+    cls = type(base.__name__, (base,), body)
     globals()[name] = _IMAGE_ONLY[base] = cls
     return cls
 
@@ -75,16 +73,17 @@ Qwen2_5_VLImageOnlyProcessor = image_only(Qwen2_5_VLProcessor)
 
 
 def _processor_class_name(path: Path) -> str | None:
-    """The processor class a checkpoint folder names: ``processor_class`` in processor_config.json,
-    tokenizer_config.json or preprocessor_config.json, else the one transformers maps its
-    ``config.json`` ``model_type`` to."""
-    for name in ("processor_config.json", "tokenizer_config.json", "preprocessor_config.json"):
+    """The processor class a checkpoint folder names: the first ``processor_class`` that
+    transformers knows in processor_config.json, preprocessor_config.json or tokenizer_config.json
+    (older vlmdiag folders name ``Qwen2_5_VLImageOnlyProcessor`` in the last), else the one
+    transformers maps the ``config.json`` ``model_type`` to."""
+    for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
         file = path / name
         try:
             value = json.loads(file.read_text()).get("processor_class") if file.is_file() else None
         except (OSError, ValueError, AttributeError):
             value = None
-        if isinstance(value, str) and value:
+        if isinstance(value, str) and hasattr(transformers, value):
             return value
     try:
         model_type = json.loads((path / "config.json").read_text()).get("model_type")
