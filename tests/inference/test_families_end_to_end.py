@@ -81,8 +81,9 @@ def test_every_claim_reaches_a_verdict_on_four_families(recipes, tmp_path):
     probes = data["probes"]
     assert probes["name"] == "synthetic" and probes["source"]["preset"] == "small", probes
     assert probes["source"]["generator"] == "vlmdiag.probes.synthetic" and len(probes["content_hash"]) == 64
-    assert probes["items"] == {f"{kind}@seed=0": 1 for kind in (
+    drawn = {f"{kind}@seed=0" for kind in (
         "vqa", "math_vqa", "text_math", "swap:ocr", "swap:counting", "swap:grounding", "swap:recognition")}
+    assert drawn <= set(probes["items"]) and set(probes["items"].values()) == {1}, probes["items"]
     by = {(c["recipe"], c["id"]): c for c in data["claims"]}
     claims = _claims()
     for family in recipes:
