@@ -2,10 +2,10 @@
 as a user has them (config, safetensors, processor: :mod:`tiny_checkpoints`): Qwen2.5-VL as
 ``--base/--rl/--origin/--rl-frozen`` and Qwen3-VL, LLaVA-OneVision and SmolVLM as ``--recipe``s of
 the same run (one process: the imports and the plugin's start-up are paid once; ``--no-plots``:
-48 PNGs would take a third of its time), with ``--probes synthetic``. Each family's every claim reaches a verdict word of the SPEC, none is
-``error``, the inference claims ran on the synthetic suite's items (the report's ``probes``
-section), and a claim a family cannot be measured on is skipped with the reason
-:data:`FAMILY_LIMITS` states, never silently.
+48 PNGs would take a third of its time), with ``--probes synthetic``. Each family's every claim
+reaches a verdict word of the SPEC, none is ``error``, the inference claims ran on the synthetic
+suite's items (the report's ``probes`` section), and a claim a family cannot be measured on is
+skipped with the reason :data:`FAMILY_LIMITS` states, never silently.
 
 The visual-token spans each family's own processor writes are checked against where the model
 puts its image features (the input of the first decoder layer differs from the token embeddings
@@ -131,7 +131,8 @@ def _feature_positions(model, adapter, inputs) -> torch.Tensor:
 
 
 #: family -> (visual tokens of a 336x224 image, markers around it) with the tiny processors
-SPANS = {"qwen2_5_vl": (12, 2), "qwen3_vl": (12, 2), "llava_onevision": (44, 0), "smolvlm": (80, 6)}   # 4 tiles + the global image
+#: (LLaVA-OneVision: base tile + 2 anyres tiles + newlines; SmolVLM: 4 tiles + the global image)
+SPANS = {"qwen2_5_vl": (12, 2), "qwen3_vl": (12, 2), "llava_onevision": (44, 0), "smolvlm": (80, 6)}
 
 
 @pytest.mark.parametrize("family", tiny_checkpoints.FAMILIES)

@@ -30,11 +30,13 @@ EXPECTED = {"qwen2_5_vl": ("Qwen2_5_VLProcessor", "Qwen2VLImageProcessorFast", {
 def _hub_layout(folder, fast: str, settings: dict) -> None:
     """Rewrite a transformers-5 processor folder into the layout hub checkpoints have."""
     config = json.loads((folder / "processor_config.json").read_text())
-    image = {**config.pop("image_processor"), "image_processor_type": fast, "processor_class": config["processor_class"]}
+    image = {**config.pop("image_processor"), "image_processor_type": fast,
+             "processor_class": config["processor_class"]}
     (folder / "preprocessor_config.json").write_text(json.dumps(image))
     (folder / "video_preprocessor_config.json").write_text(json.dumps(
         {"video_processor_type": "Qwen2VLVideoProcessor", "processor_class": config["processor_class"]}))
-    (folder / "processor_config.json").write_text(json.dumps({**settings, "processor_class": config["processor_class"]}))
+    (folder / "processor_config.json").write_text(
+        json.dumps({**settings, "processor_class": config["processor_class"]}))
     template = folder / "chat_template.jinja"
     (folder / "chat_template.json").write_text(json.dumps({"chat_template": template.read_text()}))
     template.unlink()
@@ -61,7 +63,8 @@ def test_saved_processor_loads_back_image_only(family, layout, tmp_path):
     assert text == processor.apply_chat_template(messages, add_generation_prompt=True)
     image = Image.new("RGB", (224, 336), (10, 200, 10))
     images = [[image]] if family == "smolvlm" else [image]
-    got, want = loaded(text=[text], images=images, return_tensors="pt"), processor(text=[text], images=images, return_tensors="pt")
+    got = loaded(text=[text], images=images, return_tensors="pt")
+    want = processor(text=[text], images=images, return_tensors="pt")
     assert set(got) == set(want)
     for key in want:
         assert torch.equal(torch.as_tensor(got[key]), torch.as_tensor(want[key])), key
