@@ -76,7 +76,8 @@ class ReportWriter:
                 report["probes"] = probes_section(state.probe_suite, state.worker_probes)
             except VlmdiagError as error:
                 report["probes"] = {"name": state.probes, "error": printable(error)}
-            state.report_lines, problem = write_report(state.report_json, report, stopped=stopped)
+            state.report_lines, problem = write_report(state.report_json, report, stopped=stopped,
+                                                       plots=getattr(state.reports, "plots", True))
         except Exception as error:  # noqa: BLE001 — a report that cannot be built loses nothing old
             problem = (f"--report-json {state.report_json}: cannot build the report ({type(error).__name__}: "
                        f"{error}); nothing was written")
