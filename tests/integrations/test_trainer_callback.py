@@ -282,7 +282,7 @@ def test_the_small_n_probe_claim_equals_the_pytest_run(plain_trainer, tiny_stage
     thresholds = small_probe_thresholds(tmp_path, n_items=2, max_new_tokens=6)
     nudge(plain_trainer.model, scale=5e-2, seed=2)
     plain_trainer.model.train()
-    suite = "synthetic:preset=small,answer_format=boxed"
+    suite = "synthetic:preset=small,answer_format=boxed,max_new_tokens=6"
     callback = WeightClaimsCallback(plain_trainer, tiny_stages["start"], origin=tiny_stages["origin"], every_n_steps=2,
                                     spectra_every_n_steps=0, probe_every_n_steps=1, thresholds=thresholds,
                                     probes=suite)
