@@ -142,7 +142,8 @@ def load_thresholds(path: str | Path) -> Thresholds:
     unknown = sorted(set(document.sequential.claims) - set(claims))
     if unknown:
         raise ThresholdsError(f"{path}:{_line(root, ('sequential', 'claims', unknown[0]))}: sequential.claims: "
-                              f"{printable(unknown[0])!r} has no entry under claims; known: {', '.join(sorted(claims))}")
+                              f"{printable(unknown[0])!r} has no entry under claims; "
+                              f"known: {', '.join(sorted(claims))}")
     _check_numbers(path, root, ("sequential",), document.sequential.model_dump())
     return Thresholds(path, claims, document.localized_regions, document.baseline, document.sequential)
 
