@@ -36,7 +36,8 @@ def _thresholds(folder: Path) -> Path:
 
 def _run(runnable, tmp_path, name, *extra):
     report = tmp_path / f"{name}.json"
-    code, out = _pytest("--probes=synthetic:preset=small", f"--base={runnable['base']}", f"--rl={runnable['rl']}",
+    code, out = _pytest("--probes=synthetic:preset=small,max_new_tokens=3", f"--base={runnable['base']}",
+                        f"--rl={runnable['rl']}",
                         f"--thresholds={_thresholds(tmp_path)}", f"--report-json={report}", "--report-only",
                         "--sequential", *extra, "diagnostics/test_localization.py", "diagnostics/test_abilities.py",
                         "-k", "reasoning or uniformly", cache=tmp_path / "cache")
