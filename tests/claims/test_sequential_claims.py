@@ -184,3 +184,15 @@ def test_the_sequential_section_is_off_by_default_and_validated(shipped, tmp_pat
     old = tmp_path / "old.yaml"  # a file written before the section existed: off
     old.write_text(source.split("# Sequential design")[0])
     assert load_thresholds(old).sequential.enabled is False
+
+
+def test_a_base_model_right_on_no_item_stays_inconclusive_at_the_wider_per_look_level(shipped):
+    """0/24 right: at 0.95 the Wilson upper bound (0.14) is under the 0.2 floor, at a look's 0.9875
+    it is 0.21; every error increase is then 0 and its bootstrap [0, 0] must not decide."""
+    claim = all_claims()["localization.reasoning_late"]
+    never = lambda n: sims.SkipResult(np.arange(-1, sims.LAYERS), np.zeros((sims.LAYERS + 1, n), bool), (),  # noqa: E731
+                                      tuple(f"i{i}" for i in range(n)))
+    result = run_claim_sequential(claim, Simulated(never), "paper", _thresholds(shipped, claim.id), shipped.sequential)
+    assert result.verdict == "inconclusive" and result.sequential["stop"] == "max_items"
+    assert all("cannot cost accuracy" in claim.judge(never(n), sims.REGIONS, look_thresholds(
+        _thresholds(shipped, claim.id), n, 0.9875)).reason for n in (24, 48))
