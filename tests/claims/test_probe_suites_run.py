@@ -74,7 +74,10 @@ def test_synthetic_suite_runs_every_inference_claim_with_samples(runnable, tmp_p
     section = json.loads(report.read_text())["probes"]
     assert section["name"] == "synthetic" and section["answer_format"] == "boxed" and section["max_new_tokens"] == 3
     files = {p.name for p in samples.glob("*.jsonl")}
-    assert {"Base.jsonl", "IN.jsonl", "RL.jsonl", "RL-frozen-Late.jsonl", "IN-RL-RL.jsonl"} <= files, files
+    assert {"Base.jsonl", "IN.jsonl", "RL.jsonl", "RL-frozen-Late.jsonl", "IN-RL-RL.jsonl", "IN.swap.jsonl"} <= files, files
+    swaps = [json.loads(line) for line in (samples / "IN.swap.jsonl").read_text().splitlines()]
+    assert swaps and all({"prompt", "response_before", "response_after", "changed"} <= set(r) for r in swaps)
+    assert all("\\boxed" in r["prompt"] for r in swaps)  # the swap pairs are asked in the suite's format too
     records = [json.loads(line) for line in (samples / "RL.jsonl").read_text().splitlines()]
     assert {"prompt", "response", "extracted", "correct", "truncated", "gold"} <= set(records[0])
     assert any("\\boxed" in r["prompt"] for r in records)  # the suite's answer instruction was asked
@@ -136,3 +139,23 @@ def test_paper_swap_pairs_run_the_swap_claim_on_the_organism(tmp_path):
     assert claim["verdict"] not in ("error", "skipped"), claim["reason"]
     section = json.loads(report.read_text())["probes"]
     assert section["name"] == "paper" and section["items"]["swap:ocr@seed=0"] == 2, section
+
+
+def test_two_xdist_workers_report_the_probes_section_of_one_process(runnable, tmp_path):
+    """The workers draw the items; the controller writes the report: it merges their draws, so the
+    section (items per kind, hashes, notes, identity) equals a serial run's."""
+    from pytest_runs import run_pytest
+
+    sections = {}
+    for workers in ("0", "2"):
+        report = tmp_path / f"n{workers}.json"
+        code, out = run_pytest("--probes=synthetic:preset=small,max_new_tokens=2", *_recipe(runnable)[:3],
+                               f"--thresholds={_small_thresholds(tmp_path)}", f"--report-json={report}",
+                               "--report-only", "--no-cache", "-n", workers,
+                               "diagnostics/test_attention.py", "diagnostics/test_localization.py")
+        assert code == 0, out[-3000:]
+        sections[workers] = json.loads(report.read_text())["probes"]
+    serial, parallel = sections["0"], sections["2"]
+    assert serial["items"] == {"math_vqa@seed=0": 1, "swap:counting@seed=0": 1, "swap:grounding@seed=0": 1,
+                               "swap:ocr@seed=0": 1, "swap:recognition@seed=0": 1, "text_math@seed=0": 1}, serial
+    assert parallel == serial

@@ -231,10 +231,10 @@ def test_on_the_organism_logged_values_equal_the_pytest_run(tmp_path):
     thresholds = small_probe_thresholds(tmp_path, n_items=4, max_new_tokens=32)
     out = tmp_path / "out"
     _, callback = grpo_run(start, origin, out, steps=3, every=3, spectra_every=3, save_steps=3,
-                           probe_every_n_steps=3, thresholds=thresholds)
+                           probe_every_n_steps=3, thresholds=thresholds, probes="organism")
     claims = (*WEIGHT_CLAIMS, PROBE_CLAIM)
     report = vlmdiag.run(start, out / "checkpoint-3", origin=origin, claims=claims, thresholds=thresholds,
-                         use_cache=False, probes="organism")  # the callback's probe items (paths default to synthetic)
+                         use_cache=False, probes="organism")  # the callback's suite (paths default to synthetic)
     assert [h["step"] for h in callback.history] == [3]
     logged = {k: v for k, v in callback.history[0].items() if k != "step"}
     assert_logged_equals_report(logged, report_scalars(report)["main"], claims)
@@ -254,6 +254,23 @@ def small_probe_thresholds(folder, *, n_items: int, max_new_tokens: int):
     return path
 
 
+def test_the_probe_claim_draws_the_suite_the_pytest_run_would(plain_trainer, tiny_stages, tmp_path):
+    """Checkpoint folders default to the synthetic suite, as ``pytest --base DIR`` does; the items
+    are the suite's own draw (the first ``n_items`` of each ability, in the suite's order)."""
+    from vlmdiag.probes.suite import open_suite
+
+    thresholds = small_probe_thresholds(tmp_path, n_items=2, max_new_tokens=6)
+    callback = WeightClaimsCallback(plain_trainer, tiny_stages["start"], origin=tiny_stages["origin"],
+                                    probe_every_n_steps=1, thresholds=thresholds)
+    seed = callback.probes.thresholds.probe_seed
+    suite = open_suite("synthetic")
+    expected = [item for kind in ("vqa", "math_vqa", "text_math") for item in suite.ability_items(kind, 2, seed=seed).items]
+    assert [item.id for item in callback.probes.items] == [item.id for item in expected]
+    organism = WeightClaimsCallback(plain_trainer, tiny_stages["start"], probe_every_n_steps=1, thresholds=thresholds,
+                                    probes="organism")
+    assert {item.id for item in organism.probes.items}.isdisjoint(item.id for item in expected)
+
+
 def test_the_small_n_probe_claim_equals_the_pytest_run(plain_trainer, tiny_stages, tmp_path):
     """``abilities.no_uniform_vision_gain`` with 2 items per ability: the live model's answers
     judged against IN and Base give what the pytest run gives on the same weights saved."""
@@ -265,8 +282,11 @@ def test_the_small_n_probe_claim_equals_the_pytest_run(plain_trainer, tiny_stage
     thresholds = small_probe_thresholds(tmp_path, n_items=2, max_new_tokens=6)
     nudge(plain_trainer.model, scale=5e-2, seed=2)
     plain_trainer.model.train()
+    suite = "synthetic:preset=small,answer_format=boxed"
     callback = WeightClaimsCallback(plain_trainer, tiny_stages["start"], origin=tiny_stages["origin"], every_n_steps=2,
-                                    spectra_every_n_steps=0, probe_every_n_steps=1, thresholds=thresholds)
+                                    spectra_every_n_steps=0, probe_every_n_steps=1, thresholds=thresholds,
+                                    probes=suite)
+    assert callback.probes.answer_format == "boxed"
     assert drive(plain_trainer, callback, [1]) == [1]
     assert plain_trainer.model.training  # the probe answers in eval mode and restores the mode
     assert callback.outcomes[1][claim].metrics  # judged, not an error
@@ -275,6 +295,6 @@ def test_the_small_n_probe_claim_equals_the_pytest_run(plain_trainer, tiny_stage
     plain_trainer.model.save_pretrained(tmp_path / "saved")
     save_processor(load_processor(tiny_stages["start"]), tmp_path / "saved")
     report = vlmdiag.run(tiny_stages["start"], tmp_path / "saved", origin=tiny_stages["origin"], claims=[claim],
-                         thresholds=thresholds, use_cache=False, probes="organism")  # the callback's items
+                         thresholds=thresholds, use_cache=False, probes=suite)  # the callback's suite
     reported = report_scalars(report)["main"]
     assert {k: reported[k] for k in logged} == pytest.approx(logged, rel=1e-9, abs=1e-12)

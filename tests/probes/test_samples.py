@@ -50,3 +50,32 @@ def test_state_names():
     assert state_file_name("RL") == "RL.jsonl"
     assert state_file_name("../../etc/passwd") == "etc-passwd.jsonl"
     assert state_file_name("") == "state.jsonl"
+
+
+def test_swap_records_one_per_pair_and_layer_in_their_own_file(tmp_path):
+    import numpy as np
+
+    from vlmdiag.measure.swap import PairSwapResult, SwapRun
+
+    suite = open_suite("synthetic:preset=small,answer_format=think_answer")
+    pairs = suite.swap_pairs("counting", 1, seed=0).items + suite.swap_pairs("ocr", 1, seed=0).items
+    runs = [SwapRun("<think>a</think><answer>3</answer>", "<answer>5</answer>", np.array([0, 1, 2]),
+                    ("<answer>5</answer>", "<answer>3</answer>", "<think>cut"), "from"),
+            SwapRun("STOP", "GO", np.array([0, 1, 2]), ("GO", "STOP", "STOP"), "from")]
+    results = [PairSwapResult(p.id, p.task, run, np.array(changed))
+               for p, run, changed in zip(pairs, runs, ([True, False, True], [True, False, False]))]
+    log = SampleLog(tmp_path / "samples")
+    path = log.log_swaps("IN", pairs, results, answer_format="think_answer", fingerprint="abc")
+    assert path.name == "IN.swap.jsonl" and not log.path("IN").exists()  # the ability records keep their file
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(records) == 6
+    first = records[0]
+    assert first["state"] == "IN" and first["measurement"] == "swap" and first["fingerprint"] == "abc"
+    assert first["pair_id"] == pairs[0].id and first["task"] == "counting" and first["layer"] == 0
+    assert first["prompt"].startswith("<image>") and "<think>" in first["prompt"]  # the suite's instruction
+    assert first["response_before"] == runs[0].target_answer and first["response_after"] == "<answer>5</answer>"
+    assert (first["extracted_before"], first["extracted_after"]) == ("3", "5")
+    assert [r["changed"] for r in records] == [True, False, True, True, False, False]
+    assert [r["layer"] for r in records] == [0, 1, 2, 0, 1, 2]
+    with pytest.raises(ValueError, match="has no pair"):
+        log.log_swaps("IN", pairs[:1], results)

@@ -65,9 +65,12 @@ class WeightClaimsCallback(TrainerCallback):
         stored_dtype: the dtype the RL checkpoint will be saved in (default: the parameters'):
             sets the RL side of the storage-precision floor.
         probe_every_n_steps: also run the small-N probe claim ``abilities.no_uniform_vision_gain``
-            (:mod:`vlmdiag.integrations.probes`: the live model answers the organism's probe items,
+            (:mod:`vlmdiag.integrations.probes`: the live model answers the probe suite's items,
             greedy, against IN and Base answered once) at steps divisible by it; 0 (default): never.
         probe_items: items per ability of the probe claim (default: the thresholds' ``n_items``).
+        probes: the probe suite, as ``--probes`` (``organism``, ``synthetic[:…]``, ``paper:DIR``,
+            a manifest); default as the pytest run's: ``organism`` when ``start`` (and ``origin``)
+            are ``organism:*``, else ``synthetic``.
 
     Attributes:
         history: one dict per measured step: ``{"step": …, <logged key>: value, …}``.
@@ -76,7 +79,8 @@ class WeightClaimsCallback(TrainerCallback):
     Raises:
         UsageError: a step count or ``probe_items`` is not a positive integer, ``regions`` is
             localized or malformed, ``trainer`` is not a ``transformers.Trainer``, the thresholds
-            file has no entry for the probe claim asked for.
+            file has no entry for the probe claim asked for, ``probes`` names no suite.
+        ProbeError, NoProbeItems: the suite's files are malformed, or it holds no ``vqa`` item.
         CheckpointError, IncompatibleCheckpointsError: ``start``/``origin`` cannot be read or
             compared (or, for the probe claim, ``start`` has no tokenizer/processor); when training
             begins, the model's parameters do not match ``start`` (a missing, unexpected or
@@ -86,7 +90,8 @@ class WeightClaimsCallback(TrainerCallback):
     def __init__(self, trainer: Trainer, start: str | Path, *, origin: str | Path | None = None,
                  every_n_steps: int | None = None, spectra_every_n_steps: int | None = None,
                  regions: str = "paper", thresholds: str | Path | None = None, prefix: str = "vlmdiag",
-                 stored_dtype=None, probe_every_n_steps: int = 0, probe_items: int | None = None):
+                 stored_dtype=None, probe_every_n_steps: int = 0, probe_items: int | None = None,
+                 probes: str | None = None):
         if not isinstance(trainer, Trainer):
             raise UsageError(f"WeightClaimsCallback(trainer, ...): expected a transformers.Trainer, got "
                              f"{type(trainer).__name__}")
@@ -111,6 +116,10 @@ class WeightClaimsCallback(TrainerCallback):
         self.probe_every_n_steps, self.probes = probe_every_n_steps, None
         if probe_every_n_steps:
             from vlmdiag.integrations.probes import CLAIM_ID, LiveAbilities
+            from vlmdiag.extensions import load
+            from vlmdiag.probes.suite import default_probes, open_suite
+
+            load()  # outside pytest: the built-in suites (organism) and installed plugins' suites
 
             probe_thresholds = self.thresholds.get(CLAIM_ID)
             if probe_thresholds is None:
@@ -118,7 +127,8 @@ class WeightClaimsCallback(TrainerCallback):
                                  f"{self.thresholds.path}, which has no entry for it")
             if probe_items is not None:
                 probe_thresholds = probe_thresholds.model_copy(update={"n_items": probe_items})
-            self.probes = LiveAbilities(self.weights.start, self.weights.origin, probe_thresholds)
+            suite = open_suite(probes or default_probes([str(start), str(origin) if origin is not None else None]))
+            self.probes = LiveAbilities(self.weights.start, self.weights.origin, probe_thresholds, suite)
         self.history: list[dict] = []
         self.outcomes: dict[int, dict[str, Outcome]] = {}
 

@@ -3,7 +3,9 @@ response, extracted answer and grade, one JSON Lines file per model state, so a 
 score moved.
 
 Files: ``DIR/<state>.jsonl`` (``<state>`` is the state's label, e.g. ``IN``, ``RL``,
-``IN-RL-RL``, with any character outside ``[A-Za-z0-9._-]`` replaced by ``-``). Lines are
+``IN-RL-RL``, with any character outside ``[A-Za-z0-9._-]`` replaced by ``-``) for the ability
+answers, and ``DIR/IN.swap.jsonl`` for the visual-token swap sweep on the base checkpoint (one record
+per pair and swapped layer setting: prompt, response before and after the swap, ``changed``). Lines are
 appended under a file lock, each in one ``write`` of a complete line, so pytest-xdist workers
 writing the same state interleave whole records, never parts. ``DIR`` is checked up front: never
 inside a checkpoint folder (:func:`vlmdiag.paths.check_output`), and every file goes through
@@ -59,17 +61,20 @@ class SampleLog:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def path(self, state: str) -> Path:
-        """Where the records of ``state`` go."""
-        return self.folder / state_file_name(state)
+    def path(self, state: str, kind: str | None = None) -> Path:
+        """Where the records of ``state`` go: ``<state>.jsonl`` (ability answers), or
+        ``<state>.<kind>.jsonl`` for another kind of record (``swap``)."""
+        name = state_file_name(state)
+        return self.folder / (name if kind is None else f"{name[:-len('.jsonl')]}.{state_file_name(kind)}")
 
-    def write(self, state: str, records: Iterable[dict]) -> Path:
-        """Append ``records`` (JSON-ready dicts; ``state`` is added) to the state's file.
+    def write(self, state: str, records: Iterable[dict], *, kind: str | None = None) -> Path:
+        """Append ``records`` (JSON-ready dicts; ``state`` is added) to the state's file (of ``kind``,
+        :meth:`path`).
 
         Raises:
             UnsafeOutputError: the file resolves into a checkpoint or is not a regular file.
         """
-        target = writable_target(self.path(state))
+        target = writable_target(self.path(state, kind))
         lines = b"".join(json.dumps({"state": state, **r}, ensure_ascii=False, default=str).encode() + b"\n"
                          for r in records)
         if not lines:
@@ -110,7 +115,50 @@ class SampleLog:
                     "correct": outcome.correct.get(condition), "truncated": condition in outcome.truncated})
         return self.write(state, records)
 
-    def log_swaps(self, state: str, records: Iterable[dict], *, claim: str | None = None) -> Path:
-        """Swap-probe records: each dict should hold ``pair_id``, ``task``, ``layer``, ``prompt``,
-        ``response`` (original / swapped) and ``changed``."""
-        return self.write(state, ({"claim": claim, **r} for r in records))
+    def log_swaps(self, state: str, pairs: Sequence, results: Sequence, *, answer_format: str = "none",
+                  measurement: str | None = "swap", fingerprint: str | None = None,
+                  claim: str | None = None) -> Path:
+        """Records of a visual-token swap sweep (:func:`vlmdiag.measure.swap.swap_pairs`, paper
+        §3.1.1) in ``DIR/<state>.swap.jsonl``: one per pair and swapped layer setting, with the
+        prompt text (``<image>`` where the image goes, the answer instruction of ``answer_format``
+        after the question), the image size, the response before the swap (the target image
+        alone) and after it (the source's visual K/V from layer ``layer`` on, ``mode="from"``, or
+        at it alone, ``"only"``), the answers extracted from both as the swap criterion reads them,
+        the source image's own response, the pair's gold answers or boxes, and ``changed`` as the
+        criterion (:func:`vlmdiag.measure.swap_criteria.swap_changed`) counted it.
+
+        Args:
+            pairs: the :class:`~vlmdiag.probes.types.SwapPair` swapped.
+            results: their :class:`~vlmdiag.measure.swap.PairSwapResult`, matched by ``pair_id``.
+            fingerprint: the swapped checkpoint's identity, written with each record.
+
+        Raises:
+            ValueError: a result's pair is not among ``pairs``.
+            UnsafeOutputError: the file resolves into a checkpoint or is not a regular file.
+        """
+        from vlmdiag.measure.grading import extract_answer
+        from vlmdiag.runtime.generate import image_prompt
+
+        by_id = {pair.id: pair for pair in pairs}
+        records = []
+        for result in results:
+            pair = by_id.get(result.pair_id)
+            if pair is None:
+                raise ValueError(f"log_swaps: swap result {result.pair_id!r} has no pair among the {len(pairs)} given")
+            prompt = _prompt_text(image_prompt(pair.prompt, pair.target_image, answer_format).messages)
+            run = result.run
+            before = extract_answer(run.target_answer)
+            for layer, after, changed in zip(run.layers.tolist(), run.swapped, result.changed.tolist()):
+                records.append({
+                    "claim": claim, **({"measurement": measurement} if measurement else {}),
+                    **({"fingerprint": fingerprint} if fingerprint else {}),
+                    "pair_id": pair.id, "task": pair.task, "mode": run.mode, "layer": int(layer),
+                    "prompt": prompt, "image": list(pair.target_image.size), "answer_format": answer_format,
+                    "response_before": run.target_answer, "response_after": after,
+                    "extracted_before": before, "extracted_after": extract_answer(after),
+                    "source_response": run.source_answer,
+                    "target_answer": pair.target_answer, "source_answer": pair.source_answer,
+                    "target_bbox": list(pair.target_bbox) if pair.target_bbox else None,
+                    "source_bbox": list(pair.source_bbox) if pair.source_bbox else None,
+                    "changed": bool(changed)})
+        return self.write(state, records, kind="swap")

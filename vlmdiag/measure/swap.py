@@ -263,7 +263,8 @@ def _refuse(pair_id: str, problems: list[str]) -> ProbeError:
 def swap_pairs(loaded: LoadedModel, pairs: Sequence[SwapPair], *, layers: Sequence[int] | None = None,
                mode: SwapMode = "from", max_new_tokens: int = 64, layer_batch: int | None = None,
                batch_size: int = DEFAULT_BATCH_SIZE,
-               progress: Callable[[int, int], None] | None = None) -> list[PairSwapResult]:
+               progress: Callable[[int, int], None] | None = None,
+               answer_format: str = "none") -> list[PairSwapResult]:
     """Visual-token swap sweep over probe pairs (paper Eq. 2), batched across pairs and layers.
 
     Two batched generations in all: the sources (their prefill K/V recorded, once per pair),
@@ -278,19 +279,21 @@ def swap_pairs(loaded: LoadedModel, pairs: Sequence[SwapPair], *, layers: Sequen
         layer_batch: accepted for compatibility; rows per batch are ``batch_size``.
         batch_size: rows (a source, or a target with one layer setting) per ``generate`` call.
         progress: ``progress(done, total)``: rows generated so far (sources, then targets).
+        answer_format: the suite's answer instruction after the pair's prompt, on both images
+            (:func:`vlmdiag.runtime.generate.image_prompt`, the ability sweeps' layout).
 
     Raises:
         ProbeError: a pair's target and source have different visual-token spans (image sizes
             or any integer input differ).
-        ValueError: bad ``mode`` or ``layers``.
+        ValueError: bad ``mode``, ``layers`` or ``answer_format``.
     """
     n_layers = len(decoder_layers(loaded))
     layers = _check_layers(n_layers, layers, mode)
     for pair in pairs:
         if pair.target_image.size != pair.source_image.size:
             raise _refuse(pair.id, [f"visual tokens: image sizes {pair.target_image.size} vs {pair.source_image.size}"])
-    sources = [image_prompt(pair.prompt, pair.source_image) for pair in pairs]
-    targets = [image_prompt(pair.prompt, pair.target_image) for pair in pairs]
+    sources = [image_prompt(pair.prompt, pair.source_image, answer_format) for pair in pairs]
+    targets = [image_prompt(pair.prompt, pair.target_image, answer_format) for pair in pairs]
     settings = [frozenset()] + [frozenset(range(L, n_layers)) if mode == "from" else frozenset([L]) for L in layers]
     rows = [(p, setting) for p in range(len(pairs)) for setting in settings]
     total = len(pairs) + len(rows)

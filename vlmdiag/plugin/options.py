@@ -52,6 +52,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             ("--allow-pickle", "allow_pickle", "load pickle (.bin) weights; pickle can run code: only for "
                                                "checkpoints you trust"),
             ("--trust-remote-code", "trust_remote_code", "let transformers run code shipped with a checkpoint"),
+            ("--no-plots", "no_plots", "write the JSON report without its per-layer PNG plots (they take ~0.3 s "
+                                       "each on a CPU)"),
             ("--no-cache", "no_cache", "measure everything again: neither read nor write the results cache "
                                        "($VLMDIAG_CACHE_DIR or ~/.cache/vlmdiag, under results/)"),
             ("--sequential", "sequential", "judge the inference claims in rounds: measure more probe items only "

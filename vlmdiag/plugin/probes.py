@@ -9,10 +9,11 @@ The plugin adds :data:`OPTIONS` to its option group (``(flag, dest, metavar, hel
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from vlmdiag.probes.suite import ProbeSuite, generation_settings, open_suite
+from vlmdiag.probes.suite import ProbeSuite, default_probes, generation_settings, open_suite
 
 OPTIONS = [
     ("--probes", "probes", "SPEC",
@@ -23,13 +24,6 @@ OPTIONS = [
      "write every prompt, response, extracted answer and grade as JSON Lines, one file per model state "
      "(DIR/IN.jsonl, DIR/RL.jsonl, ...); never inside a checkpoint folder"),
 ]
-
-
-def default_probes(checkpoint_specs: Iterable[str | None]) -> str:
-    """``organism`` when every given checkpoint is ``organism:*`` (and there is at least one),
-    else ``synthetic``."""
-    specs = [str(s) for s in checkpoint_specs if s]
-    return "organism" if specs and all(s.startswith("organism:") for s in specs) else "synthetic"
 
 
 def run_suite(value: str | None, checkpoint_specs: Iterable[str | None]) -> ProbeSuite:
@@ -69,10 +63,23 @@ def header_line(suite: ProbeSuite) -> str:
     return f"probes: {suite.name}" + (f" ({'; '.join(parts)})" if parts else "")
 
 
-def probes_section(suite: ProbeSuite) -> dict:
+def probes_section(suite: ProbeSuite, workers: Mapping[str, dict] | None = None) -> dict:
     """The report's ``probes`` section: the suite's :meth:`~ProbeSuite.describe` (name, source,
-    items per kind, content hash, notes, items left out) with its generation settings."""
-    described = dict(suite.describe())
+    items per kind, content hash, notes, items left out) with its generation settings.
+
+    ``workers``: what each pytest-xdist worker drew (:func:`worker_draws`, by worker id), merged in
+    so that ``-n N`` reports what a serial run reports: a suite with ``draws()`` / ``absorb()``
+    (every :class:`~vlmdiag.probes.suite.RecordingSuite`) absorbs them exactly; the ``describe()``
+    of any other suite is merged with its workers' (:func:`merge_described`), also in a serial run,
+    so both read the same."""
+    payloads = [workers[k] for k in sorted(workers or {})]
+    if callable(getattr(suite, "absorb", None)):
+        for payload in payloads:
+            if "draws" in payload:
+                suite.absorb(payload["draws"])
+        described = dict(suite.describe())
+    else:
+        described = merge_described([suite.describe(), *(p["describe"] for p in payloads if "describe" in p)])
     described.setdefault("name", suite.name)
     for key, value in generation_settings(suite).items():
         described.setdefault(key, value)
@@ -87,3 +94,34 @@ IDENTITY_KEYS = ("name", "answer_format", "max_new_tokens")
 def probes_identity(section: dict) -> dict:
     """The :data:`IDENTITY_KEYS` of a ``probes`` section (this run's, or a baseline report's)."""
     return {key: section.get(key) for key in IDENTITY_KEYS}
+
+
+def worker_draws(suite: ProbeSuite) -> str:
+    """JSON text of what a pytest-xdist worker's suite handed out, for the controller's
+    :func:`probes_section`: ``{"draws": suite.draws()}`` for a suite that can :meth:`absorb` them,
+    else ``{"describe": suite.describe()}``."""
+    if callable(getattr(suite, "draws", None)) and callable(getattr(suite, "absorb", None)):
+        return json.dumps({"draws": suite.draws()}, default=str)
+    return json.dumps({"describe": suite.describe()}, default=str)
+
+
+def merge_described(sections: list[dict]) -> dict:
+    """One ``describe()`` of a suite without ``absorb()`` from several processes' (the controller's
+    first, then the workers'): mappings merged key by key, lists as sorted sets (the draws of
+    several workers have no order in common), other values from the last process that has one."""
+    from vlmdiag.probes.suite import natural_sorted
+
+    def merge(values):
+        present = [v for v in values if v is not None]
+        if present and all(isinstance(v, dict) for v in present):
+            keys = list(dict.fromkeys(k for v in present for k in v))
+            return {k: merge([v.get(k) for v in present]) for k in keys}
+        if present and all(isinstance(v, (list, tuple)) for v in present):
+            items = {json.dumps(x, sort_keys=True, default=str): x for v in present for x in v}
+            if all(isinstance(x, str) for x in items.values()):
+                return natural_sorted(items.values())
+            return [items[k] for k in sorted(items)]
+        filled = [v for v in present if v not in ("", [], {})]
+        return filled[-1] if filled else (present[-1] if present else None)
+
+    return merge(list(sections)) or {}

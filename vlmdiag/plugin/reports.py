@@ -50,7 +50,13 @@ class ReportWriter:
             session.exitstatus = exitstatus = pytest.ExitCode.USAGE_ERROR
         early = session.shouldfail or session.shouldstop  # -x, --maxfail: complete if nothing was left
         state.stopped = stopped = stop_reason(exitstatus, early if self.finished < session.testscollected else None)
-        if getattr(self.config, "workerinput", None) is not None or not state.report_json:
+        if getattr(self.config, "workerinput", None) is not None:
+            if state._probe_suite is not None:  # what this worker drew, for the controller's probes section
+                from vlmdiag.plugin.probes import worker_draws
+
+                self.config.workeroutput["vlmdiag_probes"] = worker_draws(state._probe_suite)
+            return
+        if not state.report_json:
             return
         if exitstatus == pytest.ExitCode.USAGE_ERROR:
             return
@@ -67,10 +73,11 @@ class ReportWriter:
             from vlmdiag.plugin.probes import probes_section
 
             try:  # name, source, items per kind, content hash
-                report["probes"] = probes_section(state.probe_suite)
+                report["probes"] = probes_section(state.probe_suite, state.worker_probes)
             except VlmdiagError as error:
                 report["probes"] = {"name": state.probes, "error": printable(error)}
-            state.report_lines, problem = write_report(state.report_json, report, stopped=stopped)
+            state.report_lines, problem = write_report(state.report_json, report, stopped=stopped,
+                                                       plots=getattr(state.reports, "plots", True))
         except Exception as error:  # noqa: BLE001 — a report that cannot be built loses nothing old
             problem = (f"--report-json {state.report_json}: cannot build the report ({type(error).__name__}: "
                        f"{error}); nothing was written")

@@ -43,6 +43,7 @@ class RunState:
     stopped: str | None = None  # why the run did not finish (report.safety.stop_reason), None when it did
     results: list[dict] = field(default_factory=list)
     selected: set[str] = field(default_factory=set)
+    worker_probes: dict = field(default_factory=dict)  # xdist worker id -> the probe items it drew (controller)
     _thresholds: object = None
     _evidence: dict = field(default_factory=dict)
     _probe_suite: object = None

@@ -93,11 +93,20 @@ def pytest_configure_node(node) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node, error) -> None:
-    """Controller side: a worker's usage error (no checkpoints given), to report once."""
-    message = (getattr(node, "workeroutput", None) or {}).get("vlmdiag_usage_error")
+    """Controller side: a worker's usage error (no checkpoints given), to report once, and the
+    probe items it drew (:func:`vlmdiag.plugin.probes.worker_draws`), for the report's ``probes``
+    section."""
+    output = getattr(node, "workeroutput", None) or {}
+    message = output.get("vlmdiag_usage_error")
     state = node.config.stash.get(STATE, None)
     if message and state is not None:
         state.usage_error = message
+    drawn = output.get("vlmdiag_probes")
+    if drawn and state is not None:
+        import json
+
+        worker = str((getattr(node, "workerinput", None) or {}).get("workerid", len(state.worker_probes)))
+        state.worker_probes[worker] = json.loads(drawn)
 
 
 _CUDA_COUNT = pytest.StashKey[int]()

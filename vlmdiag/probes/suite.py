@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -113,6 +113,13 @@ def suite_names() -> list[str]:
     return sorted(_SUITES)
 
 
+def default_probes(checkpoint_specs: Iterable[str | None]) -> str:
+    """``organism`` when every given checkpoint is ``organism:*`` (and there is at least one),
+    else ``synthetic``."""
+    specs = [str(s) for s in checkpoint_specs if s]
+    return "organism" if specs and all(s.startswith("organism:") for s in specs) else "synthetic"
+
+
 def open_suite(spec: str) -> ProbeSuite:
     """The suite a ``--probes`` value names: ``NAME``, ``NAME:ARG``, or the path of a YAML
     manifest (``*.yaml`` / ``*.yml``, same as ``manifest:PATH``).
@@ -145,7 +152,8 @@ class RecordingSuite:
 
     def __init__(self):
         self._handed: dict[str, dict] = {}
-        self._notes: dict[str, str] = {}
+        self._notes: dict[str, tuple[int, str]] = {}  # what -> (n asked, note) of the largest request
+        self._absorbed_left_out: set[str] = set()
 
     def source(self) -> dict:
         """Where the items come from (paths, preset); part of :meth:`describe`."""
@@ -173,12 +181,38 @@ class RecordingSuite:
             if self.left_out() and "left_out" not in note:
                 note += f" ({len(self.left_out())} item(s) left out, listed in left_out)"
         drawn = Drawn(items, note)
-        key = f"{what}@seed={seed}"
-        if len(items) >= self._handed.get(key, {}).get("n", 0):  # several claims ask: keep the largest draw
-            self._handed[key] = {"n": len(items), "content_hash": drawn.content_hash if items else None}
+        self._keep(f"{what}@seed={seed}", {"n": len(items), "content_hash": drawn.content_hash if items else None})
         if note:
-            self._notes[what] = note
+            self._keep_note(what, n, note)
         return drawn
+
+    def _keep(self, key: str, entry: dict) -> None:
+        """Several claims ask for the same kind and seed: keep the largest draw (a smaller one is
+        its prefix), so what is kept does not depend on the order the claims ran in."""
+        if entry["n"] >= self._handed.get(key, {}).get("n", 0):
+            self._handed[key] = dict(entry)
+
+    def _keep_note(self, what: str, n: int, note: str) -> None:
+        """The note of the largest request of ``what`` (ties: the first in sort order), whatever the order."""
+        known = self._notes.get(what)
+        if known is None or n > known[0] or (n == known[0] and note < known[1]):
+            self._notes[what] = (n, note)
+
+    def draws(self) -> dict:
+        """What this process handed out, JSON-ready: what an xdist worker sends the controller, which
+        :meth:`absorb` s it, so the report's ``probes`` section of ``-n N`` equals a serial run's."""
+        return {"handed": self._handed, "notes": {w: list(v) for w, v in self._notes.items()},
+                "left_out": self.left_out()}
+
+    def absorb(self, draws: dict) -> None:
+        """Merge another process's :meth:`draws` (the largest draw per kind and seed, the note of
+        the largest request, the union of the items left out): order-independent, so merging the
+        workers' draws gives what one process drawing everything describes."""
+        for key, entry in draws.get("handed", {}).items():
+            self._keep(key, entry)
+        for what, (n, note) in draws.get("notes", {}).items():
+            self._keep_note(what, int(n), note)
+        self._absorbed_left_out.update(draws.get("left_out", ()))
 
     def ability_items(self, kind, n, *, seed):
         return self._hand_out(kind, n, seed, *self._ability_pool(kind, n, seed))
@@ -193,7 +227,15 @@ class RecordingSuite:
         return {"name": self.name, "source": self.source(), "answer_format": self.answer_format,
                 "max_new_tokens": self.max_new_tokens,
                 "items": {k: v["n"] for k, v in sorted(self._handed.items())},
-                "content_hash": digest, "notes": dict(sorted(self._notes.items())), "left_out": self.left_out()}
+                "content_hash": digest, "notes": {w: note for w, (_, note) in sorted(self._notes.items())},
+                "left_out": natural_sorted(set(self.left_out()) | self._absorbed_left_out)}
+
+
+def natural_sorted(texts) -> list[str]:
+    """``texts`` sorted with their numbers compared as numbers (``a.jsonl:9`` before ``a.jsonl:10``)."""
+    import re
+
+    return sorted(texts, key=lambda t: [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", t)])
 
 
 def parse_options(spec_arg: str | None, allowed: dict[str, type], *, suite: str) -> dict:

@@ -45,6 +45,7 @@ class ReportOptions:
     fail_on_regression: bool = False
     report_md: Path | None = None
     require_gated: bool = False
+    plots: bool = True  # per-layer PNGs beside --report-json (off: --no-plots)
     _index: dict = field(default_factory=dict)
 
     @classmethod
@@ -55,7 +56,8 @@ class ReportOptions:
             UsageError: an unreadable or incomparable-schema baseline, ``--fail-on-regression``
                 without ``--baseline``, or a ``--report-md`` path that cannot be written.
         """
-        out = cls(fail_on_regression=bool(value("fail_on_regression")), require_gated=bool(value("require_gated")))
+        out = cls(fail_on_regression=bool(value("fail_on_regression")), require_gated=bool(value("require_gated")),
+                  plots=not value("no_plots"))
         if value("baseline"):
             out.baseline_path = Path(str(value("baseline"))).absolute()
             out.baseline = _baseline.load_baseline(out.baseline_path)

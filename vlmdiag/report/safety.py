@@ -85,8 +85,10 @@ def stop_reason(exitstatus: int, early: object = None) -> str | None:
     return None
 
 
-def write_report(report_json: Path, report: dict, *, stopped: str | None) -> tuple[list[str], str | None]:
-    """Write a run's report: JSON, then plots, when the run is complete (``stopped`` None);
+def write_report(report_json: Path, report: dict, *, stopped: str | None,
+                 plots: bool = True) -> tuple[list[str], str | None]:
+    """Write a run's report: JSON, then plots (unless ``plots`` is False: ``--no-plots``), when the
+    run is complete (``stopped`` None);
     otherwise only the JSON, to :func:`incomplete_path`, leaving the previous report and plots
     untouched. ``report["complete"]`` is set accordingly.
 
@@ -116,6 +118,8 @@ def write_report(report_json: Path, report: dict, *, stopped: str | None) -> tup
         write_atomic(report_json, dumps(report))
     except OSError as error:  # the folder vanished or the disk is full since the run began
         return [], f"--report-json {shown}: cannot write the report ({_why(error)})"
+    if not plots:
+        return [f"report: {shown}"], None
     folder = plots_folder(report_json)
     try:
         write_plots(report, folder)

@@ -34,14 +34,17 @@ class PlanError(UsageError):
 class Plan:
     """How to make one measurement for one recipe: the checkpoint roles it reads (their
     identities are part of the cache key), ``compute()``, ``device()`` (the device description in
-    the key), the probe items it asks (part of the key, by content) and ``also_in``, measurements
-    whose cached value holds this one (spectra hold norms)."""
+    the key), the probe items it asks (part of the key, by content), ``also_in``, measurements
+    whose cached value holds this one (spectra hold norms), and ``after(value)``, called with the
+    value once it is made or read from the cache (the swap plan writes its ``--log-samples``
+    records there, so a cached run logs them too)."""
 
     roles: tuple[str, ...]
     compute: Callable[[], Any]
     device: Callable[[], str]
     probes: Any = None
     also_in: tuple[str, ...] = ()
+    after: Callable[[Any], None] | None = None
 
 
 @dataclass(frozen=True)

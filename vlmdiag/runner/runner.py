@@ -180,6 +180,8 @@ class Runner:
                 status = "hit" if hit else "miss"
         finally:
             self._measuring = outer
+        if plan.after is not None:
+            plan.after(value)
         if not settings:
             for other in plans().values():
                 if other.subsumed_by == name:

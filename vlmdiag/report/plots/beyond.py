@@ -4,8 +4,8 @@ forward KL of RL's and SFT's drift per item (RL's Razor)."""
 
 from __future__ import annotations
 
-from vlmdiag.report.plots.style import (finite, headroom, layer_axis, layer_list, legend_above, minus, new_figure,
-                                        region_bands, title)
+from vlmdiag.report.plots.style import (finite, headroom, interval_band, layer_axis, layer_curves, legend_above,
+                                        new_figure, threshold_line, title)
 
 COLORS = {"IN": "#1f77b4", "RL": "#d62728"}
 
@@ -13,23 +13,16 @@ COLORS = {"IN": "#1f77b4", "RL": "#d62728"}
 def sparsity(result: dict):
     """The share of each layer's LLM parameters that a stage updated beyond storage rounding, IN and
     RL on one axis, with the threshold RL's overall share must stay under (5–30 % in the paper)."""
-    m = result.get("metrics") or {}
-    regions = m.get("regions") or {}
-    L = regions.get("num_layers")
-    curves = {stage: layer_list(m, f"{stage.lower()}_updated_fraction_per_layer", L) for stage in ("IN", "RL")}
-    if not L or not any(curves.values()):
+    start = layer_curves(result, {stage: f"{stage.lower()}_updated_fraction_per_layer" for stage in ("IN", "RL")})
+    if start is None:
         return None
-    fig, (ax,) = new_figure(2.75, top=0.75)
-    region_bands(ax, regions)
-    x = list(range(L))
+    fig, ax, m, regions, x, curves = start
     for stage, values in curves.items():
         if values:
             ax.plot(x, [100 * v for v in values], "--" if stage == "IN" else "-", marker="s" if stage == "IN" else "o",
                     ms=3, color=COLORS[stage], label=stage,
                     gid=f"curve:{stage}")
-    if finite(m.get("threshold")):
-        ax.axhline(100 * m["threshold"], color="black", ls=":", lw=1, gid="threshold",
-                   label=f"threshold {100 * m['threshold']:g} %")
+    threshold_line(ax, m.get("threshold"), scale=100, label="threshold {:g} %")
     ax.set_ylim(0, 108)
     headroom(ax, 0.14)
     ax.set_ylabel("parameters updated (%)")
@@ -42,25 +35,16 @@ def sparsity(result: dict):
 def off_principal(result: dict):
     """log10 RL/IN of the top-k principal-subspace rotation and of the spectral drift per layer on
     one axis, the threshold below which both must lie, and the verdict's interval."""
-    m = result.get("metrics") or {}
-    regions = m.get("regions") or {}
-    L = regions.get("num_layers")
-    curves = {"rotation": layer_list(m, "log10_rotation_ratio_per_layer", L),
-              "spectral drift": layer_list(m, "log10_drift_ratio_per_layer", L)}
-    if not L or not any(curves.values()):
+    start = layer_curves(result, {"rotation": "log10_rotation_ratio_per_layer",
+                                  "spectral drift": "log10_drift_ratio_per_layer"})
+    if start is None:
         return None
-    fig, (ax,) = new_figure(2.75, top=0.75)
-    region_bands(ax, regions)
-    x = list(range(L))
+    fig, ax, m, regions, x, curves = start
     for (name, values), style in zip(curves.items(), ("-o", "--s")):
         if values:
             ax.plot(x, values, style, ms=3, color="black", label=name, gid=f"curve:{name}")
-    interval = m.get("interval") or {}
-    if finite(interval.get("low")) and finite(interval.get("high")):
-        ax.axhspan(interval["low"], interval["high"], color="#d62728", alpha=0.25, lw=0, gid="interval:statistic",
-                   label=f"largest region median, {interval.get('level', 0.95):.0%} CI")
-    if finite(m.get("threshold")):
-        ax.axhline(m["threshold"], color="black", ls=":", lw=1, gid="threshold", label=minus(f"threshold {m['threshold']:g}"))
+    interval_band(ax, m.get("interval"), label="largest region median", gid="interval:statistic")
+    threshold_line(ax, m.get("threshold"))
     low, high = ax.get_ylim()
     ax.set_ylim(low, max(high, 0.1))
     headroom(ax, 0.2)

@@ -106,6 +106,38 @@ def headroom(ax, fraction: float = 0.14) -> None:
     ax.set_ylim(low, high + fraction * (high - low))
 
 
+def threshold_line(ax, threshold, *, scale: float = 1.0, label: str = "threshold {:g}") -> None:
+    """The claim's threshold (times ``scale``) as a dotted line, labelled ``label.format(value)``;
+    drawn only when it is a finite number."""
+    if finite(threshold):
+        ax.axhline(scale * threshold, color="black", ls=":", lw=1, gid="threshold",
+                   label=minus(label.format(scale * threshold)))
+
+
+def interval_band(ax, interval: dict | None, *, label: str, gid: str) -> None:
+    """The verdict's interval (``{"low", "high", "level"}``) as a shaded band, when both ends are
+    finite and it is a real interval (level < 1)."""
+    interval = interval or {}
+    if finite(interval.get("low")) and finite(interval.get("high")) and interval.get("level", 0.95) < 1:
+        ax.axhspan(interval["low"], interval["high"], color="#d62728", alpha=0.25, lw=0, gid=gid,
+                   label=f"{label}, {interval.get('level', 0.95):.0%} CI")
+
+
+def layer_curves(result: dict, names: dict[str, str], height: float = 2.75):
+    """The common start of a per-layer figure: ``(fig, ax, metrics, regions, x, curves)`` with the
+    region bands drawn, ``curves`` mapping each label of ``names`` to its per-layer metric list;
+    None when the report has no layer count or none of the metrics."""
+    m = result.get("metrics") or {}
+    regions = m.get("regions") or {}
+    L = regions.get("num_layers")
+    curves = {label: layer_list(m, name, L) for label, name in names.items()}
+    if not L or not any(curves.values()):
+        return None
+    fig, (ax,) = new_figure(height, top=0.75)
+    region_bands(ax, regions)
+    return fig, ax, m, regions, list(range(L)), curves
+
+
 def title(fig, result: dict, what: str) -> None:
     gate = ", gated" if result.get("gate") else ""
     fig.suptitle(f"{what}\n{result['id']} [{result['recipe']}]: {result['verdict']}{gate}",

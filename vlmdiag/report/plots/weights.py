@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import math
 
-from vlmdiag.report.plots.style import (REGION_COLORS, REGIONS, STAGE_COLORS, STAGE_STYLES, finite, headroom,
-                                        layer_axis, layer_list, legend_above, minus, new_figure, region_bands,
-                                        title)
+from vlmdiag.report.plots.style import (REGIONS, REGION_COLORS, STAGE_COLORS, STAGE_STYLES, finite, headroom,
+                                        interval_band, layer_axis, layer_curves, layer_list, legend_above,
+                                        new_figure, region_bands, threshold_line, title)
 
 RANK_COLORS = {10: "#1b9e77", 20: "#d95f02", 30: "#7570b3", 40: "#e7298a"}
 
@@ -61,9 +61,7 @@ def energy(result: dict):
     for i, region in enumerate(REGIONS):
         bottom.axvspan(i - 0.5, i + 0.5, color=REGION_COLORS[region], zorder=0, lw=0, gid=f"region-column:{region}")
     bottom.axhline(1, color="#888888", lw=0.6)
-    if finite(result.get("metrics", {}).get("threshold")):
-        bottom.axhline(m["threshold"], color="black", ls=":", lw=1, gid="threshold",
-                       label=f"Mid threshold {m['threshold']:g}")
+    threshold_line(bottom, m.get("threshold"), label="Mid threshold {:g}")
     bottom.set_xticks(range(3), REGIONS)
     bottom.set_xlim(-0.5, 2.5)
     bottom.set_ylabel("energy share /\nparameter share")
@@ -79,24 +77,15 @@ def energy(result: dict):
 def size_ratio(result: dict):
     """Paper Fig. 5's axes: log10 ‖ΔRL‖/‖ΔIN‖ per layer (mean per-matrix norms), with the median
     per-matrix ratio and its interval (the verdict's statistic) as a band, and the threshold."""
-    m = result.get("metrics") or {}
-    regions = m.get("regions") or {}
-    L = regions.get("num_layers")
-    ratio = layer_list(m, "log10_ratio_per_layer", L)
-    if not L or ratio is None:
+    start = layer_curves(result, {"per layer": "log10_ratio_per_layer"})
+    if start is None or start[-1]["per layer"] is None:
         return None
-    fig, (ax,) = new_figure(2.75, top=0.75)
-    region_bands(ax, regions)
-    x = list(range(L))
-    ax.plot(x, ratio, "-", marker="o", color="black", label="per layer", gid="curve:log10_ratio", zorder=3)
-    interval = m.get("interval") or {}
-    if finite(interval.get("low")) and finite(interval.get("high")) and interval.get("level", 1) < 1:
-        ax.axhspan(interval["low"], interval["high"], color="#d62728", alpha=0.25, lw=0, gid="interval:median",
-                   label=f"median over matrices, {interval['level']:.0%} CI")
+    fig, ax, m, regions, x, curves = start
+    ax.plot(x, curves["per layer"], "-", marker="o", color="black", label="per layer", gid="curve:log10_ratio", zorder=3)
+    interval_band(ax, m.get("interval"), label="median over matrices", gid="interval:median")
     if finite(m.get("statistic")):
         ax.axhline(m["statistic"], color="#d62728", lw=1, gid="median")
-    if finite(m.get("threshold")):
-        ax.axhline(m["threshold"], color="black", ls=":", lw=1, gid="threshold", label=minus(f"threshold {m['threshold']:g}"))
+    threshold_line(ax, m.get("threshold"))
     low, high = ax.get_ylim()
     ax.set_ylim(min(low, -2.2), max(high, 0.1))
     headroom(ax, 0.14)

@@ -20,37 +20,55 @@ class AttentionSettings(ProbeSettings):
 
 @register_plan("attention", roles=("base", "rl"), settings=AttentionSettings)
 def plan_attention(runner, s: AttentionSettings) -> Plan:
-    """:class:`~vlmdiag.measure.tables.AttentionComparison` on ``n_items`` ``math_vqa`` items of the suite."""
+    """:class:`~vlmdiag.measure.tables.AttentionComparison` on ``n_items`` ``math_vqa`` items of the suite,
+    asked in the suite's answer format with its budget (:meth:`~vlmdiag.runner.Runner.budget`), as the
+    ability sweeps ask them: the reasoning tokens are those of the prompt a user's model sees. Both
+    are part of the cache key (the runner adds the suite's generation settings to every probe plan's)."""
     items = runner.ability_items("math_vqa", s.n_items, s.seed).items
+    answer_format, max_new_tokens = runner.answer_format, runner.budget(s.max_new_tokens)
 
     def compute():
         base, rl = runner.loaded("base"), runner.loaded("rl")
         with runner.step("attention (IN, RL; own and teacher-forced)") as progress:
-            return measure_attention(base, rl, items, max_new_tokens=s.max_new_tokens, progress=progress,
-                                     sink_ratio=s.sink_ratio)
+            return measure_attention(base, rl, items, max_new_tokens=max_new_tokens, progress=progress,
+                                     sink_ratio=s.sink_ratio, answer_format=answer_format)
 
     return Plan(("base", "rl"), compute, runner.model_device, probes=items)
 
 
+def attention_prompts(items: Sequence[AbilityItem], answer_format: str = "none") -> list:
+    """f(i, p) of each item in ``answer_format``: the image, the question, the answer instruction
+    (:func:`vlmdiag.runtime.generate.image_prompt`; the same prompt as the ability sweeps' ``image``
+    condition, :func:`vlmdiag.measure.abilities.build_prompts`).
+
+    Raises:
+        ValueError: an item has no image, or an unknown ``answer_format``.
+    """
+    from vlmdiag.runtime.generate import image_prompt
+
+    if any(item.image is None for item in items):
+        raise ValueError("attention: every probe item needs an image")
+    return [image_prompt(item.question, item.image, answer_format) for item in items]
+
+
 def measure_attention(base, rl, items: Sequence[AbilityItem], *, max_new_tokens: int,
                       progress: Callable[[int, int], None] | None = None,
-                      sink_ratio: float | None = 20.0) -> AttentionComparison:
+                      sink_ratio: float | None = 20.0, answer_format: str = "none") -> AttentionComparison:
     """R→V attention of IN (``base``) and RL on image items, in both modes (SPEC §2).
 
     Each model first answers greedily (``own`` mode). The shared teacher-forced sequence of an
     item is RL's own response (IN's when RL's is empty); both models then read it.
     ``progress(done, 4)`` is called after each of the four passes (own IN, own RL, forced IN, RL).
     ``sink_ratio``: τ of the visual-sink test (Kang et al. 2025: 20); None skips it.
+    ``answer_format``: the suite's answer instruction after each question
+    (:func:`attention_prompts`, the layout of the ability sweeps' image condition).
 
     Raises:
-        ValueError: an item has no image.
+        ValueError: an item has no image, or an unknown ``answer_format``.
     """
     from vlmdiag.measure.attention import attention_own_generation, attention_teacher_forced
-    from vlmdiag.runtime.generate import image_prompt
 
-    if any(item.image is None for item in items):
-        raise ValueError("attention: every probe item needs an image")
-    prompts = [image_prompt(item.question, item.image) for item in items]
+    prompts = attention_prompts(items, answer_format)
     tick = (lambda done: progress(done, 4)) if progress is not None else (lambda done: None)  # noqa: E731
     own = {"IN": attention_own_generation(base, prompts, max_new_tokens=max_new_tokens, sink_ratio=sink_ratio)}
     tick(1)

@@ -1,0 +1,80 @@
+"""The image-only processor fallback (:func:`vlmdiag.runtime.processor.load_processor`) for every
+family whose transformers processor needs a video processor: a tiny family processor saved to a
+folder, as transformers 5.x saves it or in the hub layout (``preprocessor_config.json`` naming a
+fast image processor, ``video_preprocessor_config.json``, ``chat_template.json``), loads back as
+the image-only subclass of the class the folder names, with the settings the folder keeps, and
+writes the same model inputs for an image prompt."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+from PIL import Image
+
+import tiny_checkpoints
+from vlmdiag.errors import CheckpointError
+from vlmdiag.runtime.processor import image_only, load_processor
+
+#: family -> (processor class, its fast image processor's name on the hub, the settings
+#: processor_config.json keeps)
+EXPECTED = {"qwen2_5_vl": ("Qwen2_5_VLProcessor", "Qwen2VLImageProcessorFast", {}),
+            "qwen3_vl": ("Qwen3VLProcessor", "Qwen2VLImageProcessorFast", {}),
+            "llava_onevision": ("LlavaOnevisionProcessor", "LlavaOnevisionImageProcessorFast",
+                                {"num_image_tokens": 16, "vision_feature_select_strategy": "full"}),
+            "smolvlm": ("SmolVLMProcessor", "SmolVLMImageProcessorFast", {"image_seq_len": 16})}
+
+
+def _hub_layout(folder, fast: str, settings: dict) -> None:
+    """Rewrite a transformers-5 processor folder into the layout hub checkpoints have."""
+    config = json.loads((folder / "processor_config.json").read_text())
+    image = {**config.pop("image_processor"), "image_processor_type": fast,
+             "processor_class": config["processor_class"]}
+    (folder / "preprocessor_config.json").write_text(json.dumps(image))
+    (folder / "video_preprocessor_config.json").write_text(json.dumps(
+        {"video_processor_type": "Qwen2VLVideoProcessor", "processor_class": config["processor_class"]}))
+    (folder / "processor_config.json").write_text(
+        json.dumps({**settings, "processor_class": config["processor_class"]}))
+    template = folder / "chat_template.jinja"
+    (folder / "chat_template.json").write_text(json.dumps({"chat_template": template.read_text()}))
+    template.unlink()
+
+
+@pytest.mark.parametrize("layout", ["saved", "hub"])
+@pytest.mark.parametrize("family", tiny_checkpoints.FAMILIES)
+def test_saved_processor_loads_back_image_only(family, layout, tmp_path):
+    _, processor, _ = tiny_checkpoints.PARTS[family](0)
+    processor.save_pretrained(tmp_path)
+    processor.tokenizer.save_pretrained(tmp_path)
+    name, fast, settings = EXPECTED[family]
+    for file in ("processor_config.json", "tokenizer_config.json"):   # the layout of a real checkpoint
+        assert json.loads((tmp_path / file).read_text())["processor_class"] == name, file
+    if layout == "hub":
+        _hub_layout(tmp_path, fast, settings)
+    loaded = load_processor(tmp_path)
+    assert type(loaded).__qualname__ == f"{name}ImageOnly" and type(loaded).__mro__[1].__name__ == name
+    assert pickle.loads(pickle.dumps(type(loaded))) is type(loaded)
+    assert loaded.video_processor is None
+    assert {k: getattr(loaded, k) for k in settings} == settings
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many items?"}]}]
+    text = loaded.apply_chat_template(messages, add_generation_prompt=True)
+    assert text == processor.apply_chat_template(messages, add_generation_prompt=True)
+    image = Image.new("RGB", (224, 336), (10, 200, 10))
+    images = [[image]] if family == "smolvlm" else [image]
+    got = loaded(text=[text], images=images, return_tensors="pt")
+    want = processor(text=[text], images=images, return_tensors="pt")
+    assert set(got) == set(want)
+    for key in want:
+        assert torch.equal(torch.as_tensor(got[key]), torch.as_tensor(want[key])), key
+
+
+def test_image_only_needs_a_video_processor_and_the_fallback_says_why(tmp_path):
+    from transformers import LlavaProcessor
+
+    with pytest.raises(TypeError, match="no video processor"):
+        image_only(LlavaProcessor)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_5_vl"}))
+    with pytest.raises(CheckpointError, match="image-only fallback failed too"):
+        load_processor(tmp_path)   # no tokenizer, no image processor
