@@ -53,7 +53,7 @@ def run(base: str | None = None, rl: str | None = None, *, origin: str | None = 
         regions: str | None = None, thresholds: str | Path | None = None, claims: Iterable[str] | None = None,
         report_json: str | Path | None = None, baseline: str | Path | None = None,
         report_md: str | Path | None = None, fail_on_regression: bool = False, use_cache: bool = True,
-        probes: str | None = None, log_samples: str | Path | None = None,
+        probes: str | None = None, log_samples: str | Path | None = None, sequential: bool = False,
         args: Sequence[str] = (), quiet: bool = True) -> Report:
     """Run vlmdiag's diagnostics on checkpoints and return the report.
 
@@ -68,6 +68,7 @@ def run(base: str | None = None, rl: str | None = None, *, origin: str | None = 
         probes: as ``--probes`` (``organism``, ``synthetic[:preset=...]``, ``paper:DIR``, a manifest
             ``PATH.yaml``; default: the run's default suite).
         log_samples: as ``--log-samples``: a folder for the per-sample JSON Lines records.
+        sequential: True is ``--sequential`` (the inference claims in rounds of probe items).
         use_cache: False is ``--no-cache``. args: more pytest arguments (e.g. ``["-n", "2"]``).
         quiet: capture the session's terminal output into ``Report.output`` instead of printing it.
 
@@ -97,6 +98,7 @@ def run(base: str | None = None, rl: str | None = None, *, origin: str | None = 
     argv += [f"--rl-frozen={f}" for f in frozen]
     argv += ["--fail-on-regression"] if fail_on_regression else []
     argv += [] if use_cache else ["--no-cache"]
+    argv += ["--sequential"] if sequential else []
     plugins = [_SelectClaims(set(claims))] if claims is not None else []
     with tempfile.TemporaryDirectory(prefix="vlmdiag-run-") as scratch:
         path = Path(report_json).absolute() if report_json else Path(scratch) / "report.json"

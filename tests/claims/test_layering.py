@@ -24,6 +24,7 @@ FORBIDDEN = {
     "runner": {"claims", "organism"},
     "claims": {"runner", "runtime", "transplant", "organism"},
     "organism": {"runner", "claims"},  # a plugin: it registers through the hooks
+    "sequential": {"organism"},  # joins claims and runner (the --sequential loop), below the front ends
 }
 #: The one deliberate exception: old import paths (vlmdiag.claims.Evidence, ...) resolved lazily.
 ALLOWED = {("claims/__init__.py", "runner")}

@@ -87,7 +87,7 @@ def test_help_lists_every_option():
     code, out = run_pytest("--help")
     assert code == 0
     for flag in ("--base", "--rl", "--origin", "--recipe", "--rl-frozen", "--regions", "--thresholds",
-                 "--report-json", "--report-only", "--allow-pickle", "--trust-remote-code"):
+                 "--report-json", "--report-only", "--allow-pickle", "--trust-remote-code", "--sequential"):
         assert flag in out
 
 

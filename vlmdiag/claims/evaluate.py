@@ -53,11 +53,17 @@ class ClaimResult:
     gate: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)
     series: str | None = None
+    #: The sequential design's record (:func:`vlmdiag.sequential.run_claim_sequential`); None
+    #: (and no ``sequential`` key in :meth:`as_dict`) when the claim was judged once, at ``n_items``.
+    sequential: dict[str, Any] | None = None
 
     def as_dict(self) -> dict:
-        return {"id": self.id, "recipe": self.recipe, "verdict": self.verdict, "metrics": self.metrics,
-                "reason": self.reason, "statement": self.statement, "source": self.source,
-                "gate": self.gate, "series": self.series}
+        out = {"id": self.id, "recipe": self.recipe, "verdict": self.verdict, "metrics": self.metrics,
+               "reason": self.reason, "statement": self.statement, "source": self.source,
+               "gate": self.gate, "series": self.series}
+        if self.sequential is not None:
+            out["sequential"] = self.sequential
+        return out
 
 
 def run_claim(claim: Claim, measurements: Measurements, regions_spec: str | Regions | Callable[[], Regions],

@@ -56,12 +56,14 @@ def reasoning_late(m, regions: Regions, t: ReasoningLateThresholds) -> Outcome:
     conditions = (requirement("unskipped accuracy (Wilson upper bound)", accuracy_interval.high, ">=",
                               t.min_baseline_accuracy),
                   condition("error increase Late − Early", statistic, interval, t.min_late_minus_early, "above"))
-    if accuracy_interval.high < t.min_baseline_accuracy:
-        # at the observed accuracy (below the floor) more items only lower the upper bound further
+    if accuracy_interval.high < t.min_baseline_accuracy or hits == 0:
+        # at the observed accuracy (below the floor) more items only lower the upper bound further;
+        # with no item right every increase is 0 or below and the bootstrap's [0, 0] would "decide"
+        # (a wide interval, e.g. a sequential look's, lets 0/24 pass the bound)
         p = hits / n
         metrics["n_to_decide"] = None
         return Outcome("inconclusive", f"the unskipped base model answers {hits}/{n} items right (upper bound "
-                       f"{accuracy_interval.high:.0%} < {t.min_baseline_accuracy:.0%}): skipping a layer "
+                       f"{accuracy_interval.high:.0%}, floor {t.min_baseline_accuracy:.0%}): skipping a layer "
                        "cannot cost accuracy it does not have, and more items would not change that "
                        f"(observed accuracy {p:.0%})", statistic, interval,
                        t.min_late_minus_early, metrics, series="skip_error_rate", conditions=conditions[:1])

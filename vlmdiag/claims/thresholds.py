@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -35,12 +36,44 @@ class BaselineRule(CurveTolerance):
         return self.claims.get(claim_id, self)
 
 
+class SequentialLooks(BaseModel):
+    """One claim's looks in the sequential design: ``looks`` (K) evenly spaced item counts up to
+    ``max_items`` (per probe set, the claim's ``n_items`` units); None: the section's value."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    looks: int | None = Field(None, ge=1, le=20, description="looks K (rounds of measuring, then judging)")
+    max_items: int | None = Field(None, ge=1, description="the maximum N, in the claim's n_items units; "
+                                                          "None: looks × n_items (look k at k·n_items)")
+
+
+class SequentialRule(SequentialLooks):
+    """``sequential`` in ``thresholds.yaml``: the sequential design of the inference claims (those
+    with ``n_items``), off unless ``enabled`` or ``--sequential``. Looks at ``max_items``·k/K
+    items, k = 1..K (the first items of the suite's fixed order), each judged with intervals at
+    level 1 − (1 − confidence)/K (Bonferroni error spending, :class:`vlmdiag.stats.SequentialPlan`);
+    the run stops at the first decided verdict or at the last look. ``claims: {CLAIM_ID: {looks,
+    max_items}}`` overrides per claim."""
+
+    enabled: bool = Field(False, description="judge the inference claims in rounds (also: --sequential)")
+    looks: int = Field(4, ge=1, le=20, description="looks K")
+    spending: Literal["bonferroni"] = Field("bonferroni", description="how the error level is split over looks")
+    claims: dict[str, SequentialLooks] = Field(default_factory=dict)
+
+    def for_claim(self, claim_id: str, n_items: int) -> tuple[int, int]:
+        """``(looks, max_items)`` of a claim whose fixed-design N is ``n_items``."""
+        own = self.claims.get(claim_id, SequentialLooks())
+        looks = own.looks or self.looks
+        maximum = own.max_items or self.max_items or looks * n_items
+        return min(looks, maximum), maximum
+
+
 class _File(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_version: int
     claims: dict[str, dict]
     localized_regions: LocalizedRule | None = None  # the rule of --regions localized
     baseline: BaselineRule = Field(default_factory=BaselineRule)  # --baseline tolerances
+    sequential: SequentialRule = Field(default_factory=SequentialRule)  # the sequential design (off by default)
 
 
 @dataclass(frozen=True)
@@ -51,6 +84,7 @@ class Thresholds:
     claims: dict[str, ClaimThresholds]
     localized: LocalizedRule | None = None  # None: the file has no localized_regions section
     baseline: BaselineRule = BaselineRule()  # the --baseline tolerances (defaults when the file has none)
+    sequential: SequentialRule = SequentialRule()  # the sequential design (off when the file has none)
 
     def get(self, claim_id: str) -> ClaimThresholds | None:
         return self.claims.get(claim_id)
@@ -105,12 +139,18 @@ def load_thresholds(path: str | Path) -> Thresholds:
         raise ThresholdsError(f"{path}:{_line(root, ('baseline', 'claims', unknown[0]))}: baseline.claims: unknown "
                               f"claim {printable(unknown[0])!r}; known claims: {', '.join(sorted(registry))}")
     _check_numbers(path, root, ("baseline",), document.baseline.model_dump())
-    return Thresholds(path, claims, document.localized_regions, document.baseline)
+    unknown = sorted(set(document.sequential.claims) - set(claims))
+    if unknown:
+        raise ThresholdsError(f"{path}:{_line(root, ('sequential', 'claims', unknown[0]))}: sequential.claims: "
+                              f"{printable(unknown[0])!r} has no entry under claims; "
+                              f"known: {', '.join(sorted(claims))}")
+    _check_numbers(path, root, ("sequential",), document.sequential.model_dump())
+    return Thresholds(path, claims, document.localized_regions, document.baseline, document.sequential)
 
 
 #: Sane ranges of the counts a thresholds file sets: past them a run takes days or runs out of
 #: memory (a bootstrap of 10^9 resamples), or a seed is refused by numpy.
-COUNT_RANGES = {"bootstrap_resamples": (100, 1_000_000), "n_items": (1, 100_000),
+COUNT_RANGES = {"bootstrap_resamples": (100, 1_000_000), "n_items": (1, 100_000), "max_items": (1, 100_000),
                 "max_new_tokens": (1, 32_768), "probe_seed": (0, 2**32 - 1)}
 
 

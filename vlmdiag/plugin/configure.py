@@ -56,7 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
         allow_pickle=bool(option_value(config, "allow_pickle")),
         trust_remote_code=bool(option_value(config, "trust_remote_code")),
         use_cache=not option_value(config, "no_cache"), probes=option_value(config, "probes"),
-        log_samples=option_value(config, "log_samples"))
+        log_samples=option_value(config, "log_samples"), sequential=bool(option_value(config, "sequential")))
     if state.probes and state.recipes and not config.getoption("help", False):
         with usage_errors():  # an unknown suite or a malformed manifest: a usage error now
             state.probe_suite  # noqa: B018

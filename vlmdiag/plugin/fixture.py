@@ -36,7 +36,14 @@ def diagnose(request: pytest.FixtureRequest):
             raise pytest.UsageError(f"unknown claim {claim_id!r}; known: {', '.join(sorted(claims))}")
         evidence = state.evidence(recipe)
         first = len(evidence.cache_log)
-        result = run_claim(claims[claim_id], evidence, state.regions_of(recipe), state.thresholds.get(claim_id))
+        rule = state.sequential_rule()
+        if rule is None:
+            result = run_claim(claims[claim_id], evidence, state.regions_of(recipe), state.thresholds.get(claim_id))
+        else:  # --sequential: in rounds of probe items, until decided (vlmdiag.sequential)
+            from vlmdiag.sequential import run_claim_sequential
+
+            result = run_claim_sequential(claims[claim_id], evidence, state.regions_of(recipe),
+                                          state.thresholds.get(claim_id), rule)
         data = _jsonable(result.as_dict())
         data["cache"] = cache_record(evidence.cache_log[first:], enabled=state.use_cache)
         state.reports.compare(data, state.thresholds)

@@ -55,7 +55,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
             ("--no-plots", "no_plots", "write the JSON report without its per-layer PNG plots (they take ~0.3 s "
                                        "each on a CPU)"),
             ("--no-cache", "no_cache", "measure everything again: neither read nor write the results cache "
-                                       "($VLMDIAG_CACHE_DIR or ~/.cache/vlmdiag, under results/)")):
+                                       "($VLMDIAG_CACHE_DIR or ~/.cache/vlmdiag, under results/)"),
+            ("--sequential", "sequential", "judge the inference claims in rounds: measure more probe items only "
+                                           "until a claim is decided, up to a maximum N, with Bonferroni error "
+                                           "spending over the looks (sequential in thresholds.yaml sets them)")):
         group.addoption(flag, dest=f"vlmdiag_{dest}", action="store_true", default=False, help=help_text)
         parser.addini(f"vlmdiag_{dest}", help_text, type="bool", default=False)
 

@@ -34,6 +34,7 @@ class RunState:
     use_cache: bool = True
     probes: str | None = None  # --probes (None: the default suite of the run's checkpoints)
     log_samples: str | None = None  # --log-samples folder
+    sequential: bool = False  # --sequential (thresholds.yaml's sequential.enabled also turns it on)
     reports: object = field(default_factory=_report_options)  # --baseline, --report-md, ...
     progress: object = None  # a vlmdiag.report.progress.StepProgress, set in pytest_configure
     usage_error: str | None = None  # an xdist worker's usage error, reported once by the controller
@@ -112,6 +113,12 @@ class RunState:
                                             results=self.results_cache, progress=self.progress,
                                             sample_log=self._sample_log())
         return self._evidence[recipe]
+
+    def sequential_rule(self):
+        """The :class:`~vlmdiag.claims.thresholds.SequentialRule` the inference claims are judged
+        with (:mod:`vlmdiag.sequential`), or None when the design is off (the default)."""
+        rule = self.thresholds.sequential
+        return rule if self.sequential or rule.enabled else None
 
     def regions_of(self, recipe: str):
         """What :func:`~vlmdiag.claims.run_claim` gets as regions: the ``--regions`` value, or for
