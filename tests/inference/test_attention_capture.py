@@ -8,7 +8,7 @@ import torch
 
 import tiny_models
 from vlmdiag.measure import attention as att
-from vlmdiag.runtime.generate import build_inputs, image_prompt
+from vlmdiag.runtime.generate import build_inputs, extend_inputs, image_prompt
 from vlmdiag.runtime.model import wrap_model
 
 RESPONSE = "Let me look. <think> the square is red and there are 12 items </think> <answer>12</answer>"
@@ -17,7 +17,7 @@ RESPONSE = "Let me look. <think> the square is red and there are 12 items </thin
 def eager_reference(eager_loaded, prompt, response_ids):
     """Expected mass [layers, heads] from the full eager attention matrices."""
     inputs = build_inputs(eager_loaded, [prompt])
-    full = att._extend_inputs(inputs, torch.as_tensor(response_ids))
+    full = extend_inputs(inputs, torch.as_tensor(response_ids))
     with torch.no_grad():
         out = eager_loaded.model(**full, output_attentions=True)
     prompt_len = inputs["input_ids"].shape[1]
@@ -160,7 +160,7 @@ def test_own_generation_rows_equal_generation_time_attention(qwen_loaded, qwen_e
     # Steps 1..5 feed generated tokens 0..4 as queries.
     during = np.stack([[step[layer][0, :, 0].double().numpy()[:, :len(cols)][:, cols].sum(-1)
                         for layer in range(4)] for step in out.attentions[1:]])      # [5, L, H]
-    full = att._extend_inputs(inputs, generated[:5])
+    full = extend_inputs(inputs, generated[:5])
     query = torch.zeros_like(full["input_ids"], dtype=torch.bool)
     query[0, -5:] = True
     mass, _, _ = att.attention_on_sequence(qwen_loaded, full, query)

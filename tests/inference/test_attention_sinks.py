@@ -12,7 +12,7 @@ import torch
 
 import tiny_models
 from vlmdiag.measure import attention as att
-from vlmdiag.runtime.generate import build_inputs, image_prompt
+from vlmdiag.runtime.generate import build_inputs, extend_batch, image_prompt
 from vlmdiag.runtime.model import wrap_model
 
 RESPONSE = "<think> the square is red and there are 12 items </think> 12"
@@ -61,7 +61,7 @@ def _sequence(loaded, images):
                image_prompt("How many items are there in the image?", images["green_wide"])]
     inputs = build_inputs(loaded, prompts)
     ids = torch.as_tensor(loaded.tokenizer(RESPONSE, add_special_tokens=False)["input_ids"])
-    full = att._extend_batch(inputs, [ids, ids[:-2]], pad=0)
+    full = extend_batch(inputs, [ids, ids[:-2]], pad=0)
     query = torch.zeros_like(full["input_ids"], dtype=torch.bool)
     query[0, -len(ids):] = True
     query[1, -(len(ids) - 2):] = True

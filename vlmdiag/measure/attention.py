@@ -26,7 +26,7 @@ import torch
 
 from vlmdiag.measure.attention_capture import (  # noqa: F401  (re-exported)
     CAPTURE_IMPLEMENTATION, capture_attention, sink_tokens)
-from vlmdiag.runtime.generate import DEFAULT_BATCH_SIZE, Prompt, generate, pad_id
+from vlmdiag.runtime.generate import DEFAULT_BATCH_SIZE, Prompt, extend_batch, generate, pad_id
 from vlmdiag.runtime.inputs import cached_inputs
 from vlmdiag.runtime.model import LoadedModel, decoder_layers
 
@@ -101,35 +101,6 @@ def reasoning_token_mask(tokenizer, response_ids: Sequence[int]) -> np.ndarray:
     return mask
 
 
-def _extend_inputs(inputs: dict, response_ids: torch.Tensor) -> dict:
-    """Append response ids (B = 1) to prompt inputs; per-token tensors get 0 (text), the
-    attention mask gets 1."""
-    return _extend_batch(inputs, [response_ids.view(-1)], pad=0)
-
-
-def _extend_batch(inputs: dict, responses: Sequence[torch.Tensor], *, pad: int) -> dict:
-    """Append each row's response ids to left-padded prompt inputs and left-pad the result again:
-    per-token tensors ([B, P]) get the ids / 1 (attention mask) / 0 (token types) after each
-    row's prompt; other tensors (pixels, grids) are kept. Returns [B, max(P_b + T_b)] tensors."""
-    mask = inputs["attention_mask"].bool()
-    shape = inputs["input_ids"].shape
-    lengths = [int(mask[b].sum()) + len(r) for b, r in enumerate(responses)]
-    width = max(lengths)
-    out = dict(inputs)
-    for key, value in inputs.items():
-        if not (isinstance(value, torch.Tensor) and value.ndim == 2 and value.shape == shape):
-            continue
-        fill_pad = pad if key == "input_ids" else 0
-        rows = []
-        for b, response in enumerate(responses):
-            tail = response.to(value.device, value.dtype) if key == "input_ids" else torch.full(
-                (len(response),), 1 if key == "attention_mask" else 0, dtype=value.dtype, device=value.device)
-            row = torch.cat([value[b][mask[b]], tail])
-            rows.append(torch.cat([row.new_full((width - len(row),), fill_pad), row]))
-        out[key] = torch.stack(rows)
-    return out
-
-
 @dataclass(frozen=True)
 class SequenceCapture:
     """What one captured forward pass over B full sequences gives.
@@ -199,7 +170,7 @@ def _measure_many(loaded, prompts: Sequence[Prompt], responses: Sequence[tuple[n
         chunk = order[start:start + batch_size]
         inputs = cached_inputs(loaded, [prompts[i] for i in chunk])
         ids = [torch.as_tensor(responses[i][0], dtype=torch.long) for i in chunk]
-        full = _extend_batch(inputs, ids, pad=pad_id(loaded))
+        full = extend_batch(inputs, ids, pad=pad_id(loaded))
         query_mask = torch.zeros_like(full["input_ids"], dtype=torch.bool)
         for b, i in enumerate(chunk):
             n = len(ids[b])

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from vlmdiag.measure.attention import _extend_inputs
-from vlmdiag.runtime.generate import Prompt, build_inputs, generate
+from vlmdiag.runtime.generate import Prompt, build_inputs, extend_inputs, generate
 from vlmdiag.runtime.model import LoadedModel
 
 
@@ -80,7 +79,7 @@ def forward_kl(reference: LoadedModel, model: LoadedModel, prompts: Sequence[Pro
         inputs = build_inputs(reference, [prompt])
         prompt_len = inputs["input_ids"].shape[1]
         ids = torch.as_tensor(answer.token_ids, dtype=torch.long, device=reference.device)
-        full = _extend_inputs(inputs, ids)
+        full = extend_inputs(inputs, ids)
         # Position prompt_len - 1 predicts the first response token; the last one predicts the stop.
         positions = slice(prompt_len - 1, prompt_len + len(answer.token_ids))
         p_logits = _logits(reference, full)[positions]

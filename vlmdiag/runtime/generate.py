@@ -209,6 +209,35 @@ DEFAULT_BATCH_SIZE = 32
 PerBatch = Callable[[list[int], dict], tuple[ContextManager, dict]]
 
 
+def extend_inputs(inputs: dict, response_ids: torch.Tensor) -> dict:
+    """Append response ids (B = 1) to prompt inputs; per-token tensors get 0 (text), the
+    attention mask gets 1."""
+    return extend_batch(inputs, [response_ids.view(-1)], pad=0)
+
+
+def extend_batch(inputs: dict, responses: Sequence[torch.Tensor], *, pad: int) -> dict:
+    """Append each row's response ids to left-padded prompt inputs and left-pad the result again:
+    per-token tensors ([B, P]) get the ids / 1 (attention mask) / 0 (token types) after each
+    row's prompt; other tensors (pixels, grids) are kept. Returns [B, max(P_b + T_b)] tensors."""
+    mask = inputs["attention_mask"].bool()
+    shape = inputs["input_ids"].shape
+    lengths = [int(mask[b].sum()) + len(r) for b, r in enumerate(responses)]
+    width = max(lengths)
+    out = dict(inputs)
+    for key, value in inputs.items():
+        if not (isinstance(value, torch.Tensor) and value.ndim == 2 and value.shape == shape):
+            continue
+        fill_pad = pad if key == "input_ids" else 0
+        rows = []
+        for b, response in enumerate(responses):
+            tail = response.to(value.device, value.dtype) if key == "input_ids" else torch.full(
+                (len(response),), 1 if key == "attention_mask" else 0, dtype=value.dtype, device=value.device)
+            row = torch.cat([value[b][mask[b]], tail])
+            rows.append(torch.cat([row.new_full((width - len(row),), fill_pad), row]))
+        out[key] = torch.stack(rows)
+    return out
+
+
 def batch_order(prompts: Sequence[Prompt]) -> list[list[int]]:
     """The prompt groups that may share a batch: image prompts, then text-only ones, each sorted
     (stably) by image area and text length, so a batch holds prompts of similar length and pads
