@@ -24,6 +24,7 @@ import yaml
 from PIL import Image
 
 import tiny_checkpoints
+from test_spans import feature_positions
 from vlmdiag.adapters import adapter_for
 from vlmdiag.measure.spans import visual_spans
 from vlmdiag.runtime.model import get_module
@@ -113,23 +114,6 @@ def test_every_claim_reaches_a_verdict_on_four_families(recipes, tmp_path):
 # --- visual-token spans of each family's own processor ----------------------------------------------
 
 
-def _feature_positions(model, adapter, inputs) -> torch.Tensor:
-    """bool [S]: positions whose first-decoder-layer input is not the token embedding."""
-    seen = {}
-
-    def grab(module, args, kwargs):
-        seen["h"] = (kwargs.get("hidden_states") if "hidden_states" in kwargs else args[0]).detach()
-
-    handle = get_module(model, adapter.decoder_layers)[0].register_forward_pre_hook(grab, with_kwargs=True)
-    try:
-        with torch.no_grad():
-            model(**inputs, use_cache=False)
-            embedded = get_module(model, adapter.embed_tokens)(inputs["input_ids"])
-    finally:
-        handle.remove()
-    return (seen["h"][0] - embedded[0]).abs().amax(-1) > 0
-
-
 #: family -> (visual tokens of a 336x224 image, markers around it) with the tiny processors
 #: (LLaVA-OneVision: base tile + 2 anyres tiles + newlines; SmolVLM: 4 tiles + the global image)
 SPANS = {"qwen2_5_vl": (12, 2), "qwen3_vl": (12, 2), "llava_onevision": (44, 0), "smolvlm": (80, 6)}
@@ -149,4 +133,4 @@ def test_processor_prompt_spans_are_where_the_model_puts_image_features(family):
     assert adapter.family == family
     spans = visual_spans(inputs["input_ids"][0], adapter, config, processor.tokenizer)
     assert (spans.n_visual, int(spans.markers.sum())) == SPANS[family]
-    assert torch.equal(torch.from_numpy(spans.visual), _feature_positions(model, adapter, inputs))
+    assert torch.equal(torch.from_numpy(spans.visual), feature_positions(model, adapter, inputs))
