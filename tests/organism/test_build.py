@@ -89,6 +89,14 @@ def test_recipe_hash_is_stable_and_sensitive():
     assert B.entry_dir(fast, "/x").name.startswith("fast-")
 
 
+def test_cache_key_hashes_every_organism_module():
+    """Every module of vlmdiag.organism but ``__init__``/``cli`` defines the organism, so its
+    bytes are in the cache key (a new module left out of CODE_FILES would reuse stale builds)."""
+    package = Path(B.__file__).resolve().parent
+    modules = {p.name for p in package.glob("*.py")} - {"__init__.py", "cli.py"}
+    assert set(B.CODE_FILES) == modules
+
+
 def test_stages_load_generate_and_score(fast_cache):
     from transformers import AutoModelForImageTextToText
 

@@ -1,0 +1,115 @@
+"""The model organism's recipe: its stages, the settings that determine its weights
+(:class:`Recipe`, hashed into the cache key with the pipeline's sources) and the named recipes."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlmdiag.errors import CheckpointError
+
+STAGES: tuple[str, ...] = ("base", "in", "rl", "rl-frozen-early", "rl-frozen-mid", "rl-frozen-late")
+RL_STAGES: dict[str, str | None] = {"rl": None, "rl-frozen-early": "early",
+                                    "rl-frozen-mid": "mid", "rl-frozen-late": "late"}
+#: Bump when the pipeline code changes in a way that changes the weights.
+PIPELINE_VERSION = "2"
+
+#: The modules that define the organism (every module of this package but ``__init__.py`` and
+#: ``cli.py``): their bytes are hashed into the cache key, so a change to any of them rebuilds.
+CODE_FILES: tuple[str, ...] = ("answers.py", "build.py", "cache.py", "data.py", "evaluation.py",
+                               "grpo.py", "items.py", "model.py", "probe_items.py", "recipe.py",
+                               "report.py", "scenes.py", "supervised.py", "tasks.py",
+                               "tokenizer.py", "train.py")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines the organism's weights (hashed into the cache key)."""
+
+    name: str
+    seed: int = 1234
+    threads: int = 1
+    vocab_size: int = 640
+    # model
+    hidden: int = 128
+    layers: int = 6
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 256
+    vision_hidden: int = 64
+    vision_depth: int = 2
+    # base, part 1: vision pre-training (vision tower + merger, per-token and pooled targets)
+    vision_steps: int = 300
+    vision_batch: int = 32
+    vision_lr: float = 2e-3
+    vision_scenes: int = 6000
+    # base, part 2: SFT on perception, short answers
+    base_items_per_task: int = 3000
+    base_steps: int = 700
+    base_batch: int = 16
+    base_lr: float = 1e-3
+    # in: SFT on the reasoning format (noisy arithmetic traces)
+    in_items_per_task: int = 1000
+    in_arith_items: int = 3000
+    in_steps: int = 400
+    in_batch: int = 16
+    in_lr: float = 5e-4
+    in_distractor_rate: float = 0.6
+    in_fact_items: int = 1000
+    # rl: GRPO on visual arithmetic (plus a share of perception prompts), KL to IN
+    rl_items: int = 2000
+    rl_perception_share: float = 0.25
+    rl_beta: float = 0.1
+    rl_steps: int = 40
+    rl_prompts_per_step: int = 4
+    rl_generations: int = 8
+    rl_lr: float = 1e-4
+    rl_temperature: float = 1.0
+    rl_max_completion: int = 20
+    # evaluation (held-out)
+    eval_per_task: int = 100
+    eval_arith: int = 300
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """SHA-256 (hex) of the recipe, the pipeline version and the torch/transformers versions."""
+        import torch
+        import transformers
+
+        payload = json.dumps({"recipe": self.to_dict(), "pipeline": PIPELINE_VERSION,
+                              "code": _code_hash(),
+                              "torch": torch.__version__.split("+")[0],
+                              "transformers": transformers.__version__}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _code_hash() -> str:
+    """SHA-256 of the organism's pipeline sources, so a code change never reuses a stale build."""
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in CODE_FILES:
+        h.update((here / name).read_bytes())
+    return h.hexdigest()
+
+
+RECIPES: dict[str, Recipe] = {
+    "full": Recipe(name="full"),
+    "fast": Recipe(name="fast", vision_steps=10, vision_batch=8, vision_scenes=100,
+                   base_items_per_task=100, base_steps=30, in_items_per_task=50,
+                   in_arith_items=100, in_steps=20, rl_items=50, rl_steps=3,
+                   rl_prompts_per_step=2, rl_generations=4, eval_per_task=8, eval_arith=16),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    """The named recipe; raises :class:`CheckpointError` listing the valid names."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise CheckpointError(f"unknown organism recipe {name!r}; valid recipes: "
+                              f"{', '.join(RECIPES)}") from None
