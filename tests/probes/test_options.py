@@ -120,3 +120,21 @@ def test_a_suite_without_absorb_merges_its_workers_descriptions():
     workers = {"gw0": json.loads(worker_draws(Plain(["c", "a"]))), "gw1": json.loads(worker_draws(Plain(["b"])))}
     assert probes_section(Plain(), workers) == serial
     assert serial["drawn"] == ["a", "b", "c"] and serial["answer_format"] == "none"
+
+
+def test_the_organism_suite_reports_its_draws_under_xdist_as_serially():
+    """The default suite of organism runs: items per kind and a content hash, and two workers'
+    draws merge into the serial section (before, ``-n 2`` reported neither)."""
+    import json
+
+    from vlmdiag.organism import OrganismSuite
+    from vlmdiag.plugin.probes import worker_draws
+
+    requests = [("ability", "vqa", 3, 0), ("ability", "text_math", 2, 0), ("swap", "counting", 2, 0),
+                ("ability", "vqa", 2, 0)]
+    serial = probes_section(_draw(OrganismSuite(), requests))
+    workers = {"gw0": json.loads(worker_draws(_draw(OrganismSuite(), requests[2:]))),
+               "gw1": json.loads(worker_draws(_draw(OrganismSuite(), requests[:2])))}
+    assert probes_section(OrganismSuite(), workers) == serial
+    assert serial["items"] == {"swap:counting@seed=0": 2, "text_math@seed=0": 2, "vqa@seed=0": 3}
+    assert len(serial["content_hash"]) == 64

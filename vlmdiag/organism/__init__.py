@@ -11,6 +11,7 @@ The organism plugs into vlmdiag as any plugin does (:mod:`vlmdiag.hookspec`): th
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -70,41 +71,51 @@ def resolve_spec(spec: str, *, cache_dir: Path | None = None, progress: bool = T
 # --------------------------------------------------------------------------- registration
 
 
-class OrganismSuite:
-    """The default probe suite (``--probes organism``, SPEC §6): the organism's held-out synthetic
-    items (:func:`vlmdiag.organism.tasks.ability_items`, :func:`~vlmdiag.organism.tasks.swap_pairs`),
-    which have exact descriptions and known answers, so every ability can be scored offline.
+@functools.cache
+def _organism_suite_class():
+    """The suite's class, made once on first use (vlmdiag.probes loads only when a run asks for probes)."""
+    from vlmdiag.probes.suite import RecordingSuite
 
-    Raises:
-        UsageError: an argument was given (``--probes organism:X``).
-    """
+    class OrganismSuite(RecordingSuite):
+        """The default probe suite (``--probes organism``, SPEC §6): the organism's held-out
+        synthetic items (:func:`vlmdiag.organism.tasks.ability_items`,
+        :func:`~vlmdiag.organism.tasks.swap_pairs`), which have exact descriptions and known
+        answers, so every ability can be scored offline. It describes what it handed out (items
+        per kind and seed, their content hash) as the built-in suites do, under pytest-xdist too.
 
-    name = "organism"
+        Raises:
+            UsageError: an argument was given (``--probes organism:X``).
+        """
 
-    def __init__(self, arg: str | None = None):
-        if arg:
-            from vlmdiag.errors import UsageError
+        name = "organism"
 
-            raise UsageError(f"--probes organism:{arg}: the organism suite takes no argument")
-        self._drawn: list[str] = []
+        def __init__(self, arg: str | None = None):
+            if arg:
+                from vlmdiag.errors import UsageError
 
-    def ability_items(self, kind: str, n: int, *, seed: int):
-        from vlmdiag.organism.tasks import ability_items
-        from vlmdiag.probes.suite import Drawn
+                raise UsageError(f"--probes organism:{arg}: the organism suite takes no argument")
+            super().__init__()
 
-        self._drawn.append(f"ability_items({kind}, n={n}, seed={seed})")
-        return Drawn(tuple(ability_items(kind, n, seed=seed)))
+        def source(self) -> str:  # in words, as the report and the terminal header have always said it
+            return "vlmdiag.organism.tasks (held-out synthetic items)"
 
-    def swap_pairs(self, task: str, n: int, *, seed: int):
-        from vlmdiag.organism.tasks import swap_pairs
-        from vlmdiag.probes.suite import Drawn
+        def _ability_pool(self, kind, n, seed):
+            from vlmdiag.organism.tasks import ability_items
 
-        self._drawn.append(f"swap_pairs({task}, n={n}, seed={seed})")
-        return Drawn(tuple(swap_pairs(task, n, seed=seed)))
+            return ability_items(kind, n, seed=seed), None
 
-    def describe(self) -> dict:
-        return {"name": self.name, "source": "vlmdiag.organism.tasks (held-out synthetic items)",
-                "drawn": list(dict.fromkeys(self._drawn))}
+        def _swap_pool(self, task, n, seed):
+            from vlmdiag.organism.tasks import swap_pairs
+
+            return swap_pairs(task, n, seed=seed), None
+
+    return OrganismSuite
+
+
+def __getattr__(name: str):
+    if name == "OrganismSuite":
+        return _organism_suite_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def organism_probe_set(n: int = 100, *, seed: int = 0):
@@ -118,7 +129,7 @@ def organism_probe_set(n: int = 100, *, seed: int = 0):
         raise ValueError(f"organism_probe_set: n={n} must be at least 1")
     from vlmdiag.probes.records import ProbeSet
 
-    suite = OrganismSuite()
+    suite = _organism_suite_class()()
     items = {kind: suite.ability_items(kind, n, seed=seed).items for kind in ("vqa", "math_vqa", "text_math")}
     return ProbeSet(items=items, skipped={}, source=(f"organism:ability_items(n={n}, seed={seed})",))
 
@@ -132,4 +143,4 @@ def pytest_vlmdiag_add_checkpoint_resolvers(register_resolver) -> None:
 
 
 def pytest_vlmdiag_add_probe_suites(register_suite) -> None:
-    register_suite("organism", OrganismSuite)
+    register_suite("organism", _organism_suite_class())
