@@ -12,6 +12,7 @@ from claim_helpers import run, small
 from vlmdiag.claims import all_claims
 from vlmdiag.measure.skip import SkipResult
 from vlmdiag.regions import regions_for
+from vlmdiag.stats import wilson_interval
 
 L, N = 6, 30
 REGIONS = regions_for("paper", L)
@@ -44,6 +45,36 @@ def test_early_skips_that_break_reasoning_are_not_the_claim(shipped):
 def test_a_model_that_cannot_solve_the_items_is_inconclusive(shipped):
     out = judge("localization.reasoning_late", skip_result([0, 0, 0, 0, 1, 1], baseline=0.0), shipped)
     assert out.verdict == "inconclusive" and "cannot cost accuracy" in out.reason
+
+
+def test_two_right_items_cannot_decide_where_reasoning_acts(shipped):
+    """2 of 30 right (Wilson upper bound above the floor, lower bound below): Early skips that
+    break those items give an interval at or below 0, which said not_reproduced before."""
+    right = np.zeros(N, bool)
+    right[:2] = True
+    rows = [right] + [right & (k >= 2) for k in range(L)]        # skipping Early layers breaks it
+    result = SkipResult(np.arange(-1, L), np.array(rows), (), tuple(f"i{i}" for i in range(N)))
+    t = shipped.get("localization.reasoning_late")
+    assert wilson_interval(2, N, level=t.confidence).high >= t.min_baseline_accuracy  # the old gate let it through
+    out = judge("localization.reasoning_late", result, shipped)
+    assert out.verdict == "inconclusive" and "not clearly above the floor" in out.reason
+    assert out.interval.high <= t.min_late_minus_early        # the interval alone would have decided
+    assert [c.holds for c in out.conditions[:2]] == [True, False]
+
+
+def test_the_floor_decides_once_enough_items_are_right(shipped):
+    """A base model right on ~90 % of the items clears the floor: the planted Late effect decides."""
+    t = shipped.get("localization.reasoning_late")
+    out = judge("localization.reasoning_late", skip_result([0, 0, 0.1, 0.1, 0.8, 0.8], baseline=0.9), shipped)
+    assert out.verdict == "reproduced" and out.metrics["baseline_accuracy_interval"]["low"] >= t.min_baseline_accuracy
+
+
+def test_n_to_clear_floor():
+    from vlmdiag.claims.localization import n_to_clear_floor
+
+    assert n_to_clear_floor(0.1, 24, 0.2, 0.95) is None
+    n = n_to_clear_floor(0.3, 24, 0.2, 0.95)
+    assert wilson_interval(round(0.3 * n), n).low >= 0.2 > wilson_interval(round(0.3 * (n - 5)), n - 5).low
 
 
 def swap_results(rate_by_start_layer, *, seed=0, mode="from"):

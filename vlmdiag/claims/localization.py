@@ -21,8 +21,9 @@ class ReasoningLateThresholds(ProbeThresholds):
         description="error-rate increase over the unskipped model (fraction of items), Late mean "
                     "minus Early mean, that the interval must exceed")
     min_baseline_accuracy: float = Field(
-        ge=0, le=1, description="the unskipped base model's accuracy (upper Wilson bound) below which "
-                                "skipping cannot show anything: inconclusive")
+        ge=0, le=1, description="the unskipped base model's accuracy that skipping needs to show anything: "
+                                "below it (Wilson upper bound) inconclusive, and a decided verdict needs "
+                                "the Wilson lower bound above it")
 
 
 @claim("localization.reasoning_late", statement="Reasoning acts in Late layers",
@@ -35,7 +36,10 @@ def reasoning_late(m, regions: Regions, t: ReasoningLateThresholds) -> Outcome:
     or 1). Reproduced when the per-item Late mean minus Early mean of that increase has a
     bootstrap interval (over items) entirely above ``min_late_minus_early``; not_reproduced when
     entirely at or below; inconclusive otherwise, or when the unskipped model is right on too few
-    items (Wilson upper bound < ``min_baseline_accuracy``) for a skip to cost anything.
+    items (Wilson upper bound < ``min_baseline_accuracy``) for a skip to cost anything. A decided
+    verdict also needs the unskipped accuracy clearly above that floor (Wilson lower bound >=
+    ``min_baseline_accuracy``): one or two right items make every per-item increase 0 or so, and
+    an interval at or below 0 from them says nothing about where the model reasons.
     """
     if -1 not in list(m.layers):
         raise ValueError("localization.reasoning_late needs the unskipped baseline (layer -1) in the sweep")
@@ -55,6 +59,8 @@ def reasoning_late(m, regions: Regions, t: ReasoningLateThresholds) -> Outcome:
         **{f"{r.lower()}_error_increase": float(v.mean()) for r, v in by_region.items()}, "n_items": n}
     conditions = (requirement("unskipped accuracy (Wilson upper bound)", accuracy_interval.high, ">=",
                               t.min_baseline_accuracy),
+                  requirement("unskipped accuracy (Wilson lower bound)", accuracy_interval.low, ">=",
+                              t.min_baseline_accuracy),
                   condition("error increase Late − Early", statistic, interval, t.min_late_minus_early, "above"))
     if accuracy_interval.high < t.min_baseline_accuracy or hits == 0:
         # at the observed accuracy (below the floor) more items only lower the upper bound further;
@@ -72,11 +78,32 @@ def reasoning_late(m, regions: Regions, t: ReasoningLateThresholds) -> Outcome:
               f"{by_region['Mid'].mean():+.2f}, Early {by_region['Early'].mean():+.2f}; Late − Early = "
               f"{statistic:+.2f} ({t.confidence:.0%} CI [{interval.low:+.2f}, {interval.high:+.2f}], threshold "
               f"{t.min_late_minus_early:g}); unskipped error {1 - hits / n:.0%}, N={n}")
-    if verdict == "inconclusive":
+    if verdict != "inconclusive" and accuracy_interval.low < t.min_baseline_accuracy:
+        verdict = "inconclusive"
+        metrics["n_to_decide"] = n_to_clear_floor(hits / n, n, t.min_baseline_accuracy, t.confidence)
+        reason += (f"; but the unskipped accuracy is not clearly above the floor {t.min_baseline_accuracy:.0%} "
+                   f"(Wilson lower bound {accuracy_interval.low:.0%}): too few right items to locate reasoning; "
+                   + decide_text(metrics["n_to_decide"], "clear the floor"))
+    elif verdict == "inconclusive":
         metrics["n_to_decide"] = n_to_decide(n, statistic, interval, t.min_late_minus_early)
         reason += "; " + decide_text(metrics["n_to_decide"])
     return Outcome(verdict, reason, statistic, interval, t.min_late_minus_early, metrics, series="skip_error_rate",
                    conditions=conditions)
+
+
+def n_to_clear_floor(accuracy: float, n: int, floor: float, level: float) -> int | None:
+    """The smallest N (at most 10⁶) at which the Wilson lower bound at ``level`` of an observed
+    ``accuracy`` reaches ``floor``; None when the accuracy is at or below the floor (no N does)."""
+    if accuracy <= floor:
+        return None
+    clears = lambda N: wilson_interval(round(accuracy * N), N, level=level).low >= floor  # noqa: E731
+    low, high = n, 1_000_000
+    if not clears(high):
+        return None
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if clears(mid) else (mid + 1, high)
+    return low
 
 
 class VisionEarlyThresholds(ProbeThresholds):
