@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
@@ -23,6 +24,13 @@ def machine() -> str:
 def load_average() -> str:
     """The 1/5/15-minute load averages, e.g. ``1.6 / 1.5 / 2.1`` (other jobs on the machine)."""
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def rate(count: int, trials: int) -> str:
+    """``count/trials`` with its 95 % Monte-Carlo half-width (normal approximation, at least that of
+    one event in ``trials``), e.g. ``0.022 ± 0.009``."""
+    p = count / trials
+    return f"{p:.3f} ± {1.96 * math.sqrt(max(p * (1 - p), 1 / trials) / trials):.3f}"
 
 
 def publish(heading: str, text: str, write: bool) -> None:

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import load_average, machine, publish  # noqa: E402
+from benchlib import load_average, machine, publish, rate  # noqa: E402
 
 from vlmdiag.claims import all_claims, load_thresholds  # noqa: E402
 from vlmdiag.measure.abilities import score_mrea, score_mv2r, score_mvis  # noqa: E402
@@ -120,12 +120,6 @@ SIMULATIONS = {  # claim -> (simulator, what the null is, what the planted posit
 }
 
 
-def rate_bound(count: int, trials: int) -> str:
-    rate = count / trials
-    half = 1.96 * math.sqrt(max(rate * (1 - rate), 1 / trials) / trials)
-    return f"{rate:.3f} (±{half:.3f})"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=200)
@@ -147,8 +141,8 @@ def main() -> None:
         wrong_yes, wrong_no = counts[False]["reproduced"], counts[True]["not_reproduced"]
         can_gate = all(c / args.trials <= alpha + 1.96 * math.sqrt(alpha * (1 - alpha) / args.trials)
                        for c in (wrong_yes, wrong_no))
-        rows.append(f"| `{claim_id}` | {t.n_items} | {null} | {rate_bound(wrong_yes, args.trials)} | {positive} | "
-                    f"{rate_bound(counts[True]['reproduced'], args.trials)} | {rate_bound(wrong_no, args.trials)} | "
+        rows.append(f"| `{claim_id}` | {t.n_items} | {null} | {rate(wrong_yes, args.trials)} | {positive} | "
+                    f"{rate(counts[True]['reproduced'], args.trials)} | {rate(wrong_no, args.trials)} | "
                     f"{'yes' if can_gate else 'no'} | {'true' if t.gate else 'false'} |")
         print(rows[-1], flush=True)
     text = "\n".join([

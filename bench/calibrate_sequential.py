@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT / "tests" / "claims"))
-from benchlib import load_average, machine, publish  # noqa: E402
+from benchlib import load_average, machine, publish, rate  # noqa: E402
 from sequential_sims import run_sequential  # noqa: E402
 
 from vlmdiag.claims import load_thresholds  # noqa: E402
@@ -36,11 +36,6 @@ CASES = {  # claim -> (null, planted, share of --trials it runs: attention's per
     "attention.r2v_shift_mid_late": ("no change (0 = both thresholds)", "+0.004 over Mid–Late (SD 0.01 per layer)",
                                      0.1),
 }
-
-
-def rate(count: int, trials: int) -> str:
-    p = count / trials
-    return f"{p:.3f} ± {1.96 * math.sqrt(max(p * (1 - p), 1 / trials) / trials):.3f}"
 
 
 def main() -> None:
