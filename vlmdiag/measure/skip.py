@@ -173,3 +173,30 @@ def skip_sweep(loaded: LoadedModel, items: Sequence[AbilityItem], *, layers: Seq
                                     for s in range(len(settings))),
                       item_ids=tuple(item.id for item in items),
                       truncated=np.asarray([x.truncated for x in graded], dtype=bool).reshape(shape))
+
+
+def split_items(result: SkipResult) -> list[SkipResult]:
+    """``result`` item by item: one :class:`SkipResult` of one item (all settings) per item, in order."""
+    return [SkipResult(layers=result.layers, correct=result.correct[:, i:i + 1],
+                       answers=tuple((answers[i],) for answers in result.answers), item_ids=(result.item_ids[i],),
+                       truncated=None if result.truncated is None else result.truncated[:, i:i + 1])
+            for i in range(len(result.item_ids))]
+
+
+def join_items(parts: Sequence[SkipResult]) -> SkipResult:
+    """The :class:`SkipResult` of several results' items side by side (the inverse of
+    :func:`split_items`): ``correct`` [n_settings, Σ n_items], items in the order of ``parts``.
+
+    Raises:
+        ValueError: no parts, or parts with different layer settings.
+    """
+    if not parts:
+        raise ValueError("join_items: no results to join")
+    layers = parts[0].layers
+    if any(not np.array_equal(part.layers, layers) for part in parts):
+        raise ValueError("join_items: the results skip different layer settings")
+    truncated = (None if any(part.truncated is None for part in parts)
+                 else np.concatenate([part.truncated for part in parts], axis=1))
+    return SkipResult(layers=layers, correct=np.concatenate([part.correct for part in parts], axis=1),
+                      answers=tuple(tuple(a for part in parts for a in part.answers[s]) for s in range(len(layers))),
+                      item_ids=tuple(i for part in parts for i in part.item_ids), truncated=truncated)

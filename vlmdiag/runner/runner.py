@@ -54,6 +54,7 @@ class Runner:
         self._memo: dict[Any, tuple[Any, str]] = {}
         self._models = None  # a vlmdiag.runtime.model.ResidentModels, made on first use
         self.answers: dict[str, str] = {}  # run_abilities' in-memory answer cache, shared by plans
+        self._per_item: dict[str, Any] = {}  # per_item's results, by measurement, identity and item content
         self._identities: dict[str, dict] = {}
         self.sample_log = sample_log
         self._logged: set = set()  # (state, fingerprint, items hash) already written to the sample log
@@ -299,6 +300,36 @@ class Runner:
                 self.sample_log.log_abilities(label, items, outcomes, answer_format=answer_format,
                                               measurement=self._measuring)
         return score_abilities(outcomes)
+
+    def per_item(self, name: str, identity: dict, items, compute: Callable[[list], list]) -> list:
+        """One result per item of measurement ``name``, in the order of ``items``; the items this run
+        measured before under the same ``identity`` and with the same content are read, the others
+        are measured by one ``compute(missing_items)`` call (one result per item, in order).
+
+        ``identity`` holds everything else that decides an item's result: the model state's exact
+        fingerprint and the measurement's settings (layers or mode, decoding budget, answer format,
+        batch size); the device is added. Keys are :func:`~vlmdiag.cache.content_digest` of those
+        and of the item (its id, text, images, answer), so nothing is shared across a difference
+        (SPEC §8 "Identity"). A sequential run's later look (the first ``n_k`` items) measures only
+        the items its earlier looks did not. Reuse assumes an item's result does not depend on the
+        other items batched with it (left-padded greedy generation; tests compare batched rows with
+        unbatched ones).
+
+        Raises:
+            RuntimeError: ``compute`` returned a wrong number of results.
+        """
+        from vlmdiag.cache import content_digest
+
+        base = content_digest({"measurement": name, "identity": identity, "device": self.model_device()})
+        keys = [content_digest([base, item]) for item in items]
+        missing = [i for i, key in enumerate(keys) if key not in self._per_item]
+        if missing:
+            fresh = list(compute([items[i] for i in missing]))
+            if len(fresh) != len(missing):
+                raise RuntimeError(f"measurement {name!r}: {len(fresh)} results for {len(missing)} items")
+            for i, value in zip(missing, fresh):
+                self._per_item[keys[i]] = value
+        return [self._per_item[key] for key in keys]
 
     def ability_sweep(self, label: str, items, max_new_tokens: int, count: int,
                       states: Iterator[tuple[str, Callable[[], Any], str]]) -> dict:

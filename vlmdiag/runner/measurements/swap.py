@@ -21,19 +21,29 @@ def plan_swap(runner, s: SwapSettings) -> Plan:
 
     The pairs are asked in the suite's answer format with its budget
     (:meth:`~vlmdiag.runner.Runner.budget`), as the ability sweeps ask their items; both are part of
-    the cache key. With ``--log-samples``, every pair and layer setting is written to
+    the cache key. A pair this run already measured (an earlier sequential look) is not measured
+    again (:meth:`~vlmdiag.runner.Runner.per_item`). With ``--log-samples``, every pair and layer setting is written to
     ``DIR/IN.swap.jsonl`` (:meth:`~vlmdiag.measure.samples.SampleLog.log_swaps`), also when the
     results come from the cache."""
     pairs = [pair for task in TASKS for pair in runner.swap_pairs(task, s.n_items, s.seed).items]
     answer_format, max_new_tokens = runner.answer_format, runner.budget(s.max_new_tokens)
 
-    def compute():
+    def sweep(missing):
         from vlmdiag.measure.swap import swap_pairs
 
         loaded = runner.loaded("base")
         with runner.step("visual-token swap sweep") as progress:  # all pairs × layers in shared batches
-            return swap_pairs(loaded, pairs, mode=s.mode, max_new_tokens=max_new_tokens, progress=progress,
+            return swap_pairs(loaded, missing, mode=s.mode, max_new_tokens=max_new_tokens, progress=progress,
                               answer_format=answer_format)
+
+    def compute():
+        from vlmdiag.runtime.generate import DEFAULT_BATCH_SIZE
+
+        # Pairs measured by an earlier look of this run (same state, mode, budget, format) are reused.
+        identity = {"state": runner.checkpoint("base").fingerprint, "mode": s.mode, "layers": "all",
+                    "max_new_tokens": max_new_tokens, "answer_format": answer_format,
+                    "batch_size": DEFAULT_BATCH_SIZE}
+        return runner.per_item("swap", identity, pairs, sweep)
 
     def log(results) -> None:
         runner.sample_log.log_swaps(STATE, pairs, results, answer_format=answer_format, measurement="swap",
