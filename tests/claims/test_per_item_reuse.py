@@ -87,6 +87,35 @@ def test_a_later_swap_look_measures_only_its_new_pairs_and_equals_one_measuremen
     assert rows[0] == 16 * per_pair  # all 8 pairs afresh
 
 
+def _arrays(value) -> list:
+    """The arrays of an AttentionComparison or KLDrift, in a fixed order (None for absent tables)."""
+    if hasattr(value, "in_rl"):
+        return [x for f in (value.in_rl, value.base_in) for x in (f.kl, f.n_tokens, f.item_ids)]
+    return [value.item_ids, value.shared_from] + [
+        None if getattr(value, name) is None else getattr(value, name)[mode][m]
+        for name in ("mass", "mean", "mass_without_sinks", "sinks") for mode in ("own", "teacher_forced")
+        for m in ("IN", "RL")]
+
+
+@pytest.mark.parametrize("name", ["attention", "kl_drift"])
+def test_later_attention_and_kl_looks_measure_only_their_new_items(runnable, name):
+    settings = {"max_new_tokens": 3, "seed": 0, **({"sink_ratio": 20.0} if name == "attention" else {})}
+    run = runner(runnable)
+    rows = count_prefill_rows(run)
+    run.measure(name, {"n_items": 2, **settings})
+    first = rows[0]
+    assert first > 0
+    later = run.measure(name, {"n_items": 4, **settings})
+    assert rows[0] == 2 * first  # the 2 new items cost what the first 2 did
+    alone = runner(runnable)
+    alone_rows = count_prefill_rows(alone)
+    at_once = alone.measure(name, {"n_items": 4, **settings})
+    assert alone_rows[0] == 2 * first
+    for a, b in zip(_arrays(later), _arrays(at_once), strict=True):
+        assert (a is None and b is None) or np.array_equal(np.asarray(a), np.asarray(b),
+                                                           equal_nan=np.asarray(a).dtype.kind == "f")
+
+
 def test_per_item_shares_nothing_across_a_difference(runnable):
     run = runner(runnable)
     items = list(run.ability_items("text_math", 2, 0).items)

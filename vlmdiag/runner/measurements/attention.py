@@ -23,15 +23,26 @@ def plan_attention(runner, s: AttentionSettings) -> Plan:
     """:class:`~vlmdiag.measure.tables.AttentionComparison` on ``n_items`` ``math_vqa`` items of the suite,
     asked in the suite's answer format with its budget (:meth:`~vlmdiag.runner.Runner.budget`), as the
     ability sweeps ask them: the reasoning tokens are those of the prompt a user's model sees. Both
-    are part of the cache key (the runner adds the suite's generation settings to every probe plan's)."""
+    are part of the cache key (the runner adds the suite's generation settings to every probe plan's).
+    An item this run already measured (an earlier sequential look) is not measured again
+    (:meth:`~vlmdiag.runner.Runner.per_item`)."""
     items = runner.ability_items("math_vqa", s.n_items, s.seed).items
     answer_format, max_new_tokens = runner.answer_format, runner.budget(s.max_new_tokens)
 
-    def compute():
+    def sweep(missing):
         base, rl = runner.loaded("base"), runner.loaded("rl")
         with runner.step("attention (IN, RL; own and teacher-forced)") as progress:
-            return measure_attention(base, rl, items, max_new_tokens=max_new_tokens, progress=progress,
-                                     sink_ratio=s.sink_ratio, answer_format=answer_format)
+            return split_items(measure_attention(base, rl, missing, max_new_tokens=max_new_tokens, progress=progress,
+                                                 sink_ratio=s.sink_ratio, answer_format=answer_format))
+
+    def compute():
+        from vlmdiag.runtime.generate import DEFAULT_BATCH_SIZE
+
+        # Items measured by an earlier look of this run (same IN and RL, budget, format) are reused.
+        identity = {"states": [runner.checkpoint(role).fingerprint for role in ("base", "rl")],
+                    "sink_ratio": s.sink_ratio, "max_new_tokens": max_new_tokens, "answer_format": answer_format,
+                    "batch_size": DEFAULT_BATCH_SIZE}
+        return join_items(runner.per_item("attention", identity, list(items), sweep))
 
     return Plan(("base", "rl"), compute, runner.model_device, probes=items)
 
@@ -96,3 +107,36 @@ def measure_attention(base, rl, items: Sequence[AbilityItem], *, max_new_tokens:
         mass={mode: {m: head_mean([a.mass for a in r]) for m, r in by_model.items()} for mode, by_model in runs.items()},
         mean={mode: {m: head_mean([a.mean for a in r]) for m, r in by_model.items()} for mode, by_model in runs.items()},
         shared_from=tuple(source))
+
+
+def _tables(table, pick):
+    return None if table is None else {mode: {m: pick(v) for m, v in by.items()} for mode, by in table.items()}
+
+
+def split_items(value: AttentionComparison) -> list[AttentionComparison]:
+    """``value`` item by item: one :class:`AttentionComparison` of one item ([1, L] arrays) per item."""
+    return [AttentionComparison(item_ids=(value.item_ids[i],), shared_from=(value.shared_from[i],),
+                                **{name: _tables(getattr(value, name), lambda v, i=i: v[i:i + 1])
+                                   for name in ("mass", "mean", "mass_without_sinks", "sinks")})
+            for i in range(len(value.item_ids))]
+
+
+def join_items(parts: Sequence[AttentionComparison]) -> AttentionComparison:
+    """The items of ``parts`` side by side ([Σ N, L] arrays; the inverse of :func:`split_items`).
+
+    Raises:
+        ValueError: no parts.
+    """
+    if not parts:
+        raise ValueError("join_items: no results to join")
+
+    def joined(name):
+        tables = [getattr(part, name) for part in parts]
+        if any(table is None for table in tables):
+            return None
+        return {mode: {m: np.concatenate([table[mode][m] for table in tables]) for m in by}
+                for mode, by in tables[0].items()}
+
+    return AttentionComparison(item_ids=tuple(i for part in parts for i in part.item_ids),
+                               shared_from=tuple(x for part in parts for x in part.shared_from),
+                               **{name: joined(name) for name in ("mass", "mean", "mass_without_sinks", "sinks")})
