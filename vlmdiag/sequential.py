@@ -5,7 +5,8 @@ stop when the claim is decided or at the maximum N.
 A claim with probe items (its thresholds have ``n_items``) is judged at looks
 ``n_1 < n_2 < ... < n_K`` (``max_items``·k/K items per probe set, k = 1..K: the first items of the
 suite's fixed order, so a look's measurement is reproducible and a rerun reads every look from the
-results cache; the ability sweeps reuse the earlier rounds' answers item by item). At each look the
+results cache; the ability sweeps reuse the earlier rounds' answers item by item, and skip, swap,
+attention and KL their per-item results, so a later look measures only its new items). At each look the
 claim's own verdict rule runs unchanged, with its thresholds' ``n_items`` set to the look's N and
 ``confidence`` to the per-look level 1 − (1 − confidence)/K (Bonferroni error spending,
 :class:`vlmdiag.stats.SequentialPlan`). The union bound then holds the chance that any look's

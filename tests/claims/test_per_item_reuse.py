@@ -60,13 +60,13 @@ def test_a_later_skip_look_measures_only_its_new_items_and_equals_one_measuremen
     assert alone_rows[0] == 8 * N_SETTINGS
     same_skip(eight, at_once)
 
-    # planted: another budget, then another answer format, is measured afresh (all 8 items)
-    skip(run, 8, max_new_tokens=4)
-    assert rows[0] == 16 * N_SETTINGS
+    # planted: another budget, then another answer format, is measured afresh (all 4 items)
+    skip(run, 4, max_new_tokens=4)
+    assert rows[0] == 12 * N_SETTINGS
     run.probes.answer_format = "boxed"
     run._memo.clear()  # forget whole measurements (a suite does not change mid-run); items stay
-    skip(run, 8, max_new_tokens=4)
-    assert rows[0] == 24 * N_SETTINGS
+    skip(run, 4, max_new_tokens=4)
+    assert rows[0] == 16 * N_SETTINGS
 
 
 def test_a_later_swap_look_measures_only_its_new_pairs_and_equals_one_measurement(runnable):
@@ -83,8 +83,8 @@ def test_a_later_swap_look_measures_only_its_new_pairs_and_equals_one_measuremen
         assert a.pair_id == b.pair_id and a.run.swapped == b.run.swapped
         assert a.run.target_answer == b.run.target_answer and a.run.source_answer == b.run.source_answer
         assert np.array_equal(a.changed, b.changed)
-    run.measure("swap", {"n_items": 2, "mode": "only", **settings})  # planted: another mode
-    assert rows[0] == 16 * per_pair  # all 8 pairs afresh
+    run.measure("swap", {"n_items": 1, "mode": "only", **settings})  # planted: another mode
+    assert rows[0] == 12 * per_pair  # its 4 pairs afresh
 
 
 def _arrays(value) -> list:
@@ -99,17 +99,17 @@ def _arrays(value) -> list:
 
 @pytest.mark.parametrize("name", ["attention", "kl_drift"])
 def test_later_attention_and_kl_looks_measure_only_their_new_items(runnable, name):
-    settings = {"max_new_tokens": 3, "seed": 0, **({"sink_ratio": 20.0} if name == "attention" else {})}
+    settings = {"max_new_tokens": 2, "seed": 0, **({"sink_ratio": 20.0} if name == "attention" else {})}
     run = runner(runnable)
     rows = count_prefill_rows(run)
-    run.measure(name, {"n_items": 2, **settings})
+    run.measure(name, {"n_items": 1, **settings})
     first = rows[0]
     assert first > 0
-    later = run.measure(name, {"n_items": 4, **settings})
-    assert rows[0] == 2 * first  # the 2 new items cost what the first 2 did
+    later = run.measure(name, {"n_items": 2, **settings})
+    assert rows[0] == 2 * first  # the new item costs what the first did
     alone = runner(runnable)
     alone_rows = count_prefill_rows(alone)
-    at_once = alone.measure(name, {"n_items": 4, **settings})
+    at_once = alone.measure(name, {"n_items": 2, **settings})
     assert alone_rows[0] == 2 * first
     for a, b in zip(_arrays(later), _arrays(at_once), strict=True):
         assert (a is None and b is None) or np.array_equal(np.asarray(a), np.asarray(b),
