@@ -78,7 +78,7 @@ def size_ratio(result: dict):
     """Paper Fig. 5's axes: log10 ‖ΔRL‖/‖ΔIN‖ per layer (mean per-matrix norms), with the median
     per-matrix ratio and its interval (the verdict's statistic) as a band, and the threshold."""
     start = layer_curves(result, {"per layer": "log10_ratio_per_layer"})
-    if start is None or start[-1]["per layer"] is None:
+    if start is None:
         return None
     fig, ax, m, regions, x, curves = start
     ax.plot(x, curves["per layer"], "-", marker="o", color="black", label="per layer", gid="curve:log10_ratio", zorder=3)
