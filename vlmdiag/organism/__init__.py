@@ -11,12 +11,12 @@ The organism plugs into vlmdiag as any plugin does (:mod:`vlmdiag.hookspec`): th
 
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
-from vlmdiag.errors import CheckpointError
+from vlmdiag.errors import CheckpointError, UsageError
 from vlmdiag.organism.build import RECIPES, STAGES, ensure_built, get_recipe
+from vlmdiag.probes.suite import RecordingSuite
 
 SPEC_PREFIX = "organism:"
 RECIPE_ENV = "VLMDIAG_ORGANISM_RECIPE"
@@ -71,51 +71,36 @@ def resolve_spec(spec: str, *, cache_dir: Path | None = None, progress: bool = T
 # --------------------------------------------------------------------------- registration
 
 
-@functools.cache
-def _organism_suite_class():
-    """The suite's class, made once on first use (vlmdiag.probes loads only when a run asks for probes)."""
-    from vlmdiag.probes.suite import RecordingSuite
+class OrganismSuite(RecordingSuite):
+    """The default probe suite (``--probes organism``, SPEC §6): the organism's held-out
+    synthetic items (:func:`vlmdiag.organism.tasks.ability_items`,
+    :func:`~vlmdiag.organism.tasks.swap_pairs`), which have exact descriptions and known
+    answers, so every ability can be scored offline. It describes what it handed out (items
+    per kind and seed, their content hash) as the built-in suites do, under pytest-xdist too.
 
-    class OrganismSuite(RecordingSuite):
-        """The default probe suite (``--probes organism``, SPEC §6): the organism's held-out
-        synthetic items (:func:`vlmdiag.organism.tasks.ability_items`,
-        :func:`~vlmdiag.organism.tasks.swap_pairs`), which have exact descriptions and known
-        answers, so every ability can be scored offline. It describes what it handed out (items
-        per kind and seed, their content hash) as the built-in suites do, under pytest-xdist too.
+    Raises:
+        UsageError: an argument was given (``--probes organism:X``).
+    """
 
-        Raises:
-            UsageError: an argument was given (``--probes organism:X``).
-        """
+    name = "organism"
 
-        name = "organism"
+    def __init__(self, arg: str | None = None):
+        if arg:
+            raise UsageError(f"--probes organism:{arg}: the organism suite takes no argument")
+        super().__init__()
 
-        def __init__(self, arg: str | None = None):
-            if arg:
-                from vlmdiag.errors import UsageError
+    def source(self) -> str:  # in words, as the report and the terminal header have always said it
+        return "vlmdiag.organism.tasks (held-out synthetic items)"
 
-                raise UsageError(f"--probes organism:{arg}: the organism suite takes no argument")
-            super().__init__()
+    def _ability_pool(self, kind, n, seed):
+        from vlmdiag.organism.tasks import ability_items
 
-        def source(self) -> str:  # in words, as the report and the terminal header have always said it
-            return "vlmdiag.organism.tasks (held-out synthetic items)"
+        return ability_items(kind, n, seed=seed), None
 
-        def _ability_pool(self, kind, n, seed):
-            from vlmdiag.organism.tasks import ability_items
+    def _swap_pool(self, task, n, seed):
+        from vlmdiag.organism.tasks import swap_pairs
 
-            return ability_items(kind, n, seed=seed), None
-
-        def _swap_pool(self, task, n, seed):
-            from vlmdiag.organism.tasks import swap_pairs
-
-            return swap_pairs(task, n, seed=seed), None
-
-    return OrganismSuite
-
-
-def __getattr__(name: str):
-    if name == "OrganismSuite":
-        return _organism_suite_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return swap_pairs(task, n, seed=seed), None
 
 
 def organism_probe_set(n: int = 100, *, seed: int = 0):
@@ -129,7 +114,7 @@ def organism_probe_set(n: int = 100, *, seed: int = 0):
         raise ValueError(f"organism_probe_set: n={n} must be at least 1")
     from vlmdiag.probes.records import ProbeSet
 
-    suite = _organism_suite_class()()
+    suite = OrganismSuite()
     items = {kind: suite.ability_items(kind, n, seed=seed).items for kind in ("vqa", "math_vqa", "text_math")}
     return ProbeSet(items=items, skipped={}, source=(f"organism:ability_items(n={n}, seed={seed})",))
 
@@ -143,4 +128,4 @@ def pytest_vlmdiag_add_checkpoint_resolvers(register_resolver) -> None:
 
 
 def pytest_vlmdiag_add_probe_suites(register_suite) -> None:
-    register_suite("organism", _organism_suite_class())
+    register_suite("organism", OrganismSuite)
