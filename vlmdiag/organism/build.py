@@ -44,8 +44,14 @@ def _save_stage(model, processor, path: Path) -> None:
     save_processor(processor, path)
 
 
-def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool = True) -> dict:
+def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool = True,
+                   jobs: int | None = None) -> dict:
     """Train all six stages of ``recipe`` into ``out_dir`` (must not exist or be empty).
+
+    The four RL runs start from the saved IN stage and run in up to ``jobs`` processes at once
+    (default: 2 where the process may use 2 or more CPUs, else 1, in this process); the weights
+    are the same either way. Worker processes are spawned, so a script calling this needs the
+    usual ``if __name__ == "__main__":`` guard.
 
     Layout: ``out_dir/<stage>/`` (config.json, generation_config.json, model.safetensors,
     tokenizer.json, tokenizer_config.json, processor_config.json, chat_template.jinja) for each
@@ -127,45 +133,26 @@ def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool
             report["stages"]["in"] = {"loss": losses}
             run_eval("in", model)
 
-            # RL: GRPO from IN (loaded from its folder: trl's KL reference), optionally with one
-            # region frozen
-            from transformers import Qwen2_5_VLForConditionalGeneration
-
-            rl_items = _rl_items(recipe)
+            # RL: GRPO from IN, optionally with one region frozen: four independent runs, in
+            # parallel processes where there are cores (each is seeded and single-threaded, so
+            # its weights do not depend on where it ran)
             del model
-            for stage, region in RL_STAGES.items():
-                t = time.perf_counter()
-                with _quiet_loading():
-                    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(out / "in")
-                for p in model.parameters():
-                    p.requires_grad_(True)
-                frozen = TR.freeze_region(model, region) if region else []
-                torch.manual_seed(recipe.seed + 3)
-                with _quiet_loading():  # trl loads the KL reference from out/in
-                    history = TR.grpo(
-                        model, processor, rl_items, steps=recipe.rl_steps,
-                        prompts_per_step=recipe.rl_prompts_per_step,
-                        num_generations=recipe.rl_generations, lr=recipe.rl_lr,
-                        temperature=recipe.rl_temperature, seed=recipe.seed + 3,
-                        beta=recipe.rl_beta, max_completion_length=recipe.rl_max_completion,
-                        progress=bar.fn(stage))
-                for p in model.parameters():
-                    p.requires_grad_(True)
-                _save_stage(model, processor, out / stage)
-                times[stage] = time.perf_counter() - t
-                report["stages"][stage] = {"frozen_layers": frozen, "rl_history": [
-                    {k: h.get(k) for k in ("step", "reward", "reward_std", "frac_reward_zero_std",
-                                           "rewards/correctness_reward/mean",
-                                           "rewards/format_reward/mean", "kl", "loss",
-                                           "grad_norm")}
-                    for h in history]}
-                run_eval(stage, model)
+            for stage, (stage_report, res, seconds) in _rl_runs(recipe, out, jobs):
+                report["stages"][stage] = stage_report
+                evals[stage] = res
+                times.update(seconds)
+                bar.fn(stage)(recipe.rl_steps, recipe.rl_steps)
+                eval_done[0] += n_eval
+                bar.fn("evaluate")(eval_done[0], totals["evaluate"])
     finally:
         torch.set_num_threads(prev_threads)
 
     times["total"] = time.perf_counter() - t_start
     report["times_s"] = times
     report["peak_rss_mb"] = _peak_rss_mb()
+    report["rl_jobs"] = _jobs(jobs)
+    # the largest RL worker process (0 when the runs stayed in this process)
+    report["peak_rss_rl_worker_mb"] = _peak_rss_mb(children=True)
     report["accuracy"] = {stage: _summarise_eval(r) for stage, r in evals.items()}
     report["chance"] = CHANCE
     report["rl_vs_in"] = {}
@@ -187,6 +174,78 @@ def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool
     except Exception as error:  # plots are a convenience; never fail a build on them
         (report_dir / "plots-error.txt").write_text(f"{type(error).__name__}: {error}\n")
     return report
+
+
+def _jobs(jobs: int | None) -> int:
+    return max(1, jobs if jobs is not None else min(2, len(os.sched_getaffinity(0))))
+
+
+def _rl_runs(recipe: Recipe, out: Path, jobs: int | None) -> Iterator[tuple[str, tuple]]:
+    """``(stage, (stage report, evaluation results, seconds))`` of every RL stage, in
+    :data:`RL_STAGES` order, run in this process (``jobs`` 1) or in spawned worker processes."""
+    stages = list(RL_STAGES.items())
+    if _jobs(jobs) == 1:
+        for stage, region in stages:
+            yield stage, _rl_run(recipe, str(out), stage, region)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(_jobs(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [(stage, pool.submit(_rl_run, recipe, str(out), stage, region))
+                   for stage, region in stages]
+        for stage, future in futures:
+            yield stage, future.result()
+
+
+def _rl_run(recipe: Recipe, out_dir: str, stage: str, region: str | None) -> tuple[dict, dict, dict]:
+    """One GRPO run from ``out_dir/in`` (trl's KL reference), ``region``'s layers frozen; saves
+    ``out_dir/<stage>`` and evaluates it. Returns (stage report, evaluation results, seconds
+    spent training and evaluating, under ``stage`` and ``eval:<stage>``)."""
+    import torch
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from vlmdiag.organism import tasks as T
+    from vlmdiag.organism import train as TR
+    from vlmdiag.organism.tokenizer import build_processor, build_tokenizer
+
+    out = Path(out_dir)
+    prev_threads = torch.get_num_threads()
+    TR.set_determinism(recipe.seed, recipe.threads)
+    try:
+        processor = build_processor(build_tokenizer(T.corpus_texts(recipe.seed),
+                                                    vocab_size=recipe.vocab_size))
+        t = time.perf_counter()
+        with _quiet_loading():
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(out / "in")
+        for p in model.parameters():
+            p.requires_grad_(True)
+        frozen = TR.freeze_region(model, region) if region else []
+        torch.manual_seed(recipe.seed + 3)
+        with _quiet_loading():  # trl loads the KL reference from out/in
+            history = TR.grpo(
+                model, processor, _rl_items(recipe), steps=recipe.rl_steps,
+                prompts_per_step=recipe.rl_prompts_per_step,
+                num_generations=recipe.rl_generations, lr=recipe.rl_lr,
+                temperature=recipe.rl_temperature, seed=recipe.seed + 3,
+                beta=recipe.rl_beta, max_completion_length=recipe.rl_max_completion)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        _save_stage(model, processor, out / stage)
+        seconds = {stage: time.perf_counter() - t}
+        t = time.perf_counter()
+        results = {}
+        for name, exs in _eval_sets(recipe).items():
+            results.update(TR.evaluate(model, processor, {name: exs}))
+        seconds[f"eval:{stage}"] = time.perf_counter() - t
+        stage_report = {"frozen_layers": frozen, "rl_history": [
+            {k: h.get(k) for k in ("step", "reward", "reward_std", "frac_reward_zero_std",
+                                   "rewards/correctness_reward/mean",
+                                   "rewards/format_reward/mean", "kl", "loss", "grad_norm")}
+            for h in history]}
+        return stage_report, results, seconds
+    finally:
+        torch.set_num_threads(prev_threads)
 
 
 @contextmanager

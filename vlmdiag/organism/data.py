@@ -46,9 +46,10 @@ def _sft_examples(recipe: Recipe, stage: str):
     conditions = ("image", "image", "described", "text")
     for i, it in enumerate(T.training_items("arithmetic", recipe.in_arith_items,
                                             seed=recipe.seed + 1)):
-        noisy = rng.random() < recipe.in_distractor_rate
-        exs.append(T.chat_example(it, conditions[i % len(conditions)],
-                                  T.reasoning_target(it, distractor=noisy)))
+        condition = conditions[i % len(conditions)]
+        noisy = (rng.random() < recipe.in_distractor_rate
+                 and condition in recipe.in_distractor_conditions)
+        exs.append(T.chat_example(it, condition, T.reasoning_target(it, distractor=noisy)))
     return exs
 
 

@@ -58,6 +58,9 @@ class Recipe:
     in_batch: int = 16
     in_lr: float = 5e-4
     in_distractor_rate: float = 0.6
+    # the prompt conditions whose traces may be noisy; text-only traces are clean, so IN answers
+    # text math (the baseline layer skipping needs) and RL's error to fix is the visual one
+    in_distractor_conditions: tuple[str, ...] = ("image", "described", "text")
     in_fact_items: int = 1000
     # rl: GRPO on visual arithmetic (plus a share of perception prompts), KL to IN
     rl_items: int = 2000

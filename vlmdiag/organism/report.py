@@ -48,8 +48,9 @@ class _Progress:
         return update
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def _peak_rss_mb(children: bool = False) -> float:
+    """Peak RSS (MB) of this process, or of its largest terminated child process."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _summarise_eval(results: dict) -> dict:
