@@ -161,6 +161,18 @@ def test_report_contents(fast_cache):
         assert (entry / "report" / plot).stat().st_size > 1000
 
 
+def test_rl_runs_in_worker_processes_give_the_same_weights(fast_cache, tmp_path):
+    """The four RL runs give bitwise the same weights, histories and accuracies whether they run in
+    this process (``jobs=1``) or in spawned workers (``jobs=2``, the default on 2+ CPUs): each run
+    is seeded and single-threaded, so where it ran does not matter."""
+    entry = checkpoint_path("rl", recipe="fast", cache_dir=fast_cache, progress=False).parent
+    cached = json.loads((entry / "report" / "training_report.json").read_text())
+    jobs = 1 if cached["rl_jobs"] > 1 else 2
+    report = B.build_organism(B.get_recipe("fast"), tmp_path / "other", progress=False, jobs=jobs)
+    assert report["rl_jobs"] == jobs and report["weights_sha256"] == cached["weights_sha256"]
+    assert report["stages"] == cached["stages"] and report["accuracy"] == cached["accuracy"]
+
+
 def test_second_use_is_instant(fast_cache):
     t = time.perf_counter()
     a = checkpoint_path("rl-frozen-mid", recipe="fast", cache_dir=fast_cache, progress=False)
@@ -304,6 +316,15 @@ def test_full_build_rl_beats_in(full_report):
     rewards = [h["reward"] for h in full_report["stages"]["rl"]["rl_history"]]
     k = max(1, len(rewards) // 4)
     assert sum(rewards[-k:]) / k > sum(rewards[:k]) / k
+
+
+@pytest.mark.slow
+def test_full_build_is_measurable(full_report):
+    """Organism v2 is built for measurability: 4 decoder layers per Early/Mid/Late region, and an
+    IN stage that answers text math above chance (the baseline layer skipping needs)."""
+    assert [len(full_report["regions"][r]) for r in ("early", "mid", "late")] == [4, 4, 4]
+    acc = full_report["accuracy"]["in"]["arithmetic_text"]
+    assert acc["wilson95"][0] > full_report["chance"]["arithmetic_text"], acc
 
 
 @pytest.mark.slow
