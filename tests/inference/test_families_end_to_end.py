@@ -26,7 +26,7 @@ from PIL import Image
 import tiny_checkpoints
 from test_spans import feature_positions
 from vlmdiag.adapters import adapter_for
-from vlmdiag.measure.spans import visual_spans
+from vlmdiag.measure.spans import reasoning_mask, visual_spans
 from vlmdiag.runtime.model import get_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,7 +122,10 @@ SPANS = {"qwen2_5_vl": (12, 2), "qwen3_vl": (12, 2), "llava_onevision": (44, 0),
 
 
 @pytest.mark.parametrize("family", tiny_checkpoints.FAMILIES)
-def test_processor_prompt_spans_are_where_the_model_puts_image_features(family):
+def test_processor_spans_of_every_family(family):
+    """The visual-token span of the family's own processor output is where the model puts its image
+    features; the reasoning span of a response in the family's tokenizer is what ``<think>`` and
+    ``</think>`` enclose (the tags are text here, as in most families' vocabularies)."""
     model, processor, _ = tiny_checkpoints.PARTS[family](0)
     model = model.eval()
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many items?"}]}]
@@ -136,3 +139,8 @@ def test_processor_prompt_spans_are_where_the_model_puts_image_features(family):
     spans = visual_spans(inputs["input_ids"][0], adapter, config, processor.tokenizer)
     assert (spans.n_visual, int(spans.markers.sum())) == SPANS[family]
     assert torch.equal(torch.from_numpy(spans.visual), feature_positions(model, adapter, inputs))
+    tokenizer = processor.tokenizer
+    response = tokenizer.encode("<think> the answer is 12 </think>12", add_special_tokens=False)
+    mask = reasoning_mask(tokenizer, response)
+    assert "the answer is 12" in tokenizer.decode([i for i, m in zip(response, mask) if m])
+    assert mask.any() and not mask[0] and not mask[-1]   # the tags and the answer after them are not reasoning
