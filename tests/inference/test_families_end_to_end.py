@@ -1,8 +1,8 @@
-"""Every claim, through the real pytest plugin, on tiny random checkpoints of four families saved
+"""Every claim, through the real pytest plugin, on tiny random checkpoints of seven families saved
 as a user has them (config, safetensors, processor: :mod:`tiny_checkpoints`): Qwen2.5-VL as
-``--base/--rl/--origin/--rl-frozen`` and Qwen3-VL, LLaVA-OneVision and SmolVLM as ``--recipe``s of
-the same run (one process: the imports and the plugin's start-up are paid once; ``--no-plots``:
-48 PNGs would take a third of its time), with ``--probes synthetic``. Each family's every claim
+``--base/--rl/--origin/--rl-frozen`` and Qwen3-VL, LLaVA-OneVision, SmolVLM, InternVL, Gemma 3 and
+Idefics3 as ``--recipe``s of the same run (one process: the imports and the plugin's start-up are
+paid once; ``--no-plots``: 84 PNGs would take a third of its time), with ``--probes synthetic``. Each family's every claim
 reaches a verdict word of the SPEC, none is ``error``, the inference claims ran on the synthetic
 suite's items (the report's ``probes`` section), and a claim a family cannot be measured on is
 skipped with the reason :data:`FAMILY_LIMITS` states, never silently.
@@ -26,7 +26,7 @@ from PIL import Image
 import tiny_checkpoints
 from test_spans import feature_positions
 from vlmdiag.adapters import adapter_for
-from vlmdiag.measure.spans import visual_spans
+from vlmdiag.measure.spans import reasoning_mask, visual_spans
 from vlmdiag.runtime.model import get_module
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +60,7 @@ def _small_thresholds(folder: Path) -> Path:
     return path
 
 
-def test_every_claim_reaches_a_verdict_on_four_families(recipes, tmp_path):
+def test_every_claim_reaches_a_verdict_on_every_family(recipes, tmp_path):
     report = tmp_path / "r.json"
     main = recipes[MAIN]
     args = [f"--base={main['base']}", f"--rl={main['rl']}", f"--origin={main['origin']}",
@@ -115,18 +115,23 @@ def test_every_claim_reaches_a_verdict_on_four_families(recipes, tmp_path):
 
 
 #: family -> (visual tokens of a 336x224 image, markers around it) with the tiny processors
-#: (LLaVA-OneVision: base tile + 2 anyres tiles + newlines; SmolVLM: 4 tiles + the global image)
-SPANS = {"qwen2_5_vl": (12, 2), "qwen3_vl": (12, 2), "llava_onevision": (44, 0), "smolvlm": (80, 6)}
+#: (LLaVA-OneVision: base tile + 2 anyres tiles + newlines; SmolVLM and Idefics3: 4 tiles + the
+#: global image; InternVL: 2 tiles + the thumbnail; Gemma 3: one image pooled to 16 soft tokens)
+SPANS = {"qwen2_5_vl": (12, 2), "qwen3_vl": (12, 2), "llava_onevision": (44, 0), "smolvlm": (80, 6),
+         "internvl": (48, 2), "gemma3": (16, 2), "idefics3": (80, 6)}
 
 
 @pytest.mark.parametrize("family", tiny_checkpoints.FAMILIES)
-def test_processor_prompt_spans_are_where_the_model_puts_image_features(family):
+def test_processor_spans_of_every_family(family):
+    """The visual-token span of the family's own processor output is where the model puts its image
+    features; the reasoning span of a response in the family's tokenizer is what ``<think>`` and
+    ``</think>`` enclose (the tags are text here, as in most families' vocabularies)."""
     model, processor, _ = tiny_checkpoints.PARTS[family](0)
     model = model.eval()
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many items?"}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     image = Image.new("RGB", (336, 224), (200, 10, 10))
-    images = [[image]] if family == "smolvlm" else [image]
+    images = [[image]] if family in ("smolvlm", "idefics3") else [image]
     inputs = dict(processor(text=[text], images=images, return_tensors="pt"))
     config = model.config.to_dict()
     adapter = adapter_for(config)
@@ -134,3 +139,8 @@ def test_processor_prompt_spans_are_where_the_model_puts_image_features(family):
     spans = visual_spans(inputs["input_ids"][0], adapter, config, processor.tokenizer)
     assert (spans.n_visual, int(spans.markers.sum())) == SPANS[family]
     assert torch.equal(torch.from_numpy(spans.visual), feature_positions(model, adapter, inputs))
+    tokenizer = processor.tokenizer
+    response = tokenizer.encode("<think> the answer is 12 </think>12", add_special_tokens=False)
+    mask = reasoning_mask(tokenizer, response)
+    assert "the answer is 12" in tokenizer.decode([i for i, m in zip(response, mask) if m])
+    assert mask.any() and not mask[0] and not mask[-1]   # the tags and the answer after them are not reasoning

@@ -3,7 +3,8 @@ family whose transformers processor needs a video processor: a tiny family proce
 folder, as transformers 5.x saves it or in the hub layout (``preprocessor_config.json`` naming a
 fast image processor, ``video_preprocessor_config.json``, ``chat_template.json``), loads back as
 the image-only subclass of the class the folder names, with the settings the folder keeps, and
-writes the same model inputs for an image prompt."""
+writes the same model inputs for an image prompt. The families whose processor takes no video
+processor (Gemma 3, Idefics3) load back with ``AutoProcessor`` as their own class."""
 
 from __future__ import annotations
 
@@ -24,7 +25,15 @@ EXPECTED = {"qwen2_5_vl": ("Qwen2_5_VLProcessor", "Qwen2VLImageProcessorFast", {
             "qwen3_vl": ("Qwen3VLProcessor", "Qwen2VLImageProcessorFast", {}),
             "llava_onevision": ("LlavaOnevisionProcessor", "LlavaOnevisionImageProcessorFast",
                                 {"num_image_tokens": 16, "vision_feature_select_strategy": "full"}),
-            "smolvlm": ("SmolVLMProcessor", "SmolVLMImageProcessorFast", {"image_seq_len": 16})}
+            "smolvlm": ("SmolVLMProcessor", "SmolVLMImageProcessorFast", {"image_seq_len": 16}),
+            "internvl": ("InternVLProcessor", "GotOcr2ImageProcessorFast", {"image_seq_length": 16})}
+#: family -> its processor class, which takes no video processor (nothing to fall back from)
+NO_VIDEO = {"gemma3": "Gemma3Processor", "idefics3": "Idefics3Processor"}
+
+
+def test_every_family_is_covered():
+    assert set(EXPECTED) | set(NO_VIDEO) == set(tiny_checkpoints.FAMILIES)
+    assert not set(EXPECTED) & set(NO_VIDEO)
 
 
 def _hub_layout(folder, fast: str, settings: dict) -> None:
@@ -43,11 +52,9 @@ def _hub_layout(folder, fast: str, settings: dict) -> None:
 
 
 @pytest.mark.parametrize("layout", ["saved", "hub"])
-@pytest.mark.parametrize("family", tiny_checkpoints.FAMILIES)
+@pytest.mark.parametrize("family", sorted(EXPECTED))
 def test_saved_processor_loads_back_image_only(family, layout, tmp_path):
-    _, processor, _ = tiny_checkpoints.PARTS[family](0)
-    processor.save_pretrained(tmp_path)
-    processor.tokenizer.save_pretrained(tmp_path)
+    processor = _saved(family, tmp_path)
     name, fast, settings = EXPECTED[family]
     for file in ("processor_config.json", "tokenizer_config.json"):   # the layout of a real checkpoint
         assert json.loads((tmp_path / file).read_text())["processor_class"] == name, file
@@ -58,11 +65,34 @@ def test_saved_processor_loads_back_image_only(family, layout, tmp_path):
     assert pickle.loads(pickle.dumps(type(loaded))) is type(loaded)
     assert loaded.video_processor is None
     assert {k: getattr(loaded, k) for k in settings} == settings
+    _assert_same_inputs(loaded, processor, family)
+
+
+@pytest.mark.parametrize("family", sorted(NO_VIDEO))
+def test_processor_without_video_half_loads_back_as_itself(family, tmp_path):
+    processor = _saved(family, tmp_path)
+    with pytest.raises(TypeError, match="no video processor"):
+        image_only(type(processor))
+    loaded = load_processor(tmp_path)
+    assert type(loaded).__name__ == type(loaded).__qualname__ == NO_VIDEO[family]
+    _assert_same_inputs(loaded, processor, family)
+
+
+def _saved(family: str, folder):
+    """The tiny ``family`` processor, saved into ``folder`` as a checkpoint has it."""
+    _, processor, _ = tiny_checkpoints.PARTS[family](0)
+    processor.save_pretrained(folder)
+    processor.tokenizer.save_pretrained(folder)
+    return processor
+
+
+def _assert_same_inputs(loaded, processor, family: str) -> None:
+    """``loaded`` writes the chat template and the model inputs of an image prompt as ``processor``."""
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many items?"}]}]
     text = loaded.apply_chat_template(messages, add_generation_prompt=True)
     assert text == processor.apply_chat_template(messages, add_generation_prompt=True)
     image = Image.new("RGB", (224, 336), (10, 200, 10))
-    images = [[image]] if family == "smolvlm" else [image]
+    images = [[image]] if family in ("smolvlm", "idefics3") else [image]
     got = loaded(text=[text], images=images, return_tensors="pt")
     want = processor(text=[text], images=images, return_tensors="pt")
     assert set(got) == set(want)

@@ -138,3 +138,20 @@ def test_generation_order_and_answers_do_not_depend_on_batch_size(qwen_loaded, i
     for batch_size in (2, 3):
         got = generate(qwen_loaded, prompts, max_new_tokens=6, batch_size=batch_size)
         assert [g.token_ids.tolist() for g in got] == one
+
+
+def test_image_token_of_a_processor_that_expands_a_marker():
+    """Gemma 3's processor names ``<start_of_image>`` its image_token (the prompt placeholder it
+    expands into the marker, the soft tokens and the end marker): the visual token is config.json's
+    ``<image_soft_token>``, which the processor's tokenizer agrees with. A model whose image id is
+    another token of that tokenizer is still refused."""
+    import tiny_checkpoints
+    from vlmdiag.runtime.model import wrap_model
+
+    model, processor, _ = tiny_checkpoints.gemma3_parts(0)
+    soft = processor.tokenizer.convert_tokens_to_ids("<image_soft_token>")
+    assert processor.image_token == "<start_of_image>" and model.config.image_token_id == soft
+    assert wrap_model(model, processor).image_token_id == soft
+    model.config.image_token_id = processor.tokenizer.convert_tokens_to_ids("<end_of_image>")
+    with pytest.raises(CheckpointError, match="differs between config.json"):
+        wrap_model(model, processor)

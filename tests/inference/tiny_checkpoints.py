@@ -1,16 +1,20 @@
-"""Tiny random checkpoints of four families saved as a user has them: ``config.json``, safetensors
+"""Tiny random checkpoints of seven families saved as a user has them: ``config.json``, safetensors
 weights and the processor (image processor, tokenizer, chat template), built offline.
 
-Families: Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision (SigLIP + Qwen2, anyres) and SmolVLM (Idefics3
-style). Text model: hidden 64, 6 decoder layers (``paper`` regions 2/2/2), 4 query / 2 KV heads,
-vocab 512; a locally trained byte-level BPE tokenizer (:data:`tiny_models.CORPUS`) holding the
-family's special tokens, so the config's image / marker ids are the tokenizer's. Image processors
-are the PIL-backend ones (no torchvision) sized so an image becomes at most 16-80 visual tokens.
+Families: Qwen2.5-VL, Qwen3-VL, LLaVA-OneVision (SigLIP + Qwen2, anyres), SmolVLM and Idefics3
+(image splitting, pixel shuffle), InternVL (InternViT + Qwen2, ``crop_to_patches`` tiles) and
+Gemma 3 (SigLIP, soft tokens pooled to 16). Text model: hidden 64, 6 decoder layers (``paper``
+regions 2/2/2), 4 query / 2 KV heads, vocab 512; a locally trained byte-level BPE tokenizer
+(:data:`tiny_models.CORPUS`) holding the family's special tokens (and, for InternVL and Gemma 3,
+the named image tokens their processors read from the tokenizer), so the config's image / marker
+ids are the tokenizer's. Image processors are the PIL-backend ones (no torchvision) sized so an
+image becomes at most 16-80 visual tokens.
 
-The Qwen, LLaVA-OneVision and SmolVLM processors of transformers 5.x need a video processor, which
-needs torchvision; the saved folder has none (no ``video_preprocessor_config.json``), so there
-``AutoProcessor`` fails and :func:`vlmdiag.runtime.processor.load_processor` loads the image-only
-subclass of the folder's ``processor_class``. The folder layout is the real checkpoint's.
+The Qwen, LLaVA-OneVision, SmolVLM and InternVL processors of transformers 5.x need a video
+processor, which needs torchvision; the saved folder has none (no ``video_preprocessor_config.json``),
+so there ``AutoProcessor`` fails and :func:`vlmdiag.runtime.processor.load_processor` loads the
+image-only subclass of the folder's ``processor_class``. Gemma 3's and Idefics3's processors take no
+video processor and load with ``AutoProcessor``. The folder layout is the real checkpoint's.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from transformers import PreTrainedTokenizerFast
 
 import tiny_models
 
-FAMILIES = ("qwen2_5_vl", "qwen3_vl", "llava_onevision", "smolvlm")
+FAMILIES = ("qwen2_5_vl", "qwen3_vl", "llava_onevision", "smolvlm", "internvl", "gemma3", "idefics3")
 LAYERS = 6
 
 #: LLaVA-OneVision's chat template (Qwen2 turns, ``<image>`` then a newline before the text).
@@ -156,8 +160,114 @@ def smolvlm_parts(seed: int):
     return SmolVLMForConditionalGeneration(config), processor, SmolVLMForConditionalGeneration
 
 
+#: InternVL's chat template (Qwen2 turns; ``<IMG_CONTEXT>`` then a newline, which the processor
+#: expands to ``<img>`` + ``<IMG_CONTEXT>`` x visual tokens + ``</img>``).
+INTERNVL_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% for content in message['content'] %}{% if content['type'] == 'image' %}<IMG_CONTEXT>\n"
+    "{% else %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def internvl_parts(seed: int):
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, InternVLProcessor
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+    from vlmdiag.runtime.processor import image_only
+
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+    # the processor reads the image markers from the tokenizer's named tokens, as InternVL's has them
+    tokenizer = bpe_tokenizer(special, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                              start_image_token="<img>", end_image_token="</img>",
+                              context_image_token="<IMG_CONTEXT>", video_token="<video>")
+    tokenizer.chat_template = INTERNVL_TEMPLATE
+    # 32-px tiles of 4-px patches, pixel shuffle 0.5: 16 tokens per tile; crop_to_patches as
+    # InternVL's own processor does (a 336x224 image: 2 tiles + the thumbnail = 48 visual tokens)
+    image_processor = GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}, crop_to_patches=True,
+                                               min_patches=1, max_patches=2)
+    processor = image_only(InternVLProcessor)(image_processor=image_processor, tokenizer=tokenizer,
+                                              chat_template=INTERNVL_TEMPLATE, image_seq_length=16)
+    config = InternVLConfig(
+        text_config=dict(_text(tokenizer, "<|im_start|>", "<|im_end|>", "<|endoftext|>"), model_type="qwen2"),
+        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=16,
+        downsample_ratio=0.5, tie_word_embeddings=False,
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=[32, 32], patch_size=[4, 4]))
+    torch.manual_seed(seed)
+    return InternVLForConditionalGeneration(config), processor, InternVLForConditionalGeneration
+
+
+#: Gemma 3's chat template as published, less its system-prompt folding (``<start_of_image>`` is
+#: the image placeholder; the processor expands it to ``<start_of_image>`` + soft tokens + ``<end_of_image>``).
+GEMMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "<start_of_turn>{{ role }}\n{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<start_of_image>{% elif item['type'] == 'text' %}{{ item['text'] | trim }}"
+    "{% endif %}{% endfor %}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def gemma3_parts(seed: int):
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    special = ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+               "<end_of_image>", "<image_soft_token>"]
+    tokenizer = bpe_tokenizer(special, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                              boi_token="<start_of_image>", eoi_token="<end_of_image>",
+                              image_token="<image_soft_token>")
+    tokenizer.chat_template = GEMMA3_TEMPLATE
+    # SigLIP 32 px / 4-px patches (64), average-pooled to 16 soft tokens per image
+    image_processor = Gemma3ImageProcessorPil(size={"height": 32, "width": 32})
+    processor = Gemma3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                chat_template=GEMMA3_TEMPLATE, image_seq_length=16)
+    ids = _ids(tokenizer, ("<start_of_image>", "<end_of_image>", "<image_soft_token>"))
+    text = _text(tokenizer, "<bos>", "<eos>", "<pad>", head_dim=16, sliding_window=512, query_pre_attn_scalar=16,
+                 layer_types=["sliding_attention", "sliding_attention", "full_attention"] * (LAYERS // 3))
+    config = Gemma3Config(
+        text_config=text, mm_tokens_per_image=16, image_token_index=ids["<image_soft_token>"],
+        boi_token_index=ids["<start_of_image>"], eoi_token_index=ids["<end_of_image>"], tie_word_embeddings=False,
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=4))
+    torch.manual_seed(seed)
+    return Gemma3ForConditionalGeneration(config), processor, Gemma3ForConditionalGeneration
+
+
+#: Idefics3's chat template as published (SmolVLM's, after Llama 3's ``<|begin_of_text|>``).
+IDEFICS3_TEMPLATE = SMOLVLM_TEMPLATE.replace("<|im_start|>", "<|begin_of_text|>", 1)
+
+
+def idefics3_parts(seed: int):
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    rows = [f"<row_{r}_col_{c}>" for r in range(1, 5) for c in range(1, 5)]
+    special = ["<|end_of_text|>", "<|begin_of_text|>", "<end_of_utterance>", "<fake_token_around_image>",
+               "<global-img>", "<image>", *rows]
+    tokenizer = bpe_tokenizer(special, bos_token="<|begin_of_text|>", eos_token="<end_of_utterance>",
+                              pad_token="<|end_of_text|>")
+    tokenizer.chat_template = IDEFICS3_TEMPLATE
+    # as SmolVLM above: 32x32 tiles of a 64-px image plus the whole image, 16 tokens each
+    image_processor = Idefics3ImageProcessorPil(do_image_splitting=True, size={"longest_edge": 64},
+                                                max_image_size={"longest_edge": 32})
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
+                                  chat_template=IDEFICS3_TEMPLATE, image_seq_len=16)
+    config = Idefics3Config(
+        text_config=dict(_text(tokenizer, "<|begin_of_text|>", "<end_of_utterance>", "<|end_of_text|>"),
+                         model_type="llama"),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), scale_factor=2,
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=32, patch_size=4))
+    torch.manual_seed(seed)
+    return Idefics3ForConditionalGeneration(config), processor, Idefics3ForConditionalGeneration
+
+
 PARTS = {"qwen2_5_vl": qwen25_parts, "qwen3_vl": qwen3_parts, "llava_onevision": llava_onevision_parts,
-         "smolvlm": smolvlm_parts}
+         "smolvlm": smolvlm_parts, "internvl": internvl_parts, "gemma3": gemma3_parts,
+         "idefics3": idefics3_parts}
 
 
 def save_checkpoint(family: str, folder: str | Path, seed: int = 0, *, parts=None) -> Path:

@@ -117,8 +117,9 @@ def build_cpu_inputs(loaded: LoadedModel, prompts: Sequence[Prompt]) -> dict:
 
 
 def _nested_images(loaded: LoadedModel) -> bool:
-    # Idefics3 / SmolVLM processors want one list of images per text.
-    return loaded.adapter.family in ("idefics3", "smolvlm")
+    # Idefics3 / SmolVLM / Gemma 3 processors want one list of images per text (a flat list of
+    # several images is read as one prompt's images)
+    return loaded.adapter.family in ("idefics3", "smolvlm", "gemma3")
 
 
 def to_device(batch: dict, loaded: LoadedModel) -> dict:

@@ -226,7 +226,22 @@ def decoder_layers(loaded: LoadedModel):
     return get_module(loaded.model, loaded.adapter.decoder_layers)
 
 
+def _vocab_id(tokenizer, token: str) -> int | None:
+    """The id of ``token`` in ``tokenizer``, or None when it is not in the vocabulary (an unknown
+    token maps to the unk id or None: the id must map back to ``token``)."""
+    candidate = tokenizer.convert_tokens_to_ids(token)
+    if candidate is not None and tokenizer.convert_ids_to_tokens(int(candidate)) == token:
+        return int(candidate)
+    return None
+
+
 def _image_token_id(adapter: Adapter, config: dict, processor, source: str) -> int:
+    """The id of the visual token (repeated once per visual token): config.json's, checked against
+    the processor's tokenizer.
+
+    Raises:
+        CheckpointError: the processor defines no image token, or its id differs from config.json's.
+    """
     token_id = None
     try:
         token_id = adapter.image_token_id(config)
@@ -237,12 +252,15 @@ def _image_token_id(adapter: Adapter, config: dict, processor, source: str) -> i
         image_token = getattr(processor, "image_token", None)
         proc_id = None
         if isinstance(image_token, str):
-            candidate = tokenizer.convert_tokens_to_ids(image_token)
-            # An unknown token maps to the unk id (or None): check that the id maps back.
-            if candidate is not None and tokenizer.convert_ids_to_tokens(int(candidate)) == image_token:
-                proc_id = int(candidate)
+            proc_id = _vocab_id(tokenizer, image_token)
         elif processor is not tokenizer:
             proc_id = getattr(processor, "image_token_id", None)
+        if proc_id is not None and token_id is not None and int(proc_id) != token_id \
+                and _vocab_id(tokenizer, adapter.image_token) == token_id:
+            # the processor's image_token is the prompt placeholder it expands into markers and the
+            # family's visual token (Gemma 3: <start_of_image> -> <start_of_image><image_soft_token>
+            # x N<end_of_image>); the tokenizer agrees with config.json on the visual token itself
+            proc_id = token_id
         if proc_id is None:
             raise CheckpointError(
                 f"{source}: the processor ({type(processor).__name__}) defines no image token, so "
