@@ -78,10 +78,13 @@ def _copies(n_max, rng):
 
 def test_rl_a_copy_of_in_is_never_reproduced_at_any_look(shipped):
     claims = all_claims()
+    ids = list(_copies(1, np.random.default_rng(0)))
+    thresholds = {cid: shipped.get(cid).model_copy(update={"bootstrap_resamples": 200}) for cid in ids}
+    plans = {cid: plan_for(claims[cid], thresholds[cid], shipped.sequential) for cid in ids}
+    n_max = max(plan.looks[-1] for plan in plans.values())  # the shipped design's largest look
     for trial in range(5):
-        for claim_id, at in _copies(128, np.random.default_rng(trial)).items():
-            t = shipped.get(claim_id).model_copy(update={"bootstrap_resamples": 200})
-            plan = plan_for(claims[claim_id], t, shipped.sequential)
+        for claim_id, at in _copies(n_max, np.random.default_rng(trial)).items():
+            t, plan = thresholds[claim_id], plans[claim_id]
             seen = []
             outcome, taken, stop = run_looks(plan, lambda n, level: seen.append(
                 claims[claim_id].judge(at(n), sims.REGIONS, look_thresholds(t, n, level))) or seen[-1])
@@ -115,7 +118,7 @@ class Simulated:
 
 def test_a_run_judges_look_by_look_and_records_the_looks(shipped):
     claim = all_claims()["localization.reasoning_late"]
-    t = _thresholds(shipped, claim.id)
+    t = _thresholds(shipped, claim.id).model_copy(update={"n_items": 24})
     at = sims.reasoning_late(96, np.random.default_rng(3), "null")
     measured = Simulated(at)
     result = run_claim_sequential(claim, measured, "paper", t, shipped.sequential)
@@ -170,12 +173,12 @@ def test_the_sequential_section_is_off_by_default_and_validated(shipped, tmp_pat
     rule = shipped.sequential
     assert rule.enabled is False and rule.looks == 4 and rule.spending == "bonferroni"
     assert rule.for_claim("localization.vision_early", 8) == (4, 32)
-    assert rule.for_claim("transplant.mid_late_carries_gain", 16) == (4, 128)
+    assert rule.for_claim("transplant.mid_late_carries_gain", 96) == (4, 384)
+    assert SequentialRule(claims={"x": {"max_items": 128}}).for_claim("x", 16) == (4, 128)
     assert SequentialRule(looks=5, max_items=3).for_claim("x", 24) == (3, 3)
     source = (shipped.path).read_text()
     bad = tmp_path / "bad.yaml"
-    bad.write_text(source.replace("transplant.mid_late_carries_gain: {max_items: 128}",
-                                  "no.such_claim: {max_items: 128}"))
+    bad.write_text(source.replace("  claims: {}\n", "  claims: {no.such_claim: {max_items: 128}}\n"))
     with pytest.raises(ThresholdsError, match=r"bad.yaml:\d+: sequential.claims: 'no.such_claim'"):
         load_thresholds(bad)
     bad.write_text(source.replace("  looks: 4\n", "  looks: 0\n"))
