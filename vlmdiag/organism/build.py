@@ -177,7 +177,9 @@ def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool
 
 
 def _jobs(jobs: int | None) -> int:
-    return max(1, jobs if jobs is not None else min(2, len(os.sched_getaffinity(0))))
+    from vlmdiag.runtime.threads import usable_cpus
+
+    return max(1, jobs if jobs is not None else min(2, usable_cpus()))
 
 
 def _rl_runs(recipe: Recipe, out: Path, jobs: int | None) -> Iterator[tuple[str, tuple]]:
