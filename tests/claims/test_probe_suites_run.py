@@ -30,9 +30,9 @@ def _probe_claims() -> list[str]:
 PROBE_CLAIMS = _probe_claims()
 
 
-def _pytest(*args):
+def _pytest(*args, env: dict[str, str] | None = None):
     proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:randomly", "-p", "no:xdist", *map(str, args)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
+                          cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, **(env or {})})
     return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -133,7 +133,9 @@ def test_paper_swap_pairs_run_the_swap_claim_on_the_organism(tmp_path):
     report = tmp_path / "r.json"
     code, out = _pytest(f"--probes=paper:{PAPER_PAIRS}", "--base=organism:in", "--rl=organism:rl",
                         f"--thresholds={_small_thresholds(tmp_path, 2)}", f"--report-json={report}", "--report-only",
-                        "--no-cache", "diagnostics/test_localization.py", "-k", "vision")
+                        "--no-cache", "diagnostics/test_localization.py", "-k", "vision",
+                        # The fast organism: the full one is a 16-minute build where it is not cached (CI).
+                        env={"VLMDIAG_ORGANISM_RECIPE": "fast"})
     assert code == 0, out[-3000:]
     claim = _claims(report)["localization.vision_early"]
     assert claim["verdict"] not in ("error", "skipped"), claim["reason"]
