@@ -80,8 +80,9 @@ def run_looks(plan: SequentialPlan, judge: Callable[[int, float], T], *,
 
 
 def _capped(result: ClaimResult) -> bool:
-    """The suite handed out fewer items than the look asked (its note says ``capped at``)."""
-    return "capped at" in str(result.metrics.get("probes_note") or "")
+    """The suite handed out fewer items than the look asked: a suite notes a draw only then
+    (:meth:`~vlmdiag.probes.suite.RecordingSuite._hand_out`), in whatever words."""
+    return bool(result.metrics.get("probes_note"))
 
 
 def _look(n: int, result: ClaimResult) -> dict[str, Any]:
