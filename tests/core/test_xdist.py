@@ -52,22 +52,26 @@ def test_two_workers_give_the_verdicts_and_metrics_of_one_process(planted, tmp_p
     # The controller writes the table and the report once.
     assert out.count("=== vlmdiag ===") == 1 or len(re.findall(r"=+ vlmdiag =+", out)) == 1
     assert out.count(f"report: {tmp_path / 'parallel.json'}") == 1
-    # -n without --dist schedules whole (file, recipe) units: the three weight claims of a recipe
+    # -n without --dist schedules whole (file, recipe) units: the five weight claims of a recipe (test_updates.py and test_structure.py)
     # run on one worker, which makes the recipe's weight pass once.
     assert "scheduling tests via DiagnosticScopeScheduling" in out
     workers = {}
-    for worker, recipe in re.findall(r"\[(gw\d)\] \[\s*\d+%\] \w+ diagnostics/test_updates\.py::\S+\[(\w+)\]", out):
+    for worker, recipe in re.findall(r"\[(gw\d)\] \[\s*\d+%\] \w+ diagnostics/test_(?:updates|structure)\.py::\S+\[(\w+)\]", out):
         workers.setdefault(recipe, set()).add(worker)
     assert {r: len(w) for r, w in workers.items()} == {"main": 1, "inverted": 1}, out
-    # test_structure.py's two weight claims are their own units: a worker makes a recipe's weight
-    # pass at most once, so at most twice per recipe here (--no-cache; a shared results cache dedups).
+    # test_structure.py's weight claims run in test_updates.py's unit: each recipe's weight pass is
+    # made once, although --no-cache leaves no results cache to share it through.
     for recipe in ("main", "inverted"):
-        assert 1 <= len(re.findall(rf"\[gw\d\] vlmdiag: {recipe}: weight spectra \.\.\.", out)) <= 2, out
+        assert len(re.findall(rf"\[gw\d\] vlmdiag: {recipe}: weight spectra \.\.\.", out)) == 1, out
 
 
 @pytest.mark.parametrize("nodeid, scope", [
     ("diagnostics/test_updates.py::test_energy[main]", "diagnostics/test_updates.py[main]"),
     ("diagnostics/test_updates.py::test_energy[grpo-v2]", "diagnostics/test_updates.py[grpo-v2]"),
+    ("diagnostics/test_structure.py::test_sparse[main]", "diagnostics/test_updates.py[main]"),
+    ("site-packages/vlmdiag/diagnostics/test_structure.py::test_sparse[grpo]",
+     "site-packages/vlmdiag/diagnostics/test_updates.py[grpo]"),
+    ("test_structure.py::test_sparse[main]", "test_updates.py[main]"),
     ("diagnostics/test_x.py::TestA::test_b[main-3]", "diagnostics/test_x.py[main]"),
     ("diagnostics/test_x.py::test_b[3-main]", "diagnostics/test_x.py[main]"),
     ("tests/test_other.py::test_plain", "tests/test_other.py"),

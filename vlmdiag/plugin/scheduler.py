@@ -11,15 +11,24 @@ import pytest
 from vlmdiag.plugin.session import STATE
 
 
+#: Diagnostics files whose claims read the same measurement pass, by file name: one unit, so
+#: the pass (the weight deltas and their spectra) is made by one worker.
+SHARED_PASS = {"test_structure.py": "test_updates.py"}
+
+
 def diagnostic_scope(nodeid: str, recipes) -> str:
     """The unit of work that one xdist worker runs whole: a diagnostics file and one recipe
     (``diagnostics/test_updates.py[main]``), or the file alone for tests without a recipe.
 
-    The claims that share a measurement live in one file (the three weight claims share one
-    weight pass; the two localization claims, one loaded base model), so each measurement is
-    made once, by one worker, while other files and recipes run on the other workers.
+    The claims that share a measurement run in one unit: a file's claims, and the files of
+    :data:`SHARED_PASS` together (all five weight claims read one weight pass; the two
+    localization claims, one loaded base model). So each measurement is made once, by one
+    worker, while other files and recipes run on the other workers.
     """
     module, _, rest = nodeid.partition("::")
+    folder, _, name = module.rpartition("/")
+    if name in SHARED_PASS:
+        module = f"{folder}/{SHARED_PASS[name]}" if folder else SHARED_PASS[name]
     match = re.search(r"\[(.*)\]$", rest)
     if match:
         ids = match.group(1)
