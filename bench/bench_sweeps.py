@@ -33,21 +33,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Generation sweeps"
 SWEEPS = ("abilities", "transplant", "freezing", "swap", "skip", "attention")
-SETTINGS = {  # n_items, max_new_tokens per sweep (organism: thresholds.yaml; qwen05b: small)
-    "organism": {"abilities": (24, 32), "transplant": (16, 32), "freezing": (24, 32), "swap": (8, 32),
-                 "skip": (24, 32), "attention": (24, 32)},
+#: thresholds.yaml's entry of each sweep's claim (the organism runs them at the shipped sizes)
+CLAIM_OF = {"abilities": "abilities.no_uniform_vision_gain", "transplant": "transplant.mid_late_carries_gain",
+            "freezing": "freezing.late_necessary", "swap": "localization.vision_early",
+            "skip": "localization.reasoning_late", "attention": "attention.r2v_shift_mid_late"}
+
+
+def _shipped_settings() -> dict[str, tuple[int, int]]:
+    import yaml
+
+    claims = yaml.safe_load((ROOT / "thresholds.yaml").read_text())["claims"]
+    return {sweep: (claims[cid]["n_items"], claims[cid]["max_new_tokens"]) for sweep, cid in CLAIM_OF.items()}
+
+
+SETTINGS = {  # n_items, max_new_tokens per sweep
+    "organism": _shipped_settings(),
     "qwen05b": {"abilities": (1, 4), "transplant": (1, 4), "freezing": (1, 4), "swap": (1, 4),
                 "skip": (1, 4), "attention": (2, 4)},
 }
 
 
 def organism_paths() -> dict[str, Path]:
-    root = Path(os.environ.get("VLMDIAG_CACHE", Path.home() / ".cache" / "vlmdiag")) / "organism"
-    full = sorted(p for p in root.glob("full-*") if p.is_dir() and (p / "in" / "config.json").is_file())
-    if not full:
-        raise SystemExit(f"no organism under {root}; build it with `vlmdiag organism` first")
-    return {"base": full[-1] / "base", "in": full[-1] / "in", "rl": full[-1] / "rl",
-            "frozen": full[-1] / "rl-frozen-late"}
+    """The stages of the full organism of this tree's recipe (built if missing)."""
+    from vlmdiag.organism import checkpoint_path
+
+    entry = checkpoint_path("in", recipe="full").parent
+    return {"base": entry / "base", "in": entry / "in", "rl": entry / "rl", "frozen": entry / "rl-frozen-late"}
 
 
 def build_qwen05b(root: Path) -> dict[str, Path]:

@@ -97,12 +97,12 @@ def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool
 
             def run_eval(stage: str, m) -> None:
                 t0 = time.perf_counter()
-                res = {}
-                for name, exs in eval_sets.items():
-                    res.update(TR.evaluate(m, processor, {name: exs}))
+
+                def one_set_done() -> None:
                     eval_done[0] += 1
                     bar.fn("evaluate")(eval_done[0], totals["evaluate"])
-                evals[stage] = res
+
+                evals[stage] = _evaluate(m, processor, eval_sets, one_set_done)
                 times[f"eval:{stage}"] = time.perf_counter() - t0
 
             # Base, part 1: vision pre-training (the pre-trained ViT of a VLM pipeline)
@@ -137,7 +137,7 @@ def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool
             # parallel processes where there are cores (each is seeded and single-threaded, so
             # its weights do not depend on where it ran)
             del model
-            for stage, (stage_report, res, seconds) in _rl_runs(recipe, out, jobs):
+            for stage, (stage_report, res, seconds) in _rl_runs(recipe, out, jobs, (processor, eval_sets)):
                 report["stages"][stage] = stage_report
                 evals[stage] = res
                 times.update(seconds)
@@ -182,13 +182,27 @@ def _jobs(jobs: int | None) -> int:
     return max(1, jobs if jobs is not None else min(2, usable_cpus()))
 
 
-def _rl_runs(recipe: Recipe, out: Path, jobs: int | None) -> Iterator[tuple[str, tuple]]:
+def _evaluate(model, processor, eval_sets: dict, one_set_done=None) -> dict:
+    """Held-out evaluation of ``model`` on every set of ``eval_sets`` (:func:`TR.evaluate`),
+    calling ``one_set_done()`` after each set."""
+    from vlmdiag.organism import train as TR
+
+    results = {}
+    for name, exs in eval_sets.items():
+        results.update(TR.evaluate(model, processor, {name: exs}))
+        if one_set_done is not None:
+            one_set_done()
+    return results
+
+
+def _rl_runs(recipe: Recipe, out: Path, jobs: int | None, prepared: tuple) -> Iterator[tuple[str, tuple]]:
     """``(stage, (stage report, evaluation results, seconds))`` of every RL stage, in
-    :data:`RL_STAGES` order, run in this process (``jobs`` 1) or in spawned worker processes."""
+    :data:`RL_STAGES` order, run in this process (``jobs`` 1, with the ``prepared`` processor and
+    evaluation sets) or in spawned worker processes (which build their own)."""
     stages = list(RL_STAGES.items())
     if _jobs(jobs) == 1:
         for stage, region in stages:
-            yield stage, _rl_run(recipe, str(out), stage, region)
+            yield stage, _rl_run(recipe, str(out), stage, region, prepared)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -200,10 +214,13 @@ def _rl_runs(recipe: Recipe, out: Path, jobs: int | None) -> Iterator[tuple[str,
             yield stage, future.result()
 
 
-def _rl_run(recipe: Recipe, out_dir: str, stage: str, region: str | None) -> tuple[dict, dict, dict]:
-    """One GRPO run from ``out_dir/in`` (trl's KL reference), ``region``'s layers frozen; saves
-    ``out_dir/<stage>`` and evaluates it. Returns (stage report, evaluation results, seconds
-    spent training and evaluating, under ``stage`` and ``eval:<stage>``)."""
+def _rl_run(recipe: Recipe, out_dir: str, stage: str, region: str | None,
+            prepared: tuple | None = None) -> tuple[dict, dict, dict]:
+    """One GRPO run from ``out_dir/in`` (trl's KL reference), ``region``'s layers frozen, on
+    ``recipe.rl_threads`` threads; saves ``out_dir/<stage>`` and evaluates it. ``prepared``:
+    ``(processor, eval_sets)``, built here when None (a spawned worker). Returns (stage report,
+    evaluation results, seconds spent training and evaluating, under ``stage`` and
+    ``eval:<stage>``)."""
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -213,10 +230,12 @@ def _rl_run(recipe: Recipe, out_dir: str, stage: str, region: str | None) -> tup
 
     out = Path(out_dir)
     prev_threads = torch.get_num_threads()
-    TR.set_determinism(recipe.seed, recipe.threads)
+    TR.set_determinism(recipe.seed, recipe.rl_threads)
     try:
-        processor = build_processor(build_tokenizer(T.corpus_texts(recipe.seed),
-                                                    vocab_size=recipe.vocab_size))
+        if prepared is None:
+            prepared = (build_processor(build_tokenizer(T.corpus_texts(recipe.seed), vocab_size=recipe.vocab_size)),
+                        _eval_sets(recipe))
+        processor, eval_sets = prepared
         t = time.perf_counter()
         with _quiet_loading():
             model = Qwen2_5_VLForConditionalGeneration.from_pretrained(out / "in")
@@ -236,9 +255,7 @@ def _rl_run(recipe: Recipe, out_dir: str, stage: str, region: str | None) -> tup
         _save_stage(model, processor, out / stage)
         seconds = {stage: time.perf_counter() - t}
         t = time.perf_counter()
-        results = {}
-        for name, exs in _eval_sets(recipe).items():
-            results.update(TR.evaluate(model, processor, {name: exs}))
+        results = _evaluate(model, processor, eval_sets)
         seconds[f"eval:{stage}"] = time.perf_counter() - t
         stage_report = {"frozen_layers": frozen, "rl_history": [
             {k: h.get(k) for k in ("step", "reward", "reward_std", "frac_reward_zero_std",
