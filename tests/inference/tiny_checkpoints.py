@@ -131,33 +131,40 @@ def llava_onevision_parts(seed: int):
     return (LlavaOnevisionForConditionalGeneration(config), processor, LlavaOnevisionForConditionalGeneration)
 
 
+def _idefics3_family(seed: int, *, config_class, model_class, processor_class, image_processor_class,
+                     bos: str, pad: str, template: str):
+    """A tiny Idefics3-style model (Idefics3, SmolVLM): image splitting on, as in their own
+    processors: the image resized to a 64-px longest edge, cut into 32x32 tiles plus the whole
+    image; each tile 8x8 patches of 4 px, pixel shuffle 2 -> 16 tokens (a 336x224 image: 2x2
+    tiles + global = 80 visual tokens in 5 runs)."""
+    # the tile markers of the image splitting, as the tokenizers have them
+    rows = [f"<row_{r}_col_{c}>" for r in range(1, 5) for c in range(1, 5)]
+    special = [pad, bos, "<end_of_utterance>", "<fake_token_around_image>", "<global-img>", "<image>", *rows]
+    tokenizer = bpe_tokenizer(special, bos_token=bos, eos_token="<end_of_utterance>", pad_token=pad)
+    tokenizer.chat_template = template
+    image_processor = image_processor_class(do_image_splitting=True, size={"longest_edge": 64},
+                                            max_image_size={"longest_edge": 32})
+    processor = processor_class(image_processor=image_processor, tokenizer=tokenizer, chat_template=template,
+                                image_seq_len=16)
+    config = config_class(
+        text_config=dict(_text(tokenizer, bos, "<end_of_utterance>", pad), model_type="llama"),
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), scale_factor=2,
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, image_size=32, patch_size=4))
+    torch.manual_seed(seed)
+    return model_class(config), processor, model_class
+
+
 def smolvlm_parts(seed: int):
     from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMProcessor
     from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
 
     from vlmdiag.runtime.processor import image_only
 
-    # the tile markers of SmolVLM's image splitting, as its tokenizer has them
-    rows = [f"<row_{r}_col_{c}>" for r in range(1, 5) for c in range(1, 5)]
-    special = ["<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>",
-               "<global-img>", "<image>", *rows]
-    tokenizer = bpe_tokenizer(special, bos_token="<|im_start|>", eos_token="<end_of_utterance>",
-                              pad_token="<|endoftext|>")
-    tokenizer.chat_template = SMOLVLM_TEMPLATE
-    # splitting on, as in SmolVLM's own processor: the image resized to a 64-px longest edge, cut
-    # into 32x32 tiles plus the whole image; each tile 8x8 patches of 4 px, pixel shuffle 2 -> 16
-    # tokens (a 336x224 image: 2x2 tiles + global = 80 visual tokens in 5 runs)
-    image_processor = SmolVLMImageProcessorPil(do_image_splitting=True, size={"longest_edge": 64},
-                                               max_image_size={"longest_edge": 32})
-    processor = image_only(SmolVLMProcessor)(image_processor=image_processor, tokenizer=tokenizer,
-                                             chat_template=SMOLVLM_TEMPLATE, image_seq_len=16)
-    config = SmolVLMConfig(
-        text_config=dict(_text(tokenizer, "<|im_start|>", "<end_of_utterance>", "<|endoftext|>"), model_type="llama"),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), scale_factor=2,
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=2, image_size=32, patch_size=4))
-    torch.manual_seed(seed)
-    return SmolVLMForConditionalGeneration(config), processor, SmolVLMForConditionalGeneration
+    return _idefics3_family(seed, config_class=SmolVLMConfig, model_class=SmolVLMForConditionalGeneration,
+                            processor_class=image_only(SmolVLMProcessor),
+                            image_processor_class=SmolVLMImageProcessorPil, bos="<|im_start|>",
+                            pad="<|endoftext|>", template=SMOLVLM_TEMPLATE)
 
 
 #: InternVL's chat template (Qwen2 turns; ``<IMG_CONTEXT>`` then a newline, which the processor
@@ -244,25 +251,9 @@ def idefics3_parts(seed: int):
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
-    rows = [f"<row_{r}_col_{c}>" for r in range(1, 5) for c in range(1, 5)]
-    special = ["<|end_of_text|>", "<|begin_of_text|>", "<end_of_utterance>", "<fake_token_around_image>",
-               "<global-img>", "<image>", *rows]
-    tokenizer = bpe_tokenizer(special, bos_token="<|begin_of_text|>", eos_token="<end_of_utterance>",
-                              pad_token="<|end_of_text|>")
-    tokenizer.chat_template = IDEFICS3_TEMPLATE
-    # as SmolVLM above: 32x32 tiles of a 64-px image plus the whole image, 16 tokens each
-    image_processor = Idefics3ImageProcessorPil(do_image_splitting=True, size={"longest_edge": 64},
-                                                max_image_size={"longest_edge": 32})
-    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
-                                  chat_template=IDEFICS3_TEMPLATE, image_seq_len=16)
-    config = Idefics3Config(
-        text_config=dict(_text(tokenizer, "<|begin_of_text|>", "<end_of_utterance>", "<|end_of_text|>"),
-                         model_type="llama"),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), scale_factor=2,
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=2, image_size=32, patch_size=4))
-    torch.manual_seed(seed)
-    return Idefics3ForConditionalGeneration(config), processor, Idefics3ForConditionalGeneration
+    return _idefics3_family(seed, config_class=Idefics3Config, model_class=Idefics3ForConditionalGeneration,
+                            processor_class=Idefics3Processor, image_processor_class=Idefics3ImageProcessorPil,
+                            bos="<|begin_of_text|>", pad="<|end_of_text|>", template=IDEFICS3_TEMPLATE)
 
 
 PARTS = {"qwen2_5_vl": qwen25_parts, "qwen3_vl": qwen3_parts, "llava_onevision": llava_onevision_parts,
