@@ -53,4 +53,4 @@ def pytest_vlmdiag_add_families(register_family) -> None:
     """Add architecture families. ``register_family`` is :func:`vlmdiag.adapters.register_family`:
     ``register_family(name, spec)`` with ``spec`` shaped like an entry of ``families.yaml``
     (``model_types``, ``architectures``, ``box_coordinates``, ``modules``, ``config``,
-    ``checkpoint_prefixes``)."""
+    ``checkpoint_prefixes``, optionally ``processor_images``)."""

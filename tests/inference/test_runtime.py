@@ -155,3 +155,19 @@ def test_image_token_of_a_processor_that_expands_a_marker():
     model.config.image_token_id = processor.tokenizer.convert_tokens_to_ids("<end_of_image>")
     with pytest.raises(CheckpointError, match="differs between config.json"):
         wrap_model(model, processor)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "llava_onevision", "internvl", "gemma3", "idefics3",
+                                    "smolvlm"])
+def test_a_batch_of_image_prompts_goes_through_every_familys_processor(family, images):
+    """Two prompts with an image each in one batch: the family's ``processor_images`` tells how
+    its processor wants them (Gemma 3 and SmolVLM refuse a flat list of several images)."""
+    import tiny_checkpoints
+    from vlmdiag.runtime.generate import build_cpu_inputs
+    from vlmdiag.runtime.model import wrap_model
+
+    model, processor, _ = tiny_checkpoints.PARTS[family](0)
+    loaded = wrap_model(model, processor)
+    batch = build_cpu_inputs(loaded, [image_prompt("What is it?", images["red"]), image_prompt("And this?", images["green_wide"])])
+    assert batch["input_ids"].shape[0] == 2
+    assert [int((row == loaded.image_token_id).sum()) > 0 for row in batch["input_ids"]] == [True, True]

@@ -49,6 +49,7 @@ class Adapter:
     image_token_keys: tuple[str, ...]
     checkpoint_prefixes: tuple[tuple[str, str], ...]
     box_coordinates: str  # how the family writes grounding boxes (vlmdiag.measure.grading.BOX_COORDINATES)
+    processor_images: str = "flat"  # flat | per_prompt (vlmdiag.adapters.schema.ProcessorImages)
     image_token: str = "<image>"           # the chat template's image placeholder
     vision_start_token: str | None = None  # markers around an image (not visual tokens)
     vision_end_token: str | None = None
@@ -149,7 +150,7 @@ def _adapter(family: str, spec) -> Adapter:
         llm_layers_keys=tuple(config.llm_layers), vision_layers_keys=tuple(config.vision_layers),
         image_token_keys=tuple(config.image_token_id),
         checkpoint_prefixes=tuple(tuple(p) for p in spec.checkpoint_prefixes),
-        box_coordinates=spec.box_coordinates, image_token=tokens.image,
+        box_coordinates=spec.box_coordinates, processor_images=spec.processor_images, image_token=tokens.image,
         vision_start_token=tokens.vision_start, vision_end_token=tokens.vision_end,
         vision_start_keys=tuple(config.vision_start_id), vision_end_keys=tuple(config.vision_end_id))
 

@@ -8,6 +8,7 @@ One family::
       model_types: [qwen2_5_vl]                 # config.json model_type values
       architectures: [Qwen2_5_VLForConditionalGeneration]
       box_coordinates: resized_pixels           # pixels | resized_pixels | grid_1000 | unit
+      processor_images: flat                    # flat (default) | per_prompt: how a batch's images go
       modules: {decoder_layers, vision_blocks, projector, embed_tokens, final_norm, lm_head}
       config: {llm_layers: [keys], vision_layers: [keys], image_token_id: [keys],
                vision_start_id: [keys], vision_end_id: [keys]}     # the last two optional
@@ -25,6 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from vlmdiag.errors import VlmdiagError
 
 BoxCoordinates = Literal["pixels", "resized_pixels", "grid_1000", "unit"]
+#: How the family's processor takes a batch's images: one list in prompt order (``flat``), or one
+#: list per prompt (``per_prompt``: Idefics3, SmolVLM and Gemma 3 read a flat list of several
+#: images as one prompt's images).
+ProcessorImages = Literal["flat", "per_prompt"]
 
 
 class FamiliesFileError(VlmdiagError, ValueError):
@@ -69,6 +74,7 @@ class Family(_Strict):
     model_types: list[str] = Field(min_length=1)
     architectures: list[str] = Field(min_length=1)
     box_coordinates: BoxCoordinates
+    processor_images: ProcessorImages = "flat"
     modules: Modules
     config: ConfigKeys
     tokens: Tokens

@@ -105,8 +105,9 @@ def build_cpu_inputs(loaded: LoadedModel, prompts: Sequence[Prompt]) -> dict:
     tokenizer.padding_side = "left"
     try:
         if all(with_image):
-            batch = processor(text=texts, images=[[p.image] for p in prompts] if _nested_images(loaded)
-                              else [p.image for p in prompts], return_tensors="pt", padding=True)
+            batch = processor(text=texts, images=[[p.image] for p in prompts]
+                              if loaded.adapter.processor_images == "per_prompt" else [p.image for p in prompts],
+                              return_tensors="pt", padding=True)
         elif processor is tokenizer:
             batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         else:
@@ -114,12 +115,6 @@ def build_cpu_inputs(loaded: LoadedModel, prompts: Sequence[Prompt]) -> dict:
     finally:
         tokenizer.padding_side = old_side
     return dict(batch)
-
-
-def _nested_images(loaded: LoadedModel) -> bool:
-    # Idefics3 / SmolVLM / Gemma 3 processors want one list of images per text (a flat list of
-    # several images is read as one prompt's images)
-    return loaded.adapter.family in ("idefics3", "smolvlm", "gemma3")
 
 
 def to_device(batch: dict, loaded: LoadedModel) -> dict:
