@@ -64,17 +64,19 @@ def section(results: dict[str, list[dict]], load_before: str, load_after: str,
     lines.append(
         f"`{command}` "
         f"({platform.machine()}, {os.cpu_count()} CPUs, torch {v['torch']}, transformers "
-        f"{v['transformers']}, trl {v['trl']}; 1 intra-op thread (recipe `threads=1`); load average "
+        f"{v['transformers']}, trl {v['trl']}; every training process on {first['recipe']['threads']} "
+        f"intra-op thread(s), vision/Base/IN in {first.get('sft_processes', 1)} shard processes, "
+        f"the RL runs in {first.get('rl_jobs', 1)}; load average "
         f"before/after {load_before} -> {load_after}). "
         f"Model: Qwen2.5-VL, {first['n_params'] / 1e6:.2f}M parameters "
         f"(LLM {first['recipe']['hidden']}x{first['recipe']['layers']} layers, vision "
         f"{first['recipe']['vision_hidden']}x{first['recipe']['vision_depth']} blocks), 112x112 "
-        f"images (16 visual tokens). Each build runs in its own process; RSS is `ru_maxrss`.")
+        f"images (16 visual tokens). Each build runs in its own process; RSS is `ru_maxrss`, "
+        f"of the builder and of its largest worker process.")
     lines.append("")
-    stages = ["setup", "vision", "base", "in", "rl", "rl-frozen-early", "rl-frozen-mid",
-              "rl-frozen-late"]
+    stages = ["vision", "base", "in", "rl", "rl-frozen-early", "rl-frozen-mid", "rl-frozen-late"]
     lines.append("| recipe | run | " + " | ".join(stages) + " | evaluation (all stages) | total (s) "
-                 "| wall incl. start-up (s) | peak RSS (MB) |")
+                 "| wall incl. start-up (s) | peak RSS, builder / worker (MB) |")
     lines.append("|" + "---|" * (len(stages) + 6))
     for name, reps in results.items():
         for i, rep in enumerate(reps):
@@ -82,7 +84,7 @@ def section(results: dict[str, list[dict]], load_before: str, load_after: str,
             ev = sum(v for k, v in t.items() if k.startswith("eval:"))
             lines.append(f"| {name} | {i + 1} | " + " | ".join(f"{t.get(s, 0):.1f}" for s in stages)
                          + f" | {ev:.1f} | {t['total']:.1f} | {rep['wall_s_with_startup']:.1f} | "
-                         f"{rep['peak_rss_mb_process']:.0f} |")
+                         f"{rep['peak_rss_mb_process']:.0f} / {rep.get('peak_rss_rl_worker_mb', 0):.0f} |")
     lines.append("")
     for name, reps in results.items():
         if len(reps) > 1:

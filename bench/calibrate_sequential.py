@@ -13,7 +13,6 @@ own verdict rules through the loop a run uses (:func:`vlmdiag.sequential.run_loo
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path

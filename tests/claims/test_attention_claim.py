@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from claim_helpers import run, small
 
 from vlmdiag.claims import all_claims

@@ -1,7 +1,6 @@
 """The user's view: `pytest --base ... --rl ...` in a subprocess, its exit code, output and reports."""
 
 import json
-import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 

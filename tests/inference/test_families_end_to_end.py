@@ -27,7 +27,6 @@ import tiny_checkpoints
 from test_spans import feature_positions
 from vlmdiag.adapters import adapter_for
 from vlmdiag.measure.spans import reasoning_mask, visual_spans
-from vlmdiag.runtime.model import get_module
 
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = "qwen2_5_vl"   # the --base/--rl recipe; the other families are --recipe NAME=...

@@ -381,7 +381,6 @@ def test_malformed_probe_line_names_file_and_line(loader, bad, tmp_path):
 
 def test_undecodable_images_are_skipped_and_counted(tmp_path):
     from vlmdiag.probes.mathvista import load_mathvista
-    from vlmdiag.probes.vision_functionality import load_vision_functionality
 
     path, _ = _mathvista(tmp_path / "mv", b'{"pid": "2", "question": "q?", "answer": "a", "image": "images/2.png", '
                                           b'"metadata": {"category": "general-vqa"}}')

@@ -41,8 +41,10 @@ def grpo(model, processor, items: Sequence[T.TaskItem], *, steps: int, prompts_p
     """GRPO (trl ``GRPOTrainer``) on the prompts of ``items``, reward = correctness + format.
 
     Prompts are ``image_message(question)`` with the item's image; ``items`` are visual arithmetic,
-    optionally mixed with perception items (each scored by its own task). One policy update per
-    generation batch. ``beta > 0`` adds trl's per-token KL penalty to a frozen reference model,
+    optionally mixed with perception items (each scored by its own task), in a seeded order: the
+    first ``steps * prompts_per_step`` are the run's prompts, each used once (in trl's seeded
+    order). One policy update per generation batch; no activation checkpointing (at this size it
+    saves no memory that matters and costs a recomputed forward). ``beta > 0`` adds trl's per-token KL penalty to a frozen reference model,
     which trl loads from ``model.config._name_or_path``: load ``model`` with ``from_pretrained``
     from the reference checkpoint (the IN stage). Parameters with ``requires_grad=False`` (frozen
     regions) are left out of the optimiser.
@@ -64,7 +66,7 @@ def grpo(model, processor, items: Sequence[T.TaskItem], *, steps: int, prompts_p
     from trl import GRPOConfig, GRPOTrainer
 
     rows = [{"prompt": [{"role": "user", "content": it.question}], "image": it.image(),
-             "answer": it.answer, "task": it.task} for it in items]
+             "answer": it.answer, "task": it.task} for it in items[:steps * prompts_per_step]]
     ds = datasets.Dataset.from_list(rows)
 
     class _Progress(TrainerCallback):
@@ -80,6 +82,7 @@ def grpo(model, processor, items: Sequence[T.TaskItem], *, steps: int, prompts_p
             logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, bf16=False,
             beta=beta, temperature=temperature, seed=seed, data_seed=seed,
             dataloader_num_workers=0, disable_tqdm=True, max_grad_norm=1.0, weight_decay=0.0,
+            gradient_checkpointing=False,
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from vlmdiag.errors import VlmdiagError
 from vlmdiag.plugin.session import STATE, usage_errors
 
 
