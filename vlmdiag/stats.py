@@ -121,14 +121,17 @@ def decide(interval: Interval, threshold: float, side: Side) -> Verdict:
 
 def n_needed(n: int, estimate: float, interval: Interval, threshold: float) -> int | None:
     """Items needed for the interval to clear ``threshold``, assuming its half-width shrinks as
-    1/sqrt(N) around the same estimate. None when the estimate sits on the threshold."""
+    1/sqrt(N) around the same estimate. None when the estimate sits on the threshold; more than
+    ``n`` while the interval still reaches the threshold (an asymmetric interval can touch it
+    although its half-width is below the gap)."""
     gap = abs(estimate - threshold)
     if gap == 0 or not math.isfinite(gap):
         return None
     half_width = (interval.high - interval.low) / 2
     if not math.isfinite(half_width):
         return None
-    return max(n, math.ceil(n * (half_width / gap) ** 2))
+    undecided = interval.low <= threshold <= interval.high
+    return max(n + 1 if undecided else n, math.ceil(n * (half_width / gap) ** 2))
 
 
 def standard_error(interval: Interval) -> float:

@@ -37,6 +37,14 @@ def test_n_needed_grows_as_the_effect_shrinks():
     assert n_needed(100, 0.04, i, 0.04) is None
 
 
+def test_n_needed_is_above_n_while_the_interval_touches_the_threshold():
+    """A skewed interval [-0.22, 0.00] around -0.115 reaches 0 though its half-width (0.11) is
+    below the gap: undecided at N = 96, so the N that would decide it is more than 96 (the organism
+    printed 'about N = 96 items would decide it' at N = 96)."""
+    assert n_needed(96, -0.115, Interval(-0.22, 0.0, 0.95), 0.0) == 97
+    assert n_needed(96, -0.115, Interval(-0.22, -0.01, 0.95), 0.0) == 96  # decided: N itself
+
+
 def test_mcnemar_is_scipys_exact_binomial_test_and_wilson_uses_the_normal_quantile():
     from scipy import stats
 
