@@ -28,7 +28,7 @@ import numpy as np
 
 from vlmdiag.organism.cache import (MANIFEST, _locked, _sha256, _write_manifest,  # noqa: F401
                                     cache_root, entry_dir, validate_entry)
-from vlmdiag.organism.data import _eval_sets, _rl_items, _sft_examples
+from vlmdiag.organism.data import _eval_sets, _rl_items
 from vlmdiag.organism.recipe import (CODE_FILES, PIPELINE_VERSION, RECIPES, RL_STAGES,  # noqa: F401
                                      STAGES, Recipe, _code_hash, get_recipe)
 from vlmdiag.organism.report import (CHANCE, REPORT_DIR, _peak_rss_mb, _plots, _Progress,
@@ -48,10 +48,12 @@ def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool
                    jobs: int | None = None) -> dict:
     """Train all six stages of ``recipe`` into ``out_dir`` (must not exist or be empty).
 
-    The four RL runs start from the saved IN stage and run in up to ``jobs`` processes at once
-    (default: 2 where the process may use 2 or more CPUs, else 1, in this process); the weights
-    are the same either way. Worker processes are spawned, so a script calling this needs the
-    usual ``if __name__ == "__main__":`` guard.
+    Vision pre-training, Base and IN run in one process per batch shard when ``jobs`` reaches
+    ``recipe.shards`` (:mod:`~vlmdiag.organism.sft_stages`), else in this process; the four RL runs
+    start from the saved IN stage and run in up to ``jobs`` processes at once (default ``jobs``: 2
+    where the process may use 2 or more CPUs, else 1). The weights are the same either way. Worker
+    processes are spawned, so a script calling this needs the usual
+    ``if __name__ == "__main__":`` guard.
 
     Layout: ``out_dir/<stage>/`` (config.json, generation_config.json, model.safetensors,
     tokenizer.json, tokenizer_config.json, processor_config.json, chat_template.jinja) for each

@@ -79,7 +79,6 @@ def swap_pairs(task: str, n: int, *, seed: int = 0) -> list[SwapPair]:
         src_scene = _swap_variant(base_task, item, rng)
         if src_scene is None:
             continue
-        src = TaskItem(item.task, src_scene, item.question, "", meta=item.meta)
         kw: dict = {}
         if base_task == "reading":
             kw = dict(target_answer=item.answer, source_answer=str(src_scene.number))
