@@ -64,9 +64,9 @@ def section(results: dict[str, list[dict]], load_before: str, load_after: str,
     lines.append(
         f"`{command}` "
         f"({platform.machine()}, {os.cpu_count()} CPUs, torch {v['torch']}, transformers "
-        f"{v['transformers']}, trl {v['trl']}; every training process on {first['recipe']['threads']} "
-        f"intra-op thread(s), vision/Base/IN in {first.get('sft_processes', 1)} shard processes, "
-        f"the RL runs in {first.get('rl_jobs', 1)}; load average "
+        f"{v['transformers']}, trl {v['trl']}; vision/Base/IN on {first['recipe']['threads']} "
+        f"intra-op thread(s), the RL runs on {first['recipe']['rl_threads']} each, "
+        f"{first.get('rl_jobs', 1)} at a time; load average "
         f"before/after {load_before} -> {load_after}). "
         f"Model: Qwen2.5-VL, {first['n_params'] / 1e6:.2f}M parameters "
         f"(LLM {first['recipe']['hidden']}x{first['recipe']['layers']} layers, vision "
@@ -74,7 +74,8 @@ def section(results: dict[str, list[dict]], load_before: str, load_after: str,
         f"images (16 visual tokens). Each build runs in its own process; RSS is `ru_maxrss`, "
         f"of the builder and of its largest worker process.")
     lines.append("")
-    stages = ["vision", "base", "in", "rl", "rl-frozen-early", "rl-frozen-mid", "rl-frozen-late"]
+    stages = ["setup", "vision", "base", "in", "rl", "rl-frozen-early", "rl-frozen-mid",
+              "rl-frozen-late"]
     lines.append("| recipe | run | " + " | ".join(stages) + " | evaluation (all stages) | total (s) "
                  "| wall incl. start-up (s) | peak RSS, builder / worker (MB) |")
     lines.append("|" + "---|" * (len(stages) + 6))

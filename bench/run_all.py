@@ -53,8 +53,6 @@ BENCHES = (
           "Transplant sweep: splicer memory"),
     Bench("organism", "bench_organism.py", ("--recipe", "fast"), ("--recipe", "full", "--recipe", "fast", "--twice"),
           ("--write",), "Model organism build"),
-    Bench("sft-shards", "bench_sft_shards.py", ("--steps", "5", "--rounds", "1"), ("--steps", "30", "--rounds", "2"),
-          None, "Model organism build"),
     Bench("sweeps", "bench_sweeps.py", ("--model", "organism", "--only", "skip,swap"), ("--model", "both"),
           ("--write",), "Generation sweeps"),
     Bench("grading", "bench_grading.py", ("--n", "100"), ("--n", "400"), ("--write",), "Grading"),

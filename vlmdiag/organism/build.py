@@ -28,7 +28,7 @@ import numpy as np
 
 from vlmdiag.organism.cache import (MANIFEST, _locked, _sha256, _write_manifest,  # noqa: F401
                                     cache_root, entry_dir, validate_entry)
-from vlmdiag.organism.data import _eval_sets, _rl_items
+from vlmdiag.organism.data import _eval_sets, _rl_items, _sft_examples
 from vlmdiag.organism.recipe import (CODE_FILES, PIPELINE_VERSION, RECIPES, RL_STAGES,  # noqa: F401
                                      STAGES, Recipe, _code_hash, get_recipe)
 from vlmdiag.organism.report import (CHANCE, REPORT_DIR, _peak_rss_mb, _plots, _Progress,
@@ -48,12 +48,10 @@ def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool
                    jobs: int | None = None) -> dict:
     """Train all six stages of ``recipe`` into ``out_dir`` (must not exist or be empty).
 
-    Vision pre-training, Base and IN run in one process per batch shard when ``jobs`` reaches
-    ``recipe.shards`` (:mod:`~vlmdiag.organism.sft_stages`), else in this process; the four RL runs
-    start from the saved IN stage and run in up to ``jobs`` processes at once (default ``jobs``: 2
-    where the process may use 2 or more CPUs, else 1). The weights are the same either way. Worker
-    processes are spawned, so a script calling this needs the usual
-    ``if __name__ == "__main__":`` guard.
+    The four RL runs start from the saved IN stage and run in up to ``jobs`` processes at once
+    (default: 2 where the process may use 2 or more CPUs, else 1, in this process); the weights
+    are the same either way. Worker processes are spawned, so a script calling this needs the
+    usual ``if __name__ == "__main__":`` guard.
 
     Layout: ``out_dir/<stage>/`` (config.json, generation_config.json, model.safetensors,
     tokenizer.json, tokenizer_config.json, processor_config.json, chat_template.jinja) for each
@@ -63,53 +61,97 @@ def build_organism(recipe: Recipe, out_dir: str | os.PathLike, *, progress: bool
     Returns:
         The training report (also written as JSON).
     """
+    import torch
+
+    from vlmdiag.organism import tasks as T
     from vlmdiag.organism import train as TR
-    from vlmdiag.organism.sft_stages import run_sft_stages
+    from vlmdiag.organism.tokenizer import build_processor, build_tokenizer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    prev_threads = torch.get_num_threads()
+    TR.set_determinism(recipe.seed, recipe.threads)
+    times: dict[str, float] = {}
     n_eval = len(_eval_sets(recipe))
     totals = {"vision": recipe.vision_steps, "base": recipe.base_steps, "in": recipe.in_steps,
               **{s: recipe.rl_steps for s in RL_STAGES}, "evaluate": n_eval * len(STAGES)}
     report: dict = {"recipe": recipe.to_dict(), "recipe_hash": recipe.hash(),
                     "versions": _versions(), "stages": {}}
-    with _Progress(progress, totals) as bar:
-        eval_done = [0]
+    try:
+        with _Progress(progress, totals) as bar:
+            t = time.perf_counter()
+            tokenizer = build_tokenizer(T.corpus_texts(recipe.seed), vocab_size=recipe.vocab_size)
+            processor = build_processor(tokenizer)
+            model = TR.build_model(tokenizer, hidden=recipe.hidden, layers=recipe.layers,
+                                   heads=recipe.heads, kv_heads=recipe.kv_heads,
+                                   intermediate=recipe.intermediate,
+                                   vision_hidden=recipe.vision_hidden,
+                                   vision_depth=recipe.vision_depth, seed=recipe.seed)
+            eval_sets = _eval_sets(recipe)
+            times["setup"] = time.perf_counter() - t
+            report["n_params"] = sum(p.numel() for p in model.parameters())
+            report["regions"] = TR.region_layers(recipe.layers)
+            evals: dict[str, dict] = {}
+            eval_done = [0]
 
-        def on_event(name: str, done: int, total: int) -> None:
-            if name == "evaluate":
-                eval_done[0] += done
-                done, total = eval_done[0], totals["evaluate"]
-            bar.fn(name)(done, total)
+            def run_eval(stage: str, m) -> None:
+                t0 = time.perf_counter()
 
-        # vision pre-training (the pre-trained ViT of a VLM pipeline), Base (perception SFT with
-        # short answers), IN (reasoning-format SFT, noisy arithmetic traces), their evaluations
-        world = recipe.shards if _jobs(jobs) >= recipe.shards else 1
-        sft = run_sft_stages(recipe, out, world, on_event)
-        times: dict[str, float] = dict(sft["times_s"])
-        report["n_params"] = sft["n_params"]
-        report["regions"] = TR.region_layers(recipe.layers)
-        report["sft_processes"] = world
-        report["stages"]["base"] = {"loss": sft["base_loss"], "vision_loss": sft["vision_loss"]}
-        report["stages"]["in"] = {"loss": sft["in_loss"]}
-        evals: dict[str, dict] = dict(sft["eval"])
+                def one_set_done() -> None:
+                    eval_done[0] += 1
+                    bar.fn("evaluate")(eval_done[0], totals["evaluate"])
 
-        # RL: GRPO from IN, optionally with one region frozen: four independent runs, in
-        # parallel processes where there are cores (each is seeded and single-threaded, so
-        # its weights do not depend on where it ran)
-        for stage, (stage_report, res, seconds) in _rl_runs(recipe, out, jobs):
-            report["stages"][stage] = stage_report
-            evals[stage] = res
-            times.update(seconds)
-            on_event(stage, recipe.rl_steps, recipe.rl_steps)
-            on_event("evaluate", n_eval, 0)
+                evals[stage] = _evaluate(m, processor, eval_sets, one_set_done)
+                times[f"eval:{stage}"] = time.perf_counter() - t0
+
+            # Base, part 1: vision pre-training (the pre-trained ViT of a VLM pipeline)
+            t = time.perf_counter()
+            vision_losses = TR.pretrain_vision(
+                model, processor, T.vision_scenes(recipe.vision_scenes, seed=recipe.seed),
+                steps=recipe.vision_steps, batch_size=recipe.vision_batch, lr=recipe.vision_lr,
+                seed=recipe.seed, progress=bar.fn("vision"))
+            times["vision"] = time.perf_counter() - t
+
+            # Base, part 2: perception SFT with short answers
+            t = time.perf_counter()
+            losses = TR.sft(model, processor, _sft_examples(recipe, "base"), steps=recipe.base_steps,
+                            batch_size=recipe.base_batch, lr=recipe.base_lr, seed=recipe.seed,
+                            progress=bar.fn("base"))
+            _save_stage(model, processor, out / "base")
+            times["base"] = time.perf_counter() - t
+            report["stages"]["base"] = {"loss": losses, "vision_loss": vision_losses}
+            run_eval("base", model)
+
+            # IN: reasoning-format SFT (noisy arithmetic traces)
+            t = time.perf_counter()
+            losses = TR.sft(model, processor, _sft_examples(recipe, "in"), steps=recipe.in_steps,
+                            batch_size=recipe.in_batch, lr=recipe.in_lr, seed=recipe.seed + 1,
+                            progress=bar.fn("in"))
+            _save_stage(model, processor, out / "in")
+            times["in"] = time.perf_counter() - t
+            report["stages"]["in"] = {"loss": losses}
+            run_eval("in", model)
+
+            # RL: GRPO from IN, optionally with one region frozen: four independent runs, in
+            # parallel processes where there are cores (each is seeded and single-threaded, so
+            # its weights do not depend on where it ran)
+            del model
+            for stage, (stage_report, res, seconds) in _rl_runs(recipe, out, jobs, (processor, eval_sets)):
+                report["stages"][stage] = stage_report
+                evals[stage] = res
+                times.update(seconds)
+                bar.fn(stage)(recipe.rl_steps, recipe.rl_steps)
+                eval_done[0] += n_eval
+                bar.fn("evaluate")(eval_done[0], totals["evaluate"])
+    finally:
+        torch.set_num_threads(prev_threads)
 
     times["total"] = time.perf_counter() - t_start
     report["times_s"] = times
     report["peak_rss_mb"] = _peak_rss_mb()
     report["rl_jobs"] = _jobs(jobs)
-    # the largest worker process: an SFT shard or an RL run (0 when all stayed in this process)
+    # the largest RL worker process (0 when the runs stayed in this process)
     report["peak_rss_rl_worker_mb"] = _peak_rss_mb(children=True)
     report["accuracy"] = {stage: _summarise_eval(r) for stage, r in evals.items()}
     report["chance"] = CHANCE
@@ -153,13 +195,14 @@ def _evaluate(model, processor, eval_sets: dict, one_set_done=None) -> dict:
     return results
 
 
-def _rl_runs(recipe: Recipe, out: Path, jobs: int | None) -> Iterator[tuple[str, tuple]]:
+def _rl_runs(recipe: Recipe, out: Path, jobs: int | None, prepared: tuple) -> Iterator[tuple[str, tuple]]:
     """``(stage, (stage report, evaluation results, seconds))`` of every RL stage, in
-    :data:`RL_STAGES` order, run in this process (``jobs`` 1) or in spawned worker processes."""
+    :data:`RL_STAGES` order, run in this process (``jobs`` 1, with the ``prepared`` processor and
+    evaluation sets) or in spawned worker processes (which build their own)."""
     stages = list(RL_STAGES.items())
     if _jobs(jobs) == 1:
         for stage, region in stages:
-            yield stage, _rl_run(recipe, str(out), stage, region)
+            yield stage, _rl_run(recipe, str(out), stage, region, prepared)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -171,9 +214,11 @@ def _rl_runs(recipe: Recipe, out: Path, jobs: int | None) -> Iterator[tuple[str,
             yield stage, future.result()
 
 
-def _rl_run(recipe: Recipe, out_dir: str, stage: str, region: str | None) -> tuple[dict, dict, dict]:
+def _rl_run(recipe: Recipe, out_dir: str, stage: str, region: str | None,
+            prepared: tuple | None = None) -> tuple[dict, dict, dict]:
     """One GRPO run from ``out_dir/in`` (trl's KL reference), ``region``'s layers frozen, on
-    ``recipe.threads`` threads; saves ``out_dir/<stage>`` and evaluates it. Returns (stage report,
+    ``recipe.rl_threads`` threads; saves ``out_dir/<stage>`` and evaluates it. ``prepared``:
+    ``(processor, eval_sets)``, built here when None (a spawned worker). Returns (stage report,
     evaluation results, seconds spent training and evaluating, under ``stage`` and
     ``eval:<stage>``)."""
     import torch
@@ -185,11 +230,12 @@ def _rl_run(recipe: Recipe, out_dir: str, stage: str, region: str | None) -> tup
 
     out = Path(out_dir)
     prev_threads = torch.get_num_threads()
-    TR.set_determinism(recipe.seed, recipe.threads)
+    TR.set_determinism(recipe.seed, recipe.rl_threads)
     try:
-        processor = build_processor(build_tokenizer(T.corpus_texts(recipe.seed),
-                                                    vocab_size=recipe.vocab_size))
-        eval_sets = _eval_sets(recipe)
+        if prepared is None:
+            prepared = (build_processor(build_tokenizer(T.corpus_texts(recipe.seed), vocab_size=recipe.vocab_size)),
+                        _eval_sets(recipe))
+        processor, eval_sets = prepared
         t = time.perf_counter()
         with _quiet_loading():
             model = Qwen2_5_VLForConditionalGeneration.from_pretrained(out / "in")

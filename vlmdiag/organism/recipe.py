@@ -21,8 +21,8 @@ PIPELINE_VERSION = "5"
 #: ``cli.py``): their bytes are hashed into the cache key, so a change to any of them rebuilds.
 CODE_FILES: tuple[str, ...] = ("answers.py", "build.py", "cache.py", "data.py", "evaluation.py",
                                "grpo.py", "items.py", "model.py", "probe_items.py", "recipe.py",
-                               "report.py", "scenes.py", "sft_stages.py", "supervised.py",
-                               "tasks.py", "tokenizer.py", "train.py")
+                               "report.py", "scenes.py", "supervised.py", "tasks.py",
+                               "tokenizer.py", "train.py")
 
 
 @dataclass(frozen=True)
@@ -31,12 +31,11 @@ class Recipe:
 
     name: str
     seed: int = 1234
-    # intra-op threads of every training process. Fixed, not the machine's count, because the
-    # thread count changes the float rounding, so the weights.
-    threads: int = 1
-    # each vision/Base/IN batch in this many shards, one process each where there are the cores
-    # (sft_stages.py): two one-thread processes train a step 1.3x faster than one on two threads
-    shards: int = 2
+    # intra-op threads of the one-process stages (vision, Base, IN and their evaluations): 2 is
+    # 1.5x faster per SFT step than 1 on 2 cores; each RL run, two at once, takes 1. Fixed, not
+    # the machine's count, because the thread count changes the float rounding, so the weights.
+    threads: int = 2
+    rl_threads: int = 1
     vocab_size: int = 640
     # model
     hidden: int = 128
@@ -108,7 +107,7 @@ def _code_hash() -> str:
 RECIPES: dict[str, Recipe] = {
     "full": Recipe(name="full"),
     # the CI smoke build: every stage trains, saves, loads and generates; it is not meant to learn
-    "fast": Recipe(name="fast", layers=6, vision_steps=10, vision_batch=8, vision_scenes=100,
+    "fast": Recipe(name="fast", threads=1, layers=6, vision_steps=10, vision_batch=8, vision_scenes=100,
                    base_items_per_task=100, base_steps=30, in_items_per_task=50,
                    in_arith_items=100, in_steps=20, rl_items=50, rl_steps=3,
                    rl_prompts_per_step=2, rl_generations=4, eval_per_task=8, eval_arith=16),

@@ -19,61 +19,6 @@ from vlmdiag.organism import tasks as T
 ProgressFn = Callable[[int, int], None]  # (steps done, steps total)
 
 
-@dataclass(frozen=True)
-class Shards:
-    """A training step's batch in ``count`` equal shards, of which this process takes every
-    ``world``-th from ``rank``; the step's gradient is the mean of the shards' gradients.
-
-    With ``world`` 1 one process runs every shard in turn (gradient accumulation); with ``world``
-    equal to ``count`` each process of a ``torch.distributed`` group runs one and the gradients are
-    summed across them (one gloo ``all_reduce`` a step). For 2 shards the two give bitwise the
-    same step (each shard's loss is divided by ``count``, exact for 2, and a sum of two floats does
-    not depend on its order), so where a build ran does not change its weights.
-    """
-
-    count: int = 1
-    rank: int = 0
-    world: int = 1
-
-    def __post_init__(self) -> None:
-        if not (self.world == 1 or self.world == self.count) or not 0 <= self.rank < self.world:
-            raise ValueError(f"shards: rank {self.rank} of {self.world} processes cannot split "
-                             f"{self.count} shards (1 process, or one per shard)")
-
-    def mine(self, batch: list) -> list[list]:
-        """This process's shards of ``batch`` (whose length ``count`` must divide)."""
-        if len(batch) % self.count:
-            raise ValueError(f"a batch of {len(batch)} does not split into {self.count} equal shards")
-        size = len(batch) // self.count
-        return [batch[i * size:(i + 1) * size] for i in range(self.rank, self.count, self.world)]
-
-    def backward(self, loss: torch.Tensor) -> torch.Tensor:
-        """Backpropagate one shard's mean ``loss`` (0-d fp32) scaled by 1/``count``; returns that
-        share, detached, for the step's loss (summed in fp32 here and across processes alike)."""
-        share = loss / self.count
-        share.backward()
-        return share.detach()
-
-    def reduce(self, params: Sequence[torch.Tensor], loss: torch.Tensor) -> float:
-        """Sum the gradients of ``params`` and the step's ``loss`` (0-d fp32, this process's
-        shares) across the processes; a parameter no shard reached keeps ``grad = None`` (AdamW
-        then skips it, as in one process). Returns the step's loss."""
-        if self.world == 1:
-            return float(loss)
-        import torch.distributed as dist
-
-        flat = torch.cat([p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel())
-                          for p in params]
-                         + [torch.tensor([float(p.grad is not None) for p in params]), loss.reshape(1)])
-        dist.all_reduce(flat)
-        start = 0
-        for p, reached in zip(params, flat[-len(params) - 1:-1].tolist()):
-            chunk = flat[start:start + p.numel()].view_as(p)
-            p.grad = chunk.clone() if reached else None
-            start += p.numel()
-        return float(flat[-1])
-
-
 # --------------------------------------------------------------------------- encoding
 
 
@@ -134,7 +79,7 @@ def merged_visual_tokens(model, pixel_values: torch.Tensor, image_grid_thw: torc
 
 def pretrain_vision(model, processor, scenes: Sequence[T.Scene], *, steps: int, batch_size: int,
                     lr: float, seed: int, occupancy_weight: float = 10.0,
-                    shards: Shards = Shards(), progress: ProgressFn | None = None) -> list[float]:
+                    progress: ProgressFn | None = None) -> list[float]:
     """Vision pre-training of the vision tower and merger (the pre-trained ViT of a VLM pipeline).
 
     Linear heads, discarded afterwards, predict from each merged visual token what its 28 px cell
@@ -144,9 +89,7 @@ def pretrain_vision(model, processor, scenes: Sequence[T.Scene], *, steps: int, 
     from-scratch VLM answered the perception questions from priors (at chance) for the whole Base
     budget; with it, the tokens carry what the questions ask and Base SFT learns them in a few
     hundred steps. Only ``model.model.visual`` changes. AdamW (weight decay 0.01), constant ``lr``;
-    batches drawn with replacement from ``scenes`` by a seeded generator, each step's batch split
-    into ``shards`` (the losses are means over a shard's equal number of tokens and images, so the
-    mean of the shards' losses is the batch's).
+    batches drawn with replacement from ``scenes`` by a seeded generator.
 
     Returns:
         The loss of every step.
@@ -172,27 +115,22 @@ def pretrain_vision(model, processor, scenes: Sequence[T.Scene], *, steps: int, 
     losses = []
     for step in range(steps):
         batch = [scenes[i] for i in torch.randint(len(scenes), (batch_size,), generator=gen).tolist()]
-        loss = torch.zeros(())
-        for shard in shards.mine(batch):
-            enc = processor.image_processor([T.render(sc) for sc in shard], return_tensors="pt")
-            feats = merged_visual_tokens(model, enc["pixel_values"], enc["image_grid_thw"])
-            labels = [T.token_labels(sc) for sc in shard]
+        enc = processor.image_processor([T.render(sc) for sc in batch], return_tensors="pt")
+        feats = merged_visual_tokens(model, enc["pixel_values"], enc["image_grid_thw"])
+        labels = [T.token_labels(sc) for sc in batch]
 
-            def target(key: str) -> torch.Tensor:
-                return torch.tensor([v for lab in labels for v in lab[key]])
+        def target(key: str) -> torch.Tensor:
+            return torch.tensor([v for lab in labels for v in lab[key]])
 
-            shard_loss = sum(F.cross_entropy(heads[k](feats), target(k))
-                             for k in ("kind", "color", "digit", "row", "col"))
-            pooled = feats.view(len(shard), n_tok, -1).mean(1)
-            occupancy = target("occupancy").view(len(shard), -1).float()
-            shard_loss = shard_loss + occupancy_weight * F.binary_cross_entropy_with_logits(
-                heads["occupancy"](pooled), occupancy) + F.cross_entropy(heads["number"](pooled),
-                                                                         target("number"))
-            loss = loss + shards.backward(shard_loss)
-        loss = shards.reduce(params, loss)
+        loss = sum(F.cross_entropy(heads[k](feats), target(k)) for k in ("kind", "color", "digit", "row", "col"))
+        pooled = feats.view(len(batch), n_tok, -1).mean(1)
+        occupancy = target("occupancy").view(len(batch), -1).float()
+        loss = loss + occupancy_weight * F.binary_cross_entropy_with_logits(
+            heads["occupancy"](pooled), occupancy) + F.cross_entropy(heads["number"](pooled), target("number"))
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(loss)
+        losses.append(float(loss.detach()))
         if progress:
             progress(step + 1, steps)
     model.eval()
@@ -220,14 +158,11 @@ def example_mean_loss(model, batch: dict) -> torch.Tensor:
 
 
 def sft(model, processor, examples: Sequence[T.ChatExample], *, steps: int, batch_size: int,
-        lr: float, seed: int, warmup: int = 20, shards: Shards = Shards(),
-        progress: ProgressFn | None = None) -> list[float]:
+        lr: float, seed: int, warmup: int = 20, progress: ProgressFn | None = None) -> list[float]:
     """Supervised fine-tuning with loss on the target tokens only.
 
     AdamW (weight decay 0.01), linear warm-up then cosine decay to 10 %, gradient clipping at 1.
-    Batches are drawn with replacement from ``examples`` by a seeded generator and split into
-    ``shards`` (:func:`example_mean_loss` weighs every example alike, so the mean of the shards'
-    losses is the batch's; each shard pads only to its own longest example).
+    Batches are drawn with replacement from ``examples`` by a seeded generator.
 
     Returns:
         The training loss of every step (mean token cross-entropy, nats).
@@ -248,17 +183,15 @@ def sft(model, processor, examples: Sequence[T.ChatExample], *, steps: int, batc
     losses = []
     for step in range(steps):
         idx = torch.randint(len(examples), (batch_size,), generator=gen).tolist()
-        loss = torch.zeros(())
-        for shard in shards.mine(idx):
-            # encoded per batch: pre-encoding every example would hold ~300 kB of pixel_values each
-            batch = collate([encode(processor, examples[i]) for i in shard], pad_id)
-            loss = loss + shards.backward(example_mean_loss(model, batch))
-        loss = shards.reduce(params, loss)
+        # encoded per batch: pre-encoding every example would hold ~300 kB of pixel_values each
+        batch = collate([encode(processor, examples[i]) for i in idx], pad_id)
+        loss = example_mean_loss(model, batch)
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(loss)
+        losses.append(float(loss.detach()))
         if progress:
             progress(step + 1, steps)
     model.eval()

@@ -19,9 +19,9 @@ import torch
 from vlmdiag.organism.evaluation import evaluate, generate_texts  # noqa: F401
 from vlmdiag.organism.grpo import _completion_text, correctness_reward, format_reward, grpo  # noqa: F401
 from vlmdiag.organism.model import build_model, decoder_layers, freeze_region, region_layers  # noqa: F401
-from vlmdiag.organism.supervised import (Encoded, ProgressFn, Shards, collate,  # noqa: F401
-                                         encode, example_mean_loss, merged_visual_tokens,
-                                         pretrain_vision, prompt_text, sft)
+from vlmdiag.organism.supervised import (Encoded, ProgressFn, collate, encode,  # noqa: F401
+                                         example_mean_loss, merged_visual_tokens, pretrain_vision,
+                                         prompt_text, sft)
 
 
 def set_determinism(seed: int, threads: int | None) -> None:
