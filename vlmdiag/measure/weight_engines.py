@@ -49,9 +49,12 @@ _Stats = tuple[DeltaStats, ...]
 def pool_pass(names: list[str], measure: Callable[[str], _Stats],
               workers: int) -> Iterator[tuple[str, _Stats]]:
     """``(name, measure(name))`` in ``names`` order, measured by ``workers`` threads that each
-    run torch with one intra-op thread (the setting is restored afterwards)."""
+    run torch and scipy's BLAS with one thread (the settings are restored afterwards)."""
+    from threadpoolctl import threadpool_limits
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    blas = threadpool_limits(limits=1, user_api="blas")
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlmdiag-weights")
     try:
         futures = [pool.submit(measure, name) for name in names]
@@ -59,6 +62,7 @@ def pool_pass(names: list[str], measure: Callable[[str], _Stats],
             yield name, future.result()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        blas.restore_original_limits()
         torch.set_num_threads(threads)
 
 
