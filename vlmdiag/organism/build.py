@@ -233,8 +233,8 @@ def _rl_run(recipe: Recipe, out_dir: str, stage: str, region: str | None,
     TR.set_determinism(recipe.seed, recipe.rl_threads)
     try:
         if prepared is None:
-            prepared = (build_processor(build_tokenizer(T.corpus_texts(recipe.seed), vocab_size=recipe.vocab_size)),
-                        _eval_sets(recipe))
+            tokenizer = build_tokenizer(T.corpus_texts(recipe.seed), vocab_size=recipe.vocab_size)
+            prepared = (build_processor(tokenizer), _eval_sets(recipe))
         processor, eval_sets = prepared
         t = time.perf_counter()
         with _quiet_loading():

@@ -44,9 +44,10 @@ def grpo(model, processor, items: Sequence[T.TaskItem], *, steps: int, prompts_p
     optionally mixed with perception items (each scored by its own task), in a seeded order: the
     first ``steps * prompts_per_step`` are the run's prompts, each used once (in trl's seeded
     order). One policy update per generation batch; no activation checkpointing (at this size it
-    saves no memory that matters and costs a recomputed forward). ``beta > 0`` adds trl's per-token KL penalty to a frozen reference model,
-    which trl loads from ``model.config._name_or_path``: load ``model`` with ``from_pretrained``
-    from the reference checkpoint (the IN stage). Parameters with ``requires_grad=False`` (frozen
+    saves no memory that matters and costs a recomputed forward). ``beta > 0`` adds trl's
+    per-token KL penalty to a frozen reference model, which trl loads from
+    ``model.config._name_or_path``: load ``model`` with ``from_pretrained`` from the reference
+    checkpoint (the IN stage). Parameters with ``requires_grad=False`` (frozen
     regions) are left out of the optimiser.
 
     Returns:
