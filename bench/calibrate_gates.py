@@ -45,9 +45,9 @@ class Items:
 
     def model(self, vis: float, v2r: float, rea: float) -> dict:
         hits = {}
-        for m, rate in zip(self.latent, (vis, v2r, rea)):
+        for m, accuracy in zip(self.latent, (vis, v2r, rea)):
             fresh = self.rng.random(self.n) < self.redraw
-            hits[m] = np.where(fresh, self.rng.random(self.n), self.latent[m]) < rate
+            hits[m] = np.where(fresh, self.rng.random(self.n), self.latent[m]) < accuracy
         ids = lambda p: [f"{p}{i}" for i in range(self.n)]  # noqa: E731
         return {"Mvis": score_mvis(ids("v"), list(hits["Mvis"]), [False] * self.n),
                 "Mv2r": score_mv2r(ids("r"), list(hits["Mv2r"]), [True] * self.n),
