@@ -9,7 +9,7 @@ import torch
 from vlmdiag.errors import ProbeError
 from vlmdiag.measure import swap
 from vlmdiag.probes.types import SwapPair
-from vlmdiag.runtime.generate import build_inputs, generate, greedy_generate_inputs, image_prompt
+from vlmdiag.runtime.generate import build_inputs, cache_kwarg, generate, greedy_generate_inputs, image_prompt
 
 PROMPT = "Read the text in the image."
 
@@ -36,7 +36,7 @@ def test_sweep_endpoints(qwen_loaded, images, pair_inputs):
 
 def _first_logits(loaded, target, cache):
     with torch.no_grad():
-        return loaded.model(**target, past_key_values=cache, use_cache=True).logits[0, -1]
+        return loaded.model(**target, **{cache_kwarg(): cache}, use_cache=True).logits[0, -1]
 
 
 def test_intermediate_layers_mix(qwen_loaded, pair_inputs):
@@ -45,7 +45,7 @@ def test_intermediate_layers_mix(qwen_loaded, pair_inputs):
     target, source = pair_inputs
     recorder = swap.RecordingCache(config=qwen_loaded.model.config)
     with torch.no_grad():
-        qwen_loaded.model(**source, past_key_values=recorder, use_cache=True)
+        qwen_loaded.model(**source, **{cache_kwarg(): recorder}, use_cache=True)
     pos = swap.check_same_span(target, source, qwen_loaded.image_token_id)
     make = lambda layers: swap.VisualSwapCache(recorder.recorded, pos, [frozenset(layers)],  # noqa: E731
                                                config=qwen_loaded.model.config)
@@ -64,10 +64,10 @@ def test_swap_is_prefill_only(qwen_loaded, pair_inputs):
     target, source = pair_inputs
     recorder = swap.RecordingCache(config=qwen_loaded.model.config)
     with torch.no_grad():
-        qwen_loaded.model(**source, past_key_values=recorder, use_cache=True)
+        qwen_loaded.model(**source, **{cache_kwarg(): recorder}, use_cache=True)
     t_rec = swap.RecordingCache(config=qwen_loaded.model.config)
     with torch.no_grad():
-        qwen_loaded.model(**target, past_key_values=t_rec, use_cache=True)
+        qwen_loaded.model(**target, **{cache_kwarg(): t_rec}, use_cache=True)
     pos = swap.check_same_span(target, source, qwen_loaded.image_token_id)
     cache = swap.VisualSwapCache(recorder.recorded, pos, [frozenset([2, 3])], config=qwen_loaded.model.config)
     seq = greedy_generate_inputs(qwen_loaded, target, max_new_tokens=6, past_key_values=cache)

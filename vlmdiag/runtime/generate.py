@@ -155,6 +155,14 @@ def pad_id(loaded: LoadedModel) -> int:
     return stops[0] if stops else 0
 
 
+def cache_kwarg() -> str:
+    """The name ``generate`` takes a cache under: ``cache`` from transformers 5.25 (which warns
+    that ``past_key_values`` goes in 6.0), ``past_key_values`` before."""
+    from transformers.generation import utils
+
+    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+
+
 def greedy_generate_inputs(loaded: LoadedModel, inputs: dict, *, max_new_tokens: int,
                            past_key_values=None) -> torch.Tensor:
     """``model.generate`` with greedy decoding on already built inputs.
@@ -170,7 +178,7 @@ def greedy_generate_inputs(loaded: LoadedModel, inputs: dict, *, max_new_tokens:
                   top_p=None, top_k=None, pad_token_id=pad_id(loaded), eos_token_id=stop_ids(loaded),
                   suppress_tokens=[loaded.image_token_id])
     if past_key_values is not None:
-        kwargs["past_key_values"] = past_key_values
+        kwargs[cache_kwarg()] = past_key_values
     with torch.inference_mode():
         return loaded.model.generate(**inputs, **kwargs)
 
