@@ -125,9 +125,8 @@ def main(argv=None) -> int:
     load_after = benchlib.load_average()
     lines = [HEADING, "",
              f"`.venv/bin/python bench/bench_spectra.py --layers {args.layers} --sample {args.sample} --repeats "
-             f"{args.repeats}` ({benchlib.machine()}; load average {load_before} before, {load_after} after: "
-             f"the 2 cores were shared with other jobs, so absolute times are inflated; the ratios are side by "
-             f"side in one run). Triple: `bench_weights.py`'s {args.layers}-layer bf16 Qwen2.5-VL shape (0.74B "
+             f"{args.repeats}` ({benchlib.machine()}; load average {load_before} before, {load_after} after; "
+             f"the ratios are side by side in one run). Triple: `bench_weights.py`'s {args.layers}-layer bf16 Qwen2.5-VL shape (0.74B "
              f"parameters per checkpoint at 24 layers; RL = IN + 1e-4 noise, IN = Base + 1e-2 noise).", ""]
     if spectra:
         ratio = spectra["svdvals"] / spectra["fast"]
