@@ -112,7 +112,7 @@ class SliceNorms:
         references = torch.empty(chunks, n, dtype=torch.float32)  # per slice: ‖base‖, ‖rl‖, ‖origin‖
         deltas = torch.empty(chunks, n - 1, dtype=torch.float32)  # per slice: ‖ΔRL‖, ‖ΔIN‖
         binade_norms = torch.zeros(chunks, n, dtype=torch.float32)  # per sampled slice and checkpoint
-        same = len(set(dtypes)) == 1  # then an update is any non-zero element: counted as ‖sign(ΔW)‖₁
+        same = len(set(dtypes)) == 1  # then an update is any non-zero element: counted as Σ|sign(ΔW)|
         counts = torch.zeros(chunks, n - 1, dtype=torch.float32)  # per slice: updated elements (exact < 2^24)
         mixed = [0] * (n - 1)
         raw = [local.raw[i].view(dtype) for i, dtype in enumerate(dtypes)]
@@ -131,8 +131,8 @@ class SliceNorms:
                 torch.linalg.vector_norm(binades.view(torch.float32), dim=1, out=binade)
             tail.sub_(head)  # rl − base, origin − base (the sign does not change a norm)
             torch.linalg.vector_norm(tail, dim=1, out=delta)
-            if self.extras and same:  # a bool count (count_nonzero) cost 4 norms, this 2 (measured)
-                torch.linalg.vector_norm(torch.sign(tail, out=signs), ord=1, dim=1, out=count)
+            if self.extras and same:  # |sign| summed: 1.5 norms' time; count_nonzero or an ℓ1 norm took 5
+                torch.sum(torch.sign(tail, out=signs).abs_(), dim=1, out=count)
             elif self.extras:
                 for stage in range(n - 1):
                     mixed[stage] += count_updated(tail[stage], head[0], dtypes[0], dtypes[stage + 1])
