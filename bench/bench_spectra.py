@@ -43,7 +43,8 @@ def spectra_task(folder: Path, sample: int) -> dict:
     import torch
 
     from vlmdiag.checkpoints import open_checkpoint
-    from vlmdiag.measure.delta_stats import GRAM_RESOLUTION, TOP_SINGULAR_VALUES, singular_values
+    from vlmdiag.measure.delta_stats import (GRAM_RESOLUTION, TOP_SINGULAR_VALUES, singular_values,
+                                             torch_gram_eigenvalues)
     from vlmdiag.measure.weights import update_matrices
 
     from threadpoolctl import threadpool_limits
@@ -69,17 +70,16 @@ def spectra_task(folder: Path, sample: int) -> dict:
             start = time.perf_counter()
             fast = singular_values(matrix)
             t_fast += time.perf_counter() - start
-            start = time.perf_counter()  # the same Gram method in torch (vlmdiag's CUDA path)
-            gram = matrix.T @ matrix if matrix.shape[0] >= matrix.shape[1] else matrix @ matrix.T
-            torch.linalg.eigvalsh(gram)
+            start = time.perf_counter()
+            torch_gram_eigenvalues(matrix)
             t_torch += time.perf_counter() - start
             top = exact[:TOP_SINGULAR_VALUES]
             resolved = top >= GRAM_RESOLUTION * top[0]
             fallbacks += not resolved.all()
             worst = max(worst, float(np.max(np.abs(fast[:len(top)][resolved] - top[resolved]) / top[resolved])))
             count += 1
-    return {"svdvals": t_exact, "fast": t_fast, "torch_gram": t_torch, "matrices": count, "max_rel_error": worst,
-            "fallbacks": fallbacks, "zero": zero}
+    return {"svdvals": t_exact, "fast": t_fast, "torch_gram": t_torch, "matrices": count,
+            "max_rel_error": worst, "fallbacks": fallbacks, "zero": zero}
 
 
 def pass_task(kind: str, folder: Path) -> dict:
@@ -126,20 +126,23 @@ def main(argv=None) -> int:
     lines = [HEADING, "",
              f"`.venv/bin/python bench/bench_spectra.py --layers {args.layers} --sample {args.sample} --repeats "
              f"{args.repeats}` ({benchlib.machine()}; load average {load_before} before, {load_after} after; "
-             f"the ratios are side by side in one run). Triple: `bench_weights.py`'s {args.layers}-layer bf16 Qwen2.5-VL shape (0.74B "
+             f"the ratios are side by side in one run). Triple: `bench_weights.py`'s {args.layers}-layer bf16 "
+             f"Qwen2.5-VL shape (0.74B "
              f"parameters per checkpoint at 24 layers; RL = IN + 1e-4 noise, IN = Base + 1e-2 noise).", ""]
     if spectra:
         ratio = spectra["svdvals"] / spectra["fast"]
         lines += ["| ΔW spectra, one thread, interleaved | seconds | × |", "|---|---|---|",
                   f"| `torch.linalg.svdvals` per matrix (the authors' loop) | {spectra['svdvals']:.1f} | 1.00 |",
-                  f"| torch Gram matmul + `torch.linalg.eigvalsh` (vlmdiag's CUDA path) | {spectra['torch_gram']:.1f} | "
-                  f"{spectra['torch_gram'] / spectra['svdvals']:.2f} |",
-                  f"| vlmdiag `singular_values` (scipy `syrk` + `syevr`) | {spectra['fast']:.1f} | {1 / ratio:.2f} |", "",
+                  f"| torch Gram matmul + `torch.linalg.eigvalsh` (vlmdiag's CUDA path) | "
+                  f"{spectra['torch_gram']:.1f} | {spectra['torch_gram'] / spectra['svdvals']:.2f} |",
+                  f"| vlmdiag `singular_values` (scipy `syrk` + `syevr`) | {spectra['fast']:.1f} | "
+                  f"{1 / ratio:.2f} |", "",
                   f"- {spectra['matrices']} ΔW matrices (ΔRL and ΔIN of every vision block, the projector and every "
                   f"{args.sample}-th LLM layer): **{ratio:.1f}× faster**; largest relative error of the top 50 "
                   f"against svdvals {spectra['max_rel_error']:.1e} (target 1e-3); {spectra['fallbacks']} matrices "
-                  f"fell back to svdvals (top 50 below {0.02:g}·σ_1); {spectra['zero']} ΔW of exact zeros skipped (the "
-                  f"triple leaves the projector unchanged; the weight pass computes no spectrum of a zero ΔW)."]
+                  f"fell back to svdvals (top 50 below {0.02:g}·σ_1); {spectra['zero']} ΔW of exact zeros "
+                  f"skipped (the triple leaves the projector unchanged; the weight pass computes no spectrum of "
+                  f"a zero ΔW)."]
     lines += ["", "| weight pass (CPU, default workers) | seconds | × without |", "|---|---|---|",
               f"| norms | {t['norms']:.1f} | 1.00 |",
               f"| norms + updated-element counts | {t['norms+extras']:.1f} | {t['norms+extras'] / t['norms']:.2f} |",

@@ -281,9 +281,9 @@ def findings(results: dict[str, dict], read: float, files_gb: float, needed_gb: 
         f"the time to read every byte of the three files ({files_gb / read:.1f} GB/s from the page cache).",
         f"- What bounds it: reading only the bytes the pass needs takes {t['read-needed']:.2f} s, and the pass's "
         f"arithmetic on slices already in cache {t['compute']:.2f} s; their sum, {serial:.2f} s "
-        f"({serial / read:.2f}× read), is what one core must do. The arithmetic is these sweeps over each slice: "
-        f"bf16→fp32 conversion, ‖W_base‖, ‖W_rl‖ and ‖W_origin‖, the two subtractions, ‖ΔRL‖ and ‖ΔIN‖, the "
-        f"updated-element counts, and on every 8th slice the binades of the floor. Conversion "
+        f"({serial / read:.2f}× read), is what one core must do. The arithmetic is these sweeps over each "
+        f"slice: bf16→fp32 conversion, ‖W_base‖, ‖W_rl‖ and ‖W_origin‖, the two subtractions, ‖ΔRL‖ and "
+        f"‖ΔIN‖, the updated-element counts, and on every 8th slice the binades of the floor. Conversion "
         f"alone runs at {convert['elements'] / convert['seconds'] / 1e9:.1f} G elements/s "
         f"({2 * convert['elements'] / convert['seconds'] / 1e9:.0f} GB/s of bf16 read) on one thread, "
         f"{t['convert'] / t['compute'] * 100:.0f} % of the arithmetic. With two workers the pass took "

@@ -159,19 +159,24 @@ def singular_values(matrix: torch.Tensor) -> np.ndarray:
     scale = float(matrix.abs().amax()) if matrix.numel() else 0.0
     if scale == 0.0:
         return np.zeros(min(m, n))
-    scaled = not (0 < scale and 1e-15 < scale < 1e15) and scale > 0 and np.isfinite(scale)
+    scaled = not 1e-15 < scale < 1e15 and np.isfinite(scale)
     work = matrix / scale if scaled else matrix
-    if work.device.type == "cpu" and work.dtype == torch.float32:
-        sigma = np.sqrt(np.clip(_cpu_gram_eigenvalues(work)[::-1], 0, None)).astype(np.float64)
-    else:
-        gram = work.T @ work if m >= n else work @ work.T
-        sigma = torch.linalg.eigvalsh(gram).flip(0).clamp_(min=0).sqrt_().double().cpu().numpy()
+    cpu = work.device.type == "cpu" and work.dtype == torch.float32
+    eigenvalues = _cpu_gram_eigenvalues(work) if cpu else torch_gram_eigenvalues(work).cpu().numpy()
+    sigma = np.sqrt(np.clip(eigenvalues[::-1], 0, None)).astype(np.float64)
     if scaled:
         sigma *= scale
     top = min(TOP_SINGULAR_VALUES, len(sigma))
     if sigma[0] > 0 and sigma[top - 1] >= GRAM_RESOLUTION * sigma[0]:
         return sigma
     return torch.linalg.svdvals(matrix).double().cpu().numpy()
+
+
+def torch_gram_eigenvalues(matrix: torch.Tensor) -> torch.Tensor:
+    """Ascending eigenvalues of the Gram matrix of ``matrix`` ``[m, n]`` on its smaller side, in
+    torch on ``matrix``'s device (a matmul and ``torch.linalg.eigvalsh``: vlmdiag's CUDA path)."""
+    m, n = matrix.shape
+    return torch.linalg.eigvalsh(matrix.T @ matrix if m >= n else matrix @ matrix.T)
 
 
 def _cpu_gram_eigenvalues(matrix: torch.Tensor) -> np.ndarray:

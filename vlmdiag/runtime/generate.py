@@ -156,8 +156,8 @@ def pad_id(loaded: LoadedModel) -> int:
 
 
 def cache_kwarg() -> str:
-    """The name ``generate`` takes a cache under: ``cache`` from transformers 5.25 (which warns
-    that ``past_key_values`` goes in 6.0), ``past_key_values`` before."""
+    """The keyword ``generate`` and the models' forward take a KV cache under: ``cache`` from
+    transformers 5.25 (which warns that ``past_key_values`` goes), ``past_key_values`` before."""
     from transformers.generation import utils
 
     return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
