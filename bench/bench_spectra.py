@@ -16,8 +16,9 @@ $VLMDIAG_BENCH_DIR or /tmp/vlmdiag-bench):
             cache is warm: norms without / with the updated-element counts, spectra without /
             with the counts and the principal subspaces (``extras``), interleaved ``--repeats`` times.
 
-Run:  .venv/bin/python bench/bench_spectra.py [--layers 24] [--sample 3] [--repeats 1] [--write]
-``--write`` replaces the "ΔW spectra and structure statistics" section of bench/RESULTS.md.
+Run:  .venv/bin/python bench/bench_spectra.py [--layers 24] [--sample 3] [--repeats 1] [--device cuda] [--write]
+``--device cuda`` times the spectra and the pass on the GPU (synchronized; the matrices are moved
+there before timing, as the weight pass moves its slices). ``--write`` replaces the "ΔW spectra and structure statistics" section of bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -38,7 +39,18 @@ PASSES = {"norms": (False, False), "norms+extras": (False, True),
           "spectra": (True, False), "spectra+extras": (True, True)}
 
 
-def spectra_task(folder: Path, sample: int) -> dict:
+def _synchronized(device: str):
+    """A clock that waits for the GPU's queued work before reading the time."""
+    import torch
+
+    def clock() -> float:
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+    return clock
+
+
+def spectra_task(folder: Path, sample: int, device: str = "cpu") -> dict:
     import numpy as np
     import torch
 
@@ -52,6 +64,7 @@ def spectra_task(folder: Path, sample: int) -> dict:
     torch.set_num_threads(1)
     threadpool_limits(limits=1, user_api="blas")  # scipy's OpenBLAS too, as in the weight pass
     origin, base, rl = (open_checkpoint(str(folder / s)) for s in ("origin", "base", "rl"))
+    clock = _synchronized(device)
     t_exact = t_fast = t_torch = 0.0
     worst, count, fallbacks, zero = 0.0, 0, 0, 0
     for name in update_matrices(base):
@@ -60,19 +73,19 @@ def spectra_task(folder: Path, sample: int) -> dict:
             continue
         w_base = base.get(name).float()
         for delta in (rl.get(name).float() - w_base, w_base - origin.get(name).float()):
-            matrix = delta.reshape(delta.shape[0], -1).contiguous()
+            matrix = delta.reshape(delta.shape[0], -1).contiguous().to(device)
             if not matrix.any():  # the weight pass computes no spectrum of a ΔW of exact zeros
                 zero += 1
                 continue
-            start = time.perf_counter()
-            exact = torch.linalg.svdvals(matrix).double().numpy()
-            t_exact += time.perf_counter() - start
-            start = time.perf_counter()
+            start = clock()
+            exact = torch.linalg.svdvals(matrix).double().cpu().numpy()
+            t_exact += clock() - start
+            start = clock()
             fast = singular_values(matrix)
-            t_fast += time.perf_counter() - start
-            start = time.perf_counter()
+            t_fast += clock() - start
+            start = clock()
             torch_gram_eigenvalues(matrix)
-            t_torch += time.perf_counter() - start
+            t_torch += clock() - start
             top = exact[:TOP_SINGULAR_VALUES]
             resolved = top >= GRAM_RESOLUTION * top[0]
             fallbacks += not resolved.all()
@@ -82,19 +95,21 @@ def spectra_task(folder: Path, sample: int) -> dict:
             "max_rel_error": worst, "fallbacks": fallbacks, "zero": zero}
 
 
-def pass_task(kind: str, folder: Path) -> dict:
+def pass_task(kind: str, folder: Path, device: str = "cpu") -> dict:
     from vlmdiag.checkpoints import open_checkpoint
     from vlmdiag.measure.weights import weight_deltas
 
     spectra, extras = PASSES[kind]
     cks = [open_checkpoint(str(folder / s)) for s in STAGES]
-    start = time.perf_counter()
-    weight_deltas(cks[0], cks[1], cks[2], device="cpu", spectra=spectra, extras=extras)
-    return {"seconds": time.perf_counter() - start}
+    clock = _synchronized(device)
+    start = clock()
+    weight_deltas(cks[0], cks[1], cks[2], device=device, spectra=spectra, extras=extras)
+    return {"seconds": clock() - start}
 
 
-def run(args: list[str]) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--task", *args], check=True, capture_output=True, text=True)
+def run(args: list[str], device: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--device", device, "--task", *args], check=True,
+                         capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -105,37 +120,40 @@ def main(argv=None) -> int:
     parser.add_argument("--sample", type=int, default=3, help="time the spectra on every K-th LLM layer")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved runs of each pass (median)")
     parser.add_argument("--skip-spectra", action="store_true", help="only the pass rows")
+    parser.add_argument("--device", default="cpu", help="where the spectra and the pass run (cpu, cuda)")
     parser.add_argument("--write", action="store_true", help="replace this section of bench/RESULTS.md")
     args = parser.parse_args(argv)
     if args.task:
         kind, folder = args.task[0], Path(args.task[1])
-        result = spectra_task(folder, int(args.task[2])) if kind == "svd" else pass_task(kind, folder)
+        result = (spectra_task(folder, int(args.task[2]), args.device) if kind == "svd"
+                  else pass_task(kind, folder, args.device))
         print(json.dumps(result))
         return 0
     folder = build(args.layers)
     for stage in STAGES:  # warm the page cache
         (folder / stage / "model.safetensors").read_bytes()
     load_before = benchlib.load_average()
-    spectra = None if args.skip_spectra else run(["svd", str(folder), str(args.sample)])
+    spectra = None if args.skip_spectra else run(["svd", str(folder), str(args.sample)], args.device)
     times: dict[str, list[float]] = {k: [] for k in PASSES}
     for _ in range(args.repeats):
         for kind in PASSES:
-            times[kind].append(run([kind, str(folder)])["seconds"])
+            times[kind].append(run([kind, str(folder)], args.device)["seconds"])
     t = {k: statistics.median(v) for k, v in times.items()}
     load_after = benchlib.load_average()
     lines = [HEADING, "",
              f"`.venv/bin/python bench/bench_spectra.py --layers {args.layers} --sample {args.sample} --repeats "
-             f"{args.repeats}` ({benchlib.machine()}; load average {load_before} before, {load_after} after; "
+             f"{args.repeats} --device {args.device}` ({benchlib.machine()}; load average {load_before} before, {load_after} after; "
              f"the ratios are side by side in one run). Triple: `bench_weights.py`'s {args.layers}-layer bf16 "
              f"Qwen2.5-VL shape (0.74B "
              f"parameters per checkpoint at 24 layers; RL = IN + 1e-4 noise, IN = Base + 1e-2 noise).", ""]
     if spectra:
         ratio = spectra["svdvals"] / spectra["fast"]
-        lines += ["| ΔW spectra, one thread, interleaved | seconds | × |", "|---|---|---|",
+        lines += [f"| ΔW spectra on {args.device}, interleaved (CPU: one thread) | seconds | × |", "|---|---|---|",
                   f"| `torch.linalg.svdvals` per matrix (the authors' loop) | {spectra['svdvals']:.1f} | 1.00 |",
                   f"| torch Gram matmul + `torch.linalg.eigvalsh` (vlmdiag's CUDA path) | "
                   f"{spectra['torch_gram']:.1f} | {spectra['torch_gram'] / spectra['svdvals']:.2f} |",
-                  f"| vlmdiag `singular_values` (scipy `syrk` + `syevr`) | {spectra['fast']:.1f} | "
+                  f"| vlmdiag `singular_values` ({'scipy `syrk` + `syevr`' if args.device == 'cpu' else 'the torch Gram'})"
+                  f" | {spectra['fast']:.1f} | "
                   f"{1 / ratio:.2f} |", "",
                   f"- {spectra['matrices']} ΔW matrices (ΔRL and ΔIN of every vision block, the projector and every "
                   f"{args.sample}-th LLM layer): **{ratio:.1f}× faster**; largest relative error of the top 50 "
@@ -143,7 +161,7 @@ def main(argv=None) -> int:
                   f"fell back to svdvals (top 50 below {0.02:g}·σ_1); {spectra['zero']} ΔW of exact zeros "
                   f"skipped (the triple leaves the projector unchanged; the weight pass computes no spectrum of "
                   f"a zero ΔW)."]
-    lines += ["", "| weight pass (CPU, default workers) | seconds | × without |", "|---|---|---|",
+    lines += ["", f"| weight pass ({args.device}, default workers) | seconds | × without |", "|---|---|---|",
               f"| norms | {t['norms']:.1f} | 1.00 |",
               f"| norms + updated-element counts | {t['norms+extras']:.1f} | {t['norms+extras'] / t['norms']:.2f} |",
               f"| spectra (Gram spectra) | {t['spectra']:.1f} | 1.00 |",

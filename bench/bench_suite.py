@@ -2,7 +2,7 @@
 warm (every measurement cached), side by side in one run; optionally cold again with
 pytest-xdist workers. Records "Full suite: cold vs warm" in bench/RESULTS.md with ``--write``.
 
-Usage: ``python bench/bench_suite.py [--recipe fast|full] [--workers 2] [--triple DIR] [--write]``
+Usage: ``python bench/bench_suite.py [--recipe fast|full] [--workers 2] [--triple DIR] [--organism DIR] [--write]``
 
 Each run is ``pytest diagnostics --origin organism:base --base organism:in --rl organism:rl
 --rl-frozen Late=organism:rl-frozen-late --report-only`` in a subprocess (wall time includes
@@ -10,6 +10,9 @@ Python start-up, imports, checkpoint opening, judging, the report and plots). Th
 is a temporary root whose ``organism/`` links to the real organism cache, so the organism is
 built once (before timing, if needed) and the user's results cache is not touched. The cold and
 warm reports must agree on every verdict and metric; so must the cold run with workers.
+``--organism DIR`` runs the suite on the stage folders of an organism entry built elsewhere (by
+path, with ``--probes=organism``: the same checkpoints and items as ``organism:*``; an entry's cache
+key holds the torch and transformers versions, so another machine's build is not found by name).
 ``--triple DIR`` also times cold and warm runs of the suite on a weight-only Base/IN/RL triple (the
 one bench_weights.py builds), where the cold run does real work (the spectral weight pass).
 
@@ -117,8 +120,16 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=0, help="also time a cold run with -n WORKERS")
     parser.add_argument("--triple", type=Path, help="also time the suite on the weight-only Base/IN/RL triple "
                         "in this folder (origin/, base/, rl/; bench_weights.py builds one)")
+    parser.add_argument("--organism", type=Path, help="an organism entry folder (base/, in/, rl/, rl-frozen-late/) "
+                        "to run on by path instead of this tree's cached build")
+    parser.add_argument("--keep-report", type=Path, help="copy the cold run's JSON report of the organism here "
+                        "(to compare a GPU run's verdicts and metrics with a CPU run's: bench/compare_reports.py)")
     parser.add_argument("--write", action="store_true", help=f"replace the '{HEADING}' section of {RESULTS}")
     args = parser.parse_args()
+    suite = SUITE if args.organism is None else [
+        "diagnostics", *(f"--{role}={args.organism.resolve() / stage}" for role, stage in
+                         (("origin", "base"), ("base", "in"), ("rl", "rl"))),
+        f"--rl-frozen=Late={args.organism.resolve() / 'rl-frozen-late'}", "--probes=organism", "--report-only"]
 
     from vlmdiag.organism.build import cache_root
 
@@ -138,9 +149,10 @@ def main() -> int:
             return {**env, "VLMDIAG_CACHE_DIR": str(root)}
 
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "from vlmdiag.organism import STAGES, checkpoint_path\n"
-                                              "for s in STAGES: checkpoint_path(s)"],
-                       env=env, check=True, cwd=tree, stdout=subprocess.DEVNULL)
+        if args.organism is None:
+            subprocess.run([sys.executable, "-c", "from vlmdiag.organism import STAGES, checkpoint_path\n"
+                                                  "for s in STAGES: checkpoint_path(s)"],
+                           env=env, check=True, cwd=tree, stdout=subprocess.DEVNULL)
         where = subprocess.run([sys.executable, "-c", "import vlmdiag; print(vlmdiag.__file__)"], env=env,
                                cwd=tree, capture_output=True, text=True, check=True).stdout.strip()
         if not where.startswith(str(tree)):
@@ -148,7 +160,9 @@ def main() -> int:
         organism_s = time.perf_counter() - start
 
         load_before = benchlib.load_average()
-        organism = cold_warm(fresh_root, tmp, "organism", SUITE, args.workers)
+        organism = cold_warm(fresh_root, tmp, "organism", suite, args.workers)
+        if args.keep_report:
+            shutil.copy2(tmp / "organism-cold.json", args.keep_report)
         triple = None
         if args.triple:
             triple_suite = ["diagnostics", *(f"--{role}={args.triple.resolve() / folder}" for role, folder in
@@ -159,19 +173,19 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the organism link goes, never what it points to
 
-    import torch
     import transformers
 
     rows, same = table(organism, args.workers)
     command = f"python bench/bench_suite.py --recipe {args.recipe}" + (f" --workers {args.workers}" if args.workers else "") \
-        + (f" --triple {args.triple}" if args.triple else "") + " --write"
+        + (f" --triple {args.triple}" if args.triple else "") + (f" --organism {args.organism}" if args.organism else "") \
+        + " --write"
     cold = organism["cold"]
     verdicts = ", ".join(f"{claim} {verdict}" for (_, claim), (verdict, _) in sorted(outcome(cold["report"]).items()))
     lines = [
         HEADING, "",
-        f"`{command}` (x86_64, {os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"`{command}` ({benchlib.machine()}, Python {platform.python_version()}, "
         f"transformers {transformers.__version__}; load average before/after {load_before} -> {load_after}). "
-        f"The suite on the model organism (recipe `{args.recipe}`): `pytest {' '.join(SUITE)}`, all "
+        f"The suite on the model organism (recipe `{args.recipe}`): `pytest {' '.join(suite)}`, all "
         f"{cold['claims']} claims; wall time of the whole pytest process, and the part spent inside the tests "
         "(measuring + judging; the rest is start-up, imports, opening the checkpoints, the report and plots). "
         f"Organism present or built before timing ({organism_s:.0f} s).", "", *rows, "",

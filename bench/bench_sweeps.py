@@ -1,7 +1,8 @@
 """Benchmark: each generation sweep against its floor, a plain batched ``model.generate`` of the
 same prompts at the same settings, side by side in one run (issue 15, part 1).
 
-Run:  python bench/bench_sweeps.py [--model organism|qwen05b|both] [--before TREE] [--write]
+Run:  python bench/bench_sweeps.py [--model organism|qwen05b|both] [--before TREE] [--device cuda]
+      [--organism DIR] [--write]
 
 For each model every sweep runs the way vlmdiag runs it (``after``: this tree's measure functions,
 called once per sweep as the evidence plans call them) and, right after it in the same process,
@@ -13,8 +14,9 @@ each captured batch of full sequences. With ``--before TREE`` (a ``git archive``
 ``vlmdiag/``), the same sweeps run in a second process on that tree the way its evidence plans
 called them (per pair, per skip setting, per item), and the answers of both are compared.
 
-Models: the model organism (``~/.cache/vlmdiag/organism``; built by ``vlmdiag organism``) at the
-probe settings of ``thresholds.yaml``, and a random Qwen2.5-VL of ~0.5B built from a config (the
+Models: the model organism (``~/.cache/vlmdiag/organism``; built by ``vlmdiag organism``, or the
+stage folders of an entry built elsewhere with ``--organism DIR``) at the probe settings of
+``thresholds.yaml``, and a random Qwen2.5-VL of ~0.5B built from a config (the
 text model of Qwen2.5-0.5B: 24 layers, hidden 896, 14/2 heads; a 4-block vision tower; the tiny
 tokenizer of ``tests/inference/tiny_models.py``, so a 512-token vocabulary), at small settings.
 """
@@ -53,11 +55,12 @@ SETTINGS = {  # n_items, max_new_tokens per sweep
 }
 
 
-def organism_paths() -> dict[str, Path]:
-    """The stages of the full organism of this tree's recipe (built if missing)."""
+def organism_paths(entry: Path | None = None) -> dict[str, Path]:
+    """The stages of the organism entry folder ``entry``, else of this tree's full recipe (built if
+    missing)."""
     from vlmdiag.organism import checkpoint_path
 
-    entry = checkpoint_path("in", recipe="full").parent
+    entry = entry or checkpoint_path("in", recipe="full").parent
     return {"base": entry / "base", "in": entry / "in", "rl": entry / "rl", "frozen": entry / "rl-frozen-late"}
 
 
@@ -114,10 +117,19 @@ def _floor(loaded, prompts, max_new_tokens):
                                       pad_token_id=pad_id(loaded))
 
 
+def _clock() -> float:
+    """The time once the GPU's queued work is done (``BENCH_DEVICE`` cuda), else now."""
+    import torch
+
+    if torch.cuda.is_available() and os.environ.get("BENCH_DEVICE", "cpu") != "cpu":
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
 def _timed(fn):
-    start = time.perf_counter()
+    start = _clock()
     out = fn()
-    return time.perf_counter() - start, out
+    return _clock() - start, out
 
 
 def worker(model: str, way: str, paths: dict[str, str], only: list[str]) -> dict:
@@ -135,7 +147,7 @@ def worker(model: str, way: str, paths: dict[str, str], only: list[str]) -> dict
     from vlmdiag.transplant import Splicer
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
-    models = {role: load_model(path, device="cpu") for role, path in paths.items()}
+    models = {role: load_model(path, device=os.environ.get("BENCH_DEVICE", "cpu")) for role, path in paths.items()}
     settings = SETTINGS[model]
     out = {}
 
@@ -197,21 +209,21 @@ def worker(model: str, way: str, paths: dict[str, str], only: list[str]) -> dict
             t, res = _timed(lambda: measure_attention(models["in"], models["rl"], aitems, max_new_tokens=tokens))
             answers = [[float(x) for x in res.mass["teacher_forced"]["RL"].mean(axis=1)]]
             floor = [(models[r], [image_prompt(it.question, it.image) for it in aitems]) for r in ("in", "rl")]
-        start = time.perf_counter()
+        start = _clock()
         for loaded, prompts in floor:
             _floor(loaded, prompts, tokens)
         if sweep == "attention":  # + a plain forward per captured pass (4 passes of the same length)
             from vlmdiag.runtime.generate import build_inputs
             for loaded in (models["in"], models["rl"]) * 2:
                 inputs = build_inputs(loaded, floor[0][1])
-                extra = torch.full((inputs["input_ids"].shape[0], tokens), 20)
+                extra = torch.full((inputs["input_ids"].shape[0], tokens), 20, device=inputs["input_ids"].device)
                 full = {**inputs, "input_ids": torch.cat([inputs["input_ids"], extra], 1),
                         "attention_mask": torch.cat([inputs["attention_mask"], torch.ones_like(extra)], 1)}
                 if "mm_token_type_ids" in inputs:
                     full["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(extra)], 1)
                 with torch.inference_mode():
                     loaded.model(**full, use_cache=False)
-        floor_s = time.perf_counter() - start
+        floor_s = _clock() - start
         rows = sum(len(p) for _, p in floor)
         out[sweep] = {"seconds": t, "floor": floor_s, "rows": rows, "n_items": n, "max_new_tokens": tokens,
                       "answers": answers}
@@ -222,8 +234,10 @@ def worker(model: str, way: str, paths: dict[str, str], only: list[str]) -> dict
 # ----------------------------------------------------------------------------- driver
 
 
-def run_way(model: str, way: str, paths: dict, tree: Path, only: list[str]) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+def run_way(model: str, way: str, paths: dict, tree: Path, only: list[str], device: str) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])),
+               OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+               BENCH_DEVICE=device)
     cmd = [sys.executable, __file__, "--worker", model, way, json.dumps({k: str(v) for k, v in paths.items()}),
            ",".join(only)]
     out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=False)
@@ -238,6 +252,9 @@ def main() -> None:
     parser.add_argument("--model", choices=("organism", "qwen05b", "both"), default="both")
     parser.add_argument("--before", type=Path, help="a tree holding an older vlmdiag/ to time side by side")
     parser.add_argument("--only", default=",".join(SWEEPS))
+    parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda)")
+    parser.add_argument("--organism", type=Path, help="an organism entry folder (its base/, in/, rl/, "
+                        "rl-frozen-late/) instead of this tree's cached build")
     parser.add_argument("--write", action="store_true", help=f"replace the '{SECTION}' section of RESULTS.md")
     args = parser.parse_args()
     if args.worker:
@@ -252,9 +269,9 @@ def main() -> None:
     load_before = benchlib.load_average()
     lines, tmp = [], tempfile.TemporaryDirectory(prefix="bench-sweeps-")
     for model in models:
-        paths = organism_paths() if model == "organism" else build_qwen05b(Path(tmp.name))
-        after = run_way(model, "after", paths, ROOT, only)
-        before = run_way(model, "before", paths, args.before, only) if args.before else None
+        paths = organism_paths(args.organism) if model == "organism" else build_qwen05b(Path(tmp.name))
+        after = run_way(model, "after", paths, ROOT, only, args.device)
+        before = run_way(model, "before", paths, args.before, only, args.device) if args.before else None
         lines += [f"**{model}** (n_items, max_new_tokens per sweep: "
                   + ", ".join(f"{s} {SETTINGS[model][s][0]}/{SETTINGS[model][s][1]}" for s in only) + ")", "",
                   "| sweep | rows generated | floor (s) | vlmdiag now (s) | × floor |"
@@ -273,7 +290,7 @@ def main() -> None:
                 row += f" {b['seconds']:.2f} | {b['seconds'] / b['floor']:.2f} | {b['seconds'] / a['seconds']:.1f}× | {same} |"
             lines.append(row)
         lines.append("")
-    text = (f"{SECTION}\n\n`python bench/bench_sweeps.py --model {args.model}"
+    text = (f"{SECTION}\n\n`python bench/bench_sweeps.py --model {args.model} --device {args.device}"
             + (f" --before {args.before}" if args.before else "") + f"` ({benchlib.machine()}; load average "
             f"{load_before} before, {benchlib.load_average()} after). Each row: the sweep as the evidence plans "
             "run it, then its floor in the same process (processor + plain greedy `model.generate` of the same "

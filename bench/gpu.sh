@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The GPU rows of bench/RESULTS.md in one prepared run (issue 15), for a lent GPU machine whose
+# python3 already has torch with CUDA and vlmdiag's other needs (vlmdiag itself comes from this tree
+# through PYTHONPATH). Each step has its own time limit and
+# log, so one that fails or runs long costs only itself.
+#
+#   bash bench/gpu.sh ORGANISM_ENTRY [STEP ...]    # steps: env attention suite sweeps spectra (default all)
+#
+# ORGANISM_ENTRY is a built organism's entry folder (base/ in/ rl/ rl-frozen-late/ ...), e.g. one copied
+# from ~/.cache/vlmdiag/organism/: the device cannot build one (no trl there), and an entry's cache
+# key holds the torch version, so the suite and sweeps take it by path. Logs go to $OUT (the device
+# tool's return folder) or /tmp/vlmdiag-bench/gpu. DEVICE=cpu runs the same steps on CPU (a dry run).
+set -u
+organism=$(realpath "$1"); shift
+steps=${*:-env attention suite sweeps spectra}
+out=${OUT:-/tmp/vlmdiag-bench/gpu}
+device=${DEVICE:-cuda}
+mkdir -p "$out"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+# pytest finds the plugin by its entry point where vlmdiag is installed (or its egg-info is on the path)
+python3 -c "import importlib.metadata as m; m.distribution('vlmdiag')" 2>/dev/null || export PYTEST_PLUGINS=vlmdiag.plugin
+export VLMDIAG_BENCH_DIR=${VLMDIAG_BENCH_DIR:-/tmp/vlmdiag-bench}
+
+step() {  # NAME LIMIT_S COMMAND...: run it under a time limit, log to $out/NAME.log, show the tail
+    local name=$1 limit=$2 start=$SECONDS code
+    shift 2
+    echo "== $name (limit ${limit} s): $*"
+    timeout "$limit" "$@" >"$out/$name.log" 2>&1
+    code=$?
+    echo "   exit $code after $((SECONDS - start)) s"
+    tail -n 30 "$out/$name.log" | cut -c1-400
+}
+
+for s in $steps; do
+    case $s in
+    env) step env 60 bash -c 'nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; uptime
+         python3 -c "import torch, transformers, scipy; print(torch.__version__, transformers.__version__, scipy.__version__, torch.cuda.is_available())"' ;;
+    attention) step attention 90 python3 bench/bench_attention.py --quick --repeats 3 ;;
+    suite) step suite 240 python3 bench/bench_suite.py --recipe full --organism "$organism" \
+               --keep-report "$out/organism-cold-$device.json" ;;
+    sweeps) step sweeps 200 python3 bench/bench_sweeps.py --model both --device "$device" --organism "$organism" ;;
+    spectra) step spectra 200 python3 bench/bench_spectra.py --sample 8 --repeats 1 --device "$device" ;;
+    *) echo "unknown step $s" ;;
+    esac
+done
