@@ -164,80 +164,83 @@ def worker(model: str, way: str, paths: dict[str, str], only: list[str]) -> dict
 
     # warm-up: the first generate of a process pays one-off costs
     _floor(models["in"], prompts_of(organism_probe_set(1).all_items())[:2], 2)
-    for sweep in only:
-        n, tokens = settings[sweep]
-        items = organism_probe_set(n, seed=0).all_items()
-        if sweep in ("abilities", "freezing"):
-            roles = ("base", "in", "rl") if sweep == "abilities" else ("in", "rl", "frozen")
-            t, answers = _timed(lambda: abilities(lambda: [models[r] for r in roles], n, tokens))
-            floor = [(models[r], prompts_of(items)) for r in roles]
-        elif sweep == "transplant":
-            loaded = models["in"]
+    for round_ in range(int(os.environ.get("BENCH_ROUNDS", "1"))):  # the last round is reported
+        out = {}
+        for sweep in only:
+            n, tokens = settings[sweep]
+            items = organism_probe_set(n, seed=0).all_items()
+            if sweep in ("abilities", "freezing"):
+                roles = ("base", "in", "rl") if sweep == "abilities" else ("in", "rl", "frozen")
+                t, answers = _timed(lambda: abilities(lambda: [models[r] for r in roles], n, tokens))
+                floor = [(models[r], prompts_of(items)) for r in roles]
+            elif sweep == "transplant":
+                loaded = models["in"]
 
-            def states():
-                splicer = Splicer(loaded.model, paths["in"], paths["rl"], regions="paper")
-                for _variant, _record in splicer.sweep():
-                    yield loaded
-            t, answers = _timed(lambda: abilities(states, n, tokens))
-            floor = [(loaded, prompts_of(items))] * 8
-        elif sweep == "swap":
-            pairs = [p for task in SWAP_TASK_OF for p in organism_pairs(task, n, seed=0)]
-            loaded = models["in"]
-            if way == "before":  # the old plan: one call per pair
-                t, res = _timed(lambda: [r for p in pairs for r in swap_pairs(loaded, [p], max_new_tokens=tokens)])
-            else:
-                t, res = _timed(lambda: swap_pairs(loaded, pairs, max_new_tokens=tokens))
-            answers = [[r.run.target_answer, r.run.source_answer, *r.run.swapped] for r in res]
-            layers = loaded.num_layers
-            rows = [image_prompt(p.prompt, p.source_image) for p in pairs]
-            rows += [image_prompt(p.prompt, p.target_image) for p in pairs for _ in range(layers + 1)]
-            floor = [(loaded, rows)]
-        elif sweep == "skip":
-            sitems = ability_items("text_math", n, seed=0)
-            loaded = models["in"]
-            if way == "before":  # the old plan: one call per setting
-                t, parts = _timed(lambda: [skip_sweep(loaded, sitems, layers=[] if k < 0 else [k], include_baseline=k < 0,
-                                                      max_new_tokens=tokens, prefix="")
-                                           for k in [-1, *range(loaded.num_layers)]])
-                answers = [list(a) for p in parts for a in p.answers]
-            else:
-                t, res = _timed(lambda: skip_sweep(loaded, sitems, max_new_tokens=tokens, prefix=""))
-                answers = [list(a) for a in res.answers]
-            floor = [(loaded, [text_prompt(it.question) for it in sitems] * (loaded.num_layers + 1))]
-        else:  # attention
-            aitems = ability_items("math_vqa", n, seed=0)
-            t, res = _timed(lambda: measure_attention(models["in"], models["rl"], aitems, max_new_tokens=tokens))
-            answers = [[float(x) for x in res.mass["teacher_forced"]["RL"].mean(axis=1)]]
-            floor = [(models[r], [image_prompt(it.question, it.image) for it in aitems]) for r in ("in", "rl")]
-        start = _clock()
-        for loaded, prompts in floor:
-            _floor(loaded, prompts, tokens)
-        if sweep == "attention":  # + a plain forward per captured pass (4 passes of the same length)
-            from vlmdiag.runtime.generate import build_inputs
-            for loaded in (models["in"], models["rl"]) * 2:
-                inputs = build_inputs(loaded, floor[0][1])
-                extra = torch.full((inputs["input_ids"].shape[0], tokens), 20, device=inputs["input_ids"].device)
-                full = {**inputs, "input_ids": torch.cat([inputs["input_ids"], extra], 1),
-                        "attention_mask": torch.cat([inputs["attention_mask"], torch.ones_like(extra)], 1)}
-                if "mm_token_type_ids" in inputs:
-                    full["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(extra)], 1)
-                with torch.inference_mode():
-                    loaded.model(**full, use_cache=False)
-        floor_s = _clock() - start
-        rows = sum(len(p) for _, p in floor)
-        out[sweep] = {"seconds": t, "floor": floor_s, "rows": rows, "n_items": n, "max_new_tokens": tokens,
-                      "answers": answers}
-        print(f"[{model} {way}] {sweep}: {t:.2f} s, floor {floor_s:.2f} s ({rows} rows)", file=sys.stderr, flush=True)
+                def states():
+                    splicer = Splicer(loaded.model, paths["in"], paths["rl"], regions="paper")
+                    for _variant, _record in splicer.sweep():
+                        yield loaded
+                t, answers = _timed(lambda: abilities(states, n, tokens))
+                floor = [(loaded, prompts_of(items))] * 8
+            elif sweep == "swap":
+                pairs = [p for task in SWAP_TASK_OF for p in organism_pairs(task, n, seed=0)]
+                loaded = models["in"]
+                if way == "before":  # the old plan: one call per pair
+                    t, res = _timed(lambda: [r for p in pairs for r in swap_pairs(loaded, [p], max_new_tokens=tokens)])
+                else:
+                    t, res = _timed(lambda: swap_pairs(loaded, pairs, max_new_tokens=tokens))
+                answers = [[r.run.target_answer, r.run.source_answer, *r.run.swapped] for r in res]
+                layers = loaded.num_layers
+                rows = [image_prompt(p.prompt, p.source_image) for p in pairs]
+                rows += [image_prompt(p.prompt, p.target_image) for p in pairs for _ in range(layers + 1)]
+                floor = [(loaded, rows)]
+            elif sweep == "skip":
+                sitems = ability_items("text_math", n, seed=0)
+                loaded = models["in"]
+                if way == "before":  # the old plan: one call per setting
+                    t, parts = _timed(lambda: [skip_sweep(loaded, sitems, layers=[] if k < 0 else [k], include_baseline=k < 0,
+                                                          max_new_tokens=tokens, prefix="")
+                                               for k in [-1, *range(loaded.num_layers)]])
+                    answers = [list(a) for p in parts for a in p.answers]
+                else:
+                    t, res = _timed(lambda: skip_sweep(loaded, sitems, max_new_tokens=tokens, prefix=""))
+                    answers = [list(a) for a in res.answers]
+                floor = [(loaded, [text_prompt(it.question) for it in sitems] * (loaded.num_layers + 1))]
+            else:  # attention
+                aitems = ability_items("math_vqa", n, seed=0)
+                t, res = _timed(lambda: measure_attention(models["in"], models["rl"], aitems, max_new_tokens=tokens))
+                answers = [[float(x) for x in res.mass["teacher_forced"]["RL"].mean(axis=1)]]
+                floor = [(models[r], [image_prompt(it.question, it.image) for it in aitems]) for r in ("in", "rl")]
+            start = _clock()
+            for loaded, prompts in floor:
+                _floor(loaded, prompts, tokens)
+            if sweep == "attention":  # + a plain forward per captured pass (4 passes of the same length)
+                from vlmdiag.runtime.generate import build_inputs
+                for loaded in (models["in"], models["rl"]) * 2:
+                    inputs = build_inputs(loaded, floor[0][1])
+                    extra = torch.full((inputs["input_ids"].shape[0], tokens), 20, device=inputs["input_ids"].device)
+                    full = {**inputs, "input_ids": torch.cat([inputs["input_ids"], extra], 1),
+                            "attention_mask": torch.cat([inputs["attention_mask"], torch.ones_like(extra)], 1)}
+                    if "mm_token_type_ids" in inputs:
+                        full["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(extra)], 1)
+                    with torch.inference_mode():
+                        loaded.model(**full, use_cache=False)
+            floor_s = _clock() - start
+            rows = sum(len(p) for _, p in floor)
+            out[sweep] = {"seconds": t, "floor": floor_s, "rows": rows, "n_items": n, "max_new_tokens": tokens,
+                          "answers": answers}
+            print(f"[{model} {way} round {round_ + 1}] {sweep}: {t:.2f} s, floor {floor_s:.2f} s ({rows} rows)",
+                  file=sys.stderr, flush=True)
     return out
 
 
 # ----------------------------------------------------------------------------- driver
 
 
-def run_way(model: str, way: str, paths: dict, tree: Path, only: list[str], device: str) -> dict:
+def run_way(model: str, way: str, paths: dict, tree: Path, only: list[str], device: str, rounds: int) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")])),
                OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
-               BENCH_DEVICE=device)
+               BENCH_DEVICE=device, BENCH_ROUNDS=str(rounds))
     cmd = [sys.executable, __file__, "--worker", model, way, json.dumps({k: str(v) for k, v in paths.items()}),
            ",".join(only)]
     out = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=False)
@@ -253,6 +256,8 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="a tree holding an older vlmdiag/ to time side by side")
     parser.add_argument("--only", default=",".join(SWEEPS))
     parser.add_argument("--device", default="cpu", help="where the models run (cpu, cuda)")
+    parser.add_argument("--rounds", type=int, default=1, help="run every sweep and floor this many times in the "
+                        "worker and report the last (on a GPU the first round pays lazy kernel loading)")
     parser.add_argument("--organism", type=Path, help="an organism entry folder (its base/, in/, rl/, "
                         "rl-frozen-late/) instead of this tree's cached build")
     parser.add_argument("--write", action="store_true", help=f"replace the '{SECTION}' section of RESULTS.md")
@@ -270,8 +275,8 @@ def main() -> None:
     lines, tmp = [], tempfile.TemporaryDirectory(prefix="bench-sweeps-")
     for model in models:
         paths = organism_paths(args.organism) if model == "organism" else build_qwen05b(Path(tmp.name))
-        after = run_way(model, "after", paths, ROOT, only, args.device)
-        before = run_way(model, "before", paths, args.before, only, args.device) if args.before else None
+        after = run_way(model, "after", paths, ROOT, only, args.device, args.rounds)
+        before = run_way(model, "before", paths, args.before, only, args.device, args.rounds) if args.before else None
         lines += [f"**{model}** (n_items, max_new_tokens per sweep: "
                   + ", ".join(f"{s} {SETTINGS[model][s][0]}/{SETTINGS[model][s][1]}" for s in only) + ")", "",
                   "| sweep | rows generated | floor (s) | vlmdiag now (s) | × floor |"
@@ -290,7 +295,7 @@ def main() -> None:
                 row += f" {b['seconds']:.2f} | {b['seconds'] / b['floor']:.2f} | {b['seconds'] / a['seconds']:.1f}× | {same} |"
             lines.append(row)
         lines.append("")
-    text = (f"{SECTION}\n\n`python bench/bench_sweeps.py --model {args.model} --device {args.device}"
+    text = (f"{SECTION}\n\n`python bench/bench_sweeps.py --model {args.model} --device {args.device} --rounds {args.rounds}"
             + (f" --before {args.before}" if args.before else "") + f"` ({benchlib.machine()}; load average "
             f"{load_before} before, {benchlib.load_average()} after). Each row: the sweep as the evidence plans "
             "run it, then its floor in the same process (processor + plain greedy `model.generate` of the same "

@@ -32,11 +32,18 @@ def _identity_hook(module, args, kwargs, output):
 
 def _rows_identity_hook(rows: torch.Tensor):
     """A forward hook making the layer the identity for the batch ``rows`` only (long [n])."""
+    # The index moves to each device once: a CPU index on a CUDA tensor is copied from pageable
+    # memory at every use, and such a copy first waits for the GPU's queue (a stall per layer call).
+    on_device: dict[torch.device, torch.Tensor] = {}
+
     def hook(module, args, kwargs, output):
         hidden = args[0] if args else kwargs["hidden_states"]
         out = output[0] if isinstance(output, tuple) else output
+        index = on_device.get(out.device)
+        if index is None:
+            index = on_device[out.device] = rows.to(out.device)
         out = out.clone()
-        out[rows] = hidden[rows].to(out.dtype)
+        out[index] = hidden[index].to(out.dtype)
         return (out, *output[1:]) if isinstance(output, tuple) else out
     return hook
 

@@ -190,11 +190,13 @@ def split_generation(loaded: LoadedModel, inputs: dict, sequences: torch.Tensor)
     prompt_len = inputs["input_ids"].shape[1]
     stops = set(stop_ids(loaded))
     tokenizer = _tokenizer(loaded)
+    # one copy to the CPU per batch, not three per row (each copy from a GPU waits for its queue)
+    masks = inputs["attention_mask"].bool().cpu()
+    input_ids, sequences = inputs["input_ids"].cpu(), sequences.cpu()
     out = []
     for row in range(sequences.shape[0]):
-        mask = inputs["attention_mask"][row].bool().cpu()
-        prompt_ids = inputs["input_ids"][row].cpu()[mask].numpy()
-        gen = sequences[row, prompt_len:].cpu().tolist()
+        prompt_ids = input_ids[row][masks[row]].numpy()
+        gen = sequences[row, prompt_len:].tolist()
         cut = next((i for i, t in enumerate(gen) if t in stops), None)
         hit_budget = cut is None
         gen = np.asarray(gen if hit_budget else gen[:cut], dtype=np.int64)
