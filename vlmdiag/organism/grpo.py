@@ -75,6 +75,9 @@ def grpo(model, processor, items: Sequence[T.TaskItem], *, steps: int, prompts_p
             if progress:
                 progress(state.global_step, steps)
 
+    # transformers 5.25 renamed the flag; the old name warns there and goes in v6
+    checkpointing = ("activation_checkpointing" if "activation_checkpointing" in GRPOConfig.__dataclass_fields__
+                     else "gradient_checkpointing")
     with tempfile.TemporaryDirectory(prefix="vlmdiag-grpo-") as out_dir:
         cfg = GRPOConfig(
             output_dir=out_dir, per_device_train_batch_size=prompts_per_step * num_generations,
@@ -83,7 +86,7 @@ def grpo(model, processor, items: Sequence[T.TaskItem], *, steps: int, prompts_p
             logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, bf16=False,
             beta=beta, temperature=temperature, seed=seed, data_seed=seed,
             dataloader_num_workers=0, disable_tqdm=True, max_grad_norm=1.0, weight_decay=0.0,
-            gradient_checkpointing=False,
+            **{checkpointing: False},
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
