@@ -14,6 +14,7 @@ import pickle
 import pytest
 import torch
 from PIL import Image
+from transformers.models.auto import image_processing_auto
 
 import tiny_checkpoints
 from vlmdiag.errors import CheckpointError
@@ -51,15 +52,28 @@ def _hub_layout(folder, fast: str, settings: dict) -> None:
     template.unlink()
 
 
+def _auto_needs_torchvision(*args, **kwargs):
+    raise ImportError("AutoImageProcessor requires the Torchvision library")
+
+
+@pytest.mark.parametrize("auto_image", ["loads", "needs torchvision"])
 @pytest.mark.parametrize("layout", ["saved", "hub"])
 @pytest.mark.parametrize("family", sorted(EXPECTED))
-def test_saved_processor_loads_back_image_only(family, layout, tmp_path):
+def test_saved_processor_loads_back_image_only(family, layout, auto_image, tmp_path, monkeypatch):
+    """``needs torchvision``: ``AutoImageProcessor`` refuses, as on transformers 5.17 without
+    torchvision; the image processor the folder names (its PIL twin there) loads instead."""
     processor = _saved(family, tmp_path)
     name, fast, settings = EXPECTED[family]
     for file in ("processor_config.json", "tokenizer_config.json"):   # the layout of a real checkpoint
         assert json.loads((tmp_path / file).read_text())["processor_class"] == name, file
     if layout == "hub":
         _hub_layout(tmp_path, fast, settings)
+    if auto_image == "needs torchvision":
+        try:
+            auto = image_processing_auto.AutoImageProcessor
+        except ImportError:  # a placeholder: here the "loads" case already takes the named-class path
+            pytest.skip("AutoImageProcessor needs torchvision in this environment already")
+        monkeypatch.setattr(auto, "from_pretrained", _auto_needs_torchvision)
     loaded = load_processor(tmp_path)
     assert type(loaded).__qualname__ == f"{name}ImageOnly" and type(loaded).__mro__[1].__name__ == name
     assert pickle.loads(pickle.dumps(type(loaded))) is type(loaded)

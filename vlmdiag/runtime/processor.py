@@ -136,7 +136,10 @@ def _image_only_from_folder(cls: type, path: Path, trust_remote_code: bool):
     ``chat_template.json``, else ``processor_config.json``, else the tokenizer's)."""
     from transformers import AutoImageProcessor, AutoTokenizer
 
-    image_processor = AutoImageProcessor.from_pretrained(path)
+    try:
+        image_processor = AutoImageProcessor.from_pretrained(path)
+    except ImportError:  # transformers 5.17 (seen): Auto insists on torchvision for the fast class
+        image_processor = _named_image_processor(path)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     config_file = path / "processor_config.json"
     settings = json.loads(config_file.read_text()) if config_file.is_file() else {}
@@ -150,3 +153,25 @@ def _image_only_from_folder(cls: type, path: Path, trust_remote_code: bool):
     if not kwargs.get("chat_template"):
         kwargs["chat_template"] = getattr(tokenizer, "chat_template", None)
     return cls(image_processor=image_processor, tokenizer=tokenizer, **kwargs)
+
+
+def _named_image_processor(path: Path):
+    """The image processor the folder names (``image_processor_type`` in preprocessor_config.json,
+    else in processor_config.json's ``image_processor``), by its transformers name without ``Fast``:
+    where torchvision is missing, that name gives the PIL twin (transformers 5.17, seen).
+
+    Raises:
+        CheckpointError: the folder names no image processor that transformers has.
+    """
+    for name, key in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
+        file = path / name
+        try:
+            config = json.loads(file.read_text()) if file.is_file() else {}
+            kind = (config.get(key) if key else config).get("image_processor_type")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        cls = getattr(transformers, kind.removesuffix("Fast"), None) if isinstance(kind, str) else None
+        if cls is not None:
+            return cls.from_pretrained(path)
+    raise CheckpointError(f"{path}: names no image processor class that transformers {transformers.__version__} has")
+
