@@ -52,7 +52,10 @@ def grpo_run(start: Path, origin: Path | None, out: Path, *, steps: int, every: 
                         learning_rate=1e-3, lr_scheduler_type="constant", max_steps=steps, logging_steps=logging_steps,
                         save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
                         save_only_model=True, report_to="none", use_cpu=True, bf16=False, beta=0.0, seed=0,
-                        disable_tqdm=True, dataloader_num_workers=0, weight_decay=0.0)
+                        disable_tqdm=True, dataloader_num_workers=0, weight_decay=0.0,
+                        # trl's default turns it on; transformers 5.25 renamed the flag (the old name warns)
+                        **{"activation_checkpointing" if "activation_checkpointing" in GRPOConfig.__dataclass_fields__
+                           else "gradient_checkpointing": False})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer = GRPOTrainer(model=model, reward_funcs=[text_hash_reward], args=config,
