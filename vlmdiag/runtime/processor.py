@@ -78,20 +78,21 @@ def _processor_class_name(path: Path) -> str | None:
     (older vlmdiag folders name ``Qwen2_5_VLImageOnlyProcessor`` in the last), else the one
     transformers maps the ``config.json`` ``model_type`` to."""
     for name in ("processor_config.json", "preprocessor_config.json", "tokenizer_config.json"):
-        file = path / name
-        try:
-            value = json.loads(file.read_text()).get("processor_class") if file.is_file() else None
-        except (OSError, ValueError, AttributeError):
-            value = None
+        value = _json_object(path / name).get("processor_class")
         if isinstance(value, str) and hasattr(transformers, value):
             return value
-    try:
-        model_type = json.loads((path / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
     from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES
 
-    return PROCESSOR_MAPPING_NAMES.get(model_type)
+    return PROCESSOR_MAPPING_NAMES.get(_json_object(path / "config.json").get("model_type"))
+
+
+def _json_object(file: Path) -> dict:
+    """The JSON object in ``file``; ``{}`` when it is missing, unreadable or not an object."""
+    try:
+        value = json.loads(file.read_text()) if file.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def load_processor(path: str | os.PathLike, *, trust_remote_code: bool = False):
@@ -163,13 +164,10 @@ def _named_image_processor(path: Path):
     Raises:
         CheckpointError: the folder names no image processor that transformers has.
     """
-    for name, key in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
-        file = path / name
-        try:
-            config = json.loads(file.read_text()) if file.is_file() else {}
-            kind = (config.get(key) if key else config).get("image_processor_type")
-        except (OSError, ValueError, AttributeError):
-            kind = None
+    preprocessor = _json_object(path / "preprocessor_config.json")
+    nested = _json_object(path / "processor_config.json").get("image_processor")
+    for config in (preprocessor, nested if isinstance(nested, dict) else {}):
+        kind = config.get("image_processor_type")
         cls = getattr(transformers, kind.removesuffix("Fast"), None) if isinstance(kind, str) else None
         if cls is not None:
             return cls.from_pretrained(path)
