@@ -28,7 +28,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import benchlib
@@ -37,17 +36,6 @@ from bench_weights import STAGES, build
 HEADING = "## ΔW spectra and structure statistics"
 PASSES = {"norms": (False, False), "norms+extras": (False, True),
           "spectra": (True, False), "spectra+extras": (True, True)}
-
-
-def _synchronized(device: str):
-    """A clock that waits for the GPU's queued work before reading the time."""
-    import torch
-
-    def clock() -> float:
-        if device != "cpu":
-            torch.cuda.synchronize()
-        return time.perf_counter()
-    return clock
 
 
 def spectra_task(folder: Path, sample: int, device: str = "cpu") -> dict:
@@ -64,7 +52,7 @@ def spectra_task(folder: Path, sample: int, device: str = "cpu") -> dict:
     torch.set_num_threads(1)
     threadpool_limits(limits=1, user_api="blas")  # scipy's OpenBLAS too, as in the weight pass
     origin, base, rl = (open_checkpoint(str(folder / s)) for s in ("origin", "base", "rl"))
-    clock = _synchronized(device)
+    clock = benchlib.clock(device)
     t_exact = t_fast = t_torch = 0.0
     worst, count, fallbacks, zero = 0.0, 0, 0, 0
     for name in update_matrices(base):
@@ -101,7 +89,7 @@ def pass_task(kind: str, folder: Path, device: str = "cpu") -> dict:
 
     spectra, extras = PASSES[kind]
     cks = [open_checkpoint(str(folder / s)) for s in STAGES]
-    clock = _synchronized(device)
+    clock = benchlib.clock(device)
     start = clock()
     weight_deltas(cks[0], cks[1], cks[2], device=device, spectra=spectra, extras=extras)
     return {"seconds": clock() - start}

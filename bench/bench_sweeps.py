@@ -29,7 +29,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,23 +116,10 @@ def _floor(loaded, prompts, max_new_tokens):
                                       pad_token_id=pad_id(loaded))
 
 
-def _clock() -> float:
-    """The time once the GPU's queued work is done (``BENCH_DEVICE`` cuda), else now."""
-    import torch
-
-    if torch.cuda.is_available() and os.environ.get("BENCH_DEVICE", "cpu") != "cpu":
-        torch.cuda.synchronize()
-    return time.perf_counter()
-
-
-def _timed(fn):
-    start = _clock()
-    out = fn()
-    return _clock() - start, out
-
-
 def worker(model: str, way: str, paths: dict[str, str], only: list[str]) -> dict:
     import torch
+
+    import benchlib  # the worker runs as this script, so bench/ is on its path
 
     from vlmdiag.runner.measurements.attention import measure_attention
     from vlmdiag.measure.abilities import build_prompts, make_predict, run_abilities
@@ -147,7 +133,15 @@ def worker(model: str, way: str, paths: dict[str, str], only: list[str]) -> dict
     from vlmdiag.transplant import Splicer
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
-    models = {role: load_model(path, device=os.environ.get("BENCH_DEVICE", "cpu")) for role, path in paths.items()}
+    device = os.environ.get("BENCH_DEVICE", "cpu")
+    models = {role: load_model(path, device=device) for role, path in paths.items()}
+    clock = benchlib.clock(device)
+
+    def timed(fn):
+        start = clock()
+        out = fn()
+        return clock() - start, out
+
     settings = SETTINGS[model]
     out = {}
 
@@ -171,7 +165,7 @@ def worker(model: str, way: str, paths: dict[str, str], only: list[str]) -> dict
             items = organism_probe_set(n, seed=0).all_items()
             if sweep in ("abilities", "freezing"):
                 roles = ("base", "in", "rl") if sweep == "abilities" else ("in", "rl", "frozen")
-                t, answers = _timed(lambda: abilities(lambda: [models[r] for r in roles], n, tokens))
+                t, answers = timed(lambda: abilities(lambda: [models[r] for r in roles], n, tokens))
                 floor = [(models[r], prompts_of(items)) for r in roles]
             elif sweep == "transplant":
                 loaded = models["in"]
@@ -180,15 +174,15 @@ def worker(model: str, way: str, paths: dict[str, str], only: list[str]) -> dict
                     splicer = Splicer(loaded.model, paths["in"], paths["rl"], regions="paper")
                     for _variant, _record in splicer.sweep():
                         yield loaded
-                t, answers = _timed(lambda: abilities(states, n, tokens))
+                t, answers = timed(lambda: abilities(states, n, tokens))
                 floor = [(loaded, prompts_of(items))] * 8
             elif sweep == "swap":
                 pairs = [p for task in SWAP_TASK_OF for p in organism_pairs(task, n, seed=0)]
                 loaded = models["in"]
                 if way == "before":  # the old plan: one call per pair
-                    t, res = _timed(lambda: [r for p in pairs for r in swap_pairs(loaded, [p], max_new_tokens=tokens)])
+                    t, res = timed(lambda: [r for p in pairs for r in swap_pairs(loaded, [p], max_new_tokens=tokens)])
                 else:
-                    t, res = _timed(lambda: swap_pairs(loaded, pairs, max_new_tokens=tokens))
+                    t, res = timed(lambda: swap_pairs(loaded, pairs, max_new_tokens=tokens))
                 answers = [[r.run.target_answer, r.run.source_answer, *r.run.swapped] for r in res]
                 layers = loaded.num_layers
                 rows = [image_prompt(p.prompt, p.source_image) for p in pairs]
@@ -198,20 +192,20 @@ def worker(model: str, way: str, paths: dict[str, str], only: list[str]) -> dict
                 sitems = ability_items("text_math", n, seed=0)
                 loaded = models["in"]
                 if way == "before":  # the old plan: one call per setting
-                    t, parts = _timed(lambda: [skip_sweep(loaded, sitems, layers=[] if k < 0 else [k], include_baseline=k < 0,
+                    t, parts = timed(lambda: [skip_sweep(loaded, sitems, layers=[] if k < 0 else [k], include_baseline=k < 0,
                                                           max_new_tokens=tokens, prefix="")
                                                for k in [-1, *range(loaded.num_layers)]])
                     answers = [list(a) for p in parts for a in p.answers]
                 else:
-                    t, res = _timed(lambda: skip_sweep(loaded, sitems, max_new_tokens=tokens, prefix=""))
+                    t, res = timed(lambda: skip_sweep(loaded, sitems, max_new_tokens=tokens, prefix=""))
                     answers = [list(a) for a in res.answers]
                 floor = [(loaded, [text_prompt(it.question) for it in sitems] * (loaded.num_layers + 1))]
             else:  # attention
                 aitems = ability_items("math_vqa", n, seed=0)
-                t, res = _timed(lambda: measure_attention(models["in"], models["rl"], aitems, max_new_tokens=tokens))
+                t, res = timed(lambda: measure_attention(models["in"], models["rl"], aitems, max_new_tokens=tokens))
                 answers = [[float(x) for x in res.mass["teacher_forced"]["RL"].mean(axis=1)]]
                 floor = [(models[r], [image_prompt(it.question, it.image) for it in aitems]) for r in ("in", "rl")]
-            start = _clock()
+            start = clock()
             for loaded, prompts in floor:
                 _floor(loaded, prompts, tokens)
             if sweep == "attention":  # + a plain forward per captured pass (4 passes of the same length)
@@ -225,7 +219,7 @@ def worker(model: str, way: str, paths: dict[str, str], only: list[str]) -> dict
                         full["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(extra)], 1)
                     with torch.inference_mode():
                         loaded.model(**full, use_cache=False)
-            floor_s = _clock() - start
+            floor_s = clock() - start
             rows = sum(len(p) for _, p in floor)
             out[sweep] = {"seconds": t, "floor": floor_s, "rows": rows, "n_items": n, "max_new_tokens": tokens,
                           "answers": answers}

@@ -21,6 +21,20 @@ def machine() -> str:
     return line
 
 
+def clock(device: str):
+    """A ``time.perf_counter`` that first waits for the GPU's queued work where ``device`` is not
+    the CPU, so a span timed with it covers the work launched in it."""
+    import time
+
+    import torch
+
+    def now() -> float:
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+    return now
+
+
 def load_average() -> str:
     """The 1/5/15-minute load averages, e.g. ``1.6 / 1.5 / 2.1`` (other jobs on the machine)."""
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
