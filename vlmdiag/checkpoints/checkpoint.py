@@ -71,34 +71,28 @@ class Checkpoint:
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as error:  # odd value types
             raise CheckpointError(f"{config_file}: unexpected value ({type(error).__name__}: {error}); "
                                   f"layer counts must be integers") from error
-        self._entries, self._headers, self._pickled = self._index(allow_pickle)
+        self._entries, self._pickled = self._index(allow_pickle)
         check_layer_counts(self, config_file)
 
     def _index(self, allow_pickle: bool):
         """Map canonical names to safetensors entries or to (pickle file, on-disk name)."""
         entries: dict[str, TensorEntry] = {}
         pickled: dict[str, tuple[Path, str]] = {}
-        headers: list[bytes] = []
         for file in self._weight_files():
             if file.suffix == ".safetensors":
-                found, raw = read_header(file)
-                locations = dict(found)
+                locations = dict(read_header(file)[0])
             else:
                 if not allow_pickle:
                     raise CheckpointError(
                         f"{self.path}: only pickle weights ({file.name}); pickle files can run code "
                         f"when loaded. Convert to safetensors, or pass --allow-pickle if you trust them")
-                state = _load_pickle(file)
-                raw = json.dumps({k: [str(v.dtype), list(v.shape)] for k, v in state.items()},
-                                 sort_keys=True).encode()
-                locations = {name: (file, name) for name in state}
-            headers.append(raw)
+                locations = {name: (file, name) for name in _load_pickle(file)}
             for name, location in locations.items():
                 canonical = self.adapter.canonical(name)
                 if canonical in entries or canonical in pickled:
                     raise CheckpointError(f"{file}: tensor {name!r} appears twice (as {canonical!r})")
                 (entries if isinstance(location, TensorEntry) else pickled)[canonical] = location
-        return entries, headers, pickled
+        return entries, pickled
 
     def _weight_files(self) -> list[Path]:
         index = self.path / _SHARD_INDEX
