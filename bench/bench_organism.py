@@ -74,8 +74,7 @@ def section(results: dict[str, list[dict]], load_before: str, load_after: str,
         f"images (16 visual tokens). Each build runs in its own process; RSS is `ru_maxrss`, "
         f"of the builder and of its largest worker process.")
     lines.append("")
-    stages = ["setup", "vision", "base", "in", "rl", "rl-frozen-early", "rl-frozen-mid",
-              "rl-frozen-late"]
+    stages = ["setup", "vision", *first["weights_sha256"]]  # the stages the build made
     lines.append("| recipe | run | " + " | ".join(stages) + " | evaluation (all stages) | total (s) "
                  "| wall incl. start-up (s) | peak RSS, builder / worker (MB) |")
     lines.append("|" + "---|" * (len(stages) + 6))
@@ -91,7 +90,7 @@ def section(results: dict[str, list[dict]], load_before: str, load_after: str,
         if len(reps) > 1:
             same = reps[0]["weights_sha256"] == reps[1]["weights_sha256"]
             lines.append(f"Determinism ({name}): two builds gave "
-                         f"{'bit-identical weights for all six stages' if same else 'DIFFERENT weights: ' + ', '.join(s for s in reps[0]['weights_sha256'] if reps[0]['weights_sha256'][s] != reps[1]['weights_sha256'][s])}.")
+                         f"{'bit-identical weights for every stage' if same else 'DIFFERENT weights: ' + ', '.join(s for s in reps[0]['weights_sha256'] if reps[0]['weights_sha256'][s] != reps[1]['weights_sha256'][s])}.")
     lines.append("")
     for name, reps in results.items():
         rep = reps[0]

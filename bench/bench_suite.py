@@ -150,8 +150,9 @@ def main() -> int:
 
         start = time.perf_counter()
         if args.organism is None:
-            subprocess.run([sys.executable, "-c", "from vlmdiag.organism import STAGES, checkpoint_path\n"
-                                                  "for s in STAGES: checkpoint_path(s)"],
+            # builds what the suite reads (all six stages in trees from before on-demand stages)
+            subprocess.run([sys.executable, "-c", "from vlmdiag.organism import checkpoint_path\n"
+                                                  "checkpoint_path('rl')"],
                            env=env, check=True, cwd=tree, stdout=subprocess.DEVNULL)
         where = subprocess.run([sys.executable, "-c", "import vlmdiag; print(vlmdiag.__file__)"], env=env,
                                cwd=tree, capture_output=True, text=True, check=True).stdout.strip()

@@ -124,6 +124,12 @@ def test_stages_load_generate_and_score(fast_cache):
             assert isinstance(T.is_correct("arithmetic", text, it.answer), bool)
 
 
+def _stage_report(stage: str, fast_cache: Path) -> dict:
+    """The training report of the cache entry holding ``stage`` (fast recipe)."""
+    folder = checkpoint_path(stage, recipe="fast", cache_dir=fast_cache, progress=False)
+    return json.loads((folder.parent / "report" / "training_report.json").read_text())
+
+
 def test_frozen_regions_unchanged(fast_cache):
     entry = checkpoint_path("in", recipe="fast", cache_dir=fast_cache, progress=False).parent
     w_in = load_file(entry / "in" / "model.safetensors")
@@ -131,8 +137,9 @@ def test_frozen_regions_unchanged(fast_cache):
     report = json.loads((entry / "report" / "training_report.json").read_text())
     for region in ("early", "mid", "late"):
         stage = f"rl-frozen-{region}"
-        w = load_file(entry / stage / "model.safetensors")
-        assert report["stages"][stage]["frozen_layers"] == regions[region]
+        w = load_file(checkpoint_path(stage, recipe="fast", cache_dir=fast_cache, progress=False)
+                      / "model.safetensors")
+        assert _stage_report(stage, fast_cache)["stages"][stage]["frozen_layers"] == regions[region]
         for key, value in w.items():
             if any(key.startswith(f"model.layers.{i}.") for i in regions[region]):
                 assert torch.equal(value, w_in[key]), key
@@ -146,11 +153,19 @@ def test_frozen_regions_unchanged(fast_cache):
 def test_report_contents(fast_cache):
     entry = checkpoint_path("rl", recipe="fast", cache_dir=fast_cache, progress=False).parent
     report = json.loads((entry / "report" / "training_report.json").read_text())
-    assert set(report["accuracy"]) == set(STAGES)
+    # the first use builds the stages the suite reads; the others have entries of their own
+    assert list(report["accuracy"]) == list(B.FIRST_STAGES)
+    assert sorted(p.name for p in entry.iterdir() if (p / "model.safetensors").is_file()) == sorted(B.FIRST_STAGES)
+    accuracies = dict(report["accuracy"])
+    for stage in B.ON_DEMAND_STAGES:
+        on_demand = _stage_report(stage, fast_cache)
+        assert list(on_demand["accuracy"]) == [stage] and set(on_demand["rl_vs_in"]) == {stage}
+        assert len(on_demand["stages"][stage]["rl_history"]) == B.get_recipe("fast").rl_steps
+        accuracies.update(on_demand["accuracy"])
     for stage in STAGES:
         for name in ("recognition", "counting", "reading", "grounding", "arithmetic",
                      "arithmetic_described", "arithmetic_text"):
-            acc = report["accuracy"][stage][name]
+            acc = accuracies[stage][name]
             assert 0.0 <= acc["wilson95"][0] <= acc["accuracy"] <= acc["wilson95"][1] <= 1.0
     assert len(report["stages"]["base"]["loss"]) == B.get_recipe("fast").base_steps
     assert len(report["stages"]["base"]["vision_loss"]) == B.get_recipe("fast").vision_steps
@@ -161,18 +176,26 @@ def test_report_contents(fast_cache):
 
 
 def test_rl_runs_in_worker_processes_give_the_same_weights(fast_cache, tmp_path):
-    """The four RL runs give bitwise the same weights, histories and accuracies whether they run in
-    this process (``jobs=1``) or in spawned workers (``jobs=2``, the default on 2+ CPUs): each run
-    is seeded and single-threaded, so where it ran does not matter."""
+    """The RL runs give bitwise the same weights, histories and accuracies whether they run in
+    this process (``jobs=1``) or in spawned workers (``jobs=2``, the default on 2+ CPUs), and
+    whether an on-demand stage came with the whole build or later from the cached IN: each run is
+    seeded and single-threaded, so where and when it ran does not matter."""
     entry = checkpoint_path("rl", recipe="fast", cache_dir=fast_cache, progress=False).parent
     cached = json.loads((entry / "report" / "training_report.json").read_text())
+    for stage in B.ON_DEMAND_STAGES:
+        later = _stage_report(stage, fast_cache)
+        for key in ("weights_sha256", "stages", "accuracy", "rl_vs_in"):
+            cached[key].update(later[key])
     jobs = 1 if cached["rl_jobs"] > 1 else 2
-    report = B.build_organism(B.get_recipe("fast"), tmp_path / "other", progress=False, jobs=jobs)
+    report = B.build_organism(B.get_recipe("fast"), tmp_path / "other", progress=False, jobs=jobs,
+                              stages=STAGES)
     assert report["rl_jobs"] == jobs and report["weights_sha256"] == cached["weights_sha256"]
     assert report["stages"] == cached["stages"] and report["accuracy"] == cached["accuracy"]
+    assert report["rl_vs_in"] == cached["rl_vs_in"]
 
 
 def test_second_use_is_instant(fast_cache):
+    checkpoint_path("rl-frozen-mid", recipe="fast", cache_dir=fast_cache, progress=False)
     t = time.perf_counter()
     a = checkpoint_path("rl-frozen-mid", recipe="fast", cache_dir=fast_cache, progress=False)
     assert time.perf_counter() - t < 5.0
@@ -212,7 +235,7 @@ FAKE_BUILDER = textwrap.dedent("""
     from pathlib import Path
     from vlmdiag.organism import build as B
     log = Path(sys.argv[2])
-    def fake(recipe, out_dir, progress=True):
+    def fake(recipe, out_dir, progress=True, stages=()):
         with open(log, "a") as f:
             f.write(f"{os.getpid()}\\n")
         time.sleep(float(sys.argv[3]))
@@ -292,9 +315,14 @@ def test_cli_refuses_non_empty_out(tmp_path, capsys):
     assert cli_main(["frobnicate"]) == 2
 
 
-def test_cli_build_out_uses_cache_recipe(tmp_path, monkeypatch, fast_cache):
+def test_cli_build_out_uses_cache_recipe(tmp_path, monkeypatch, fast_cache, capsys):
     monkeypatch.setenv("VLMDIAG_CACHE_DIR", str(fast_cache))
     assert cli_main(["build", "--recipe", "fast", "--no-progress"]) == 0  # cached: instant
+    recipe = B.get_recipe("fast")
+    assert capsys.readouterr().out.split() == [str(B.entry_dir(recipe, fast_cache))]
+    assert cli_main(["build", "--recipe", "fast", "--all", "--no-progress"]) == 0
+    assert capsys.readouterr().out.split() == [str(B.entry_dir(recipe, fast_cache, stage))
+                                               for stage in (None, *B.ON_DEMAND_STAGES)]
 
 
 # ---------------------------------------------------------------- learning claims (full build)

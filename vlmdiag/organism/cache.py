@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from vlmdiag.organism.recipe import STAGES, Recipe
+from vlmdiag.organism.recipe import FIRST_STAGES, Recipe
 
 MANIFEST = "organism-manifest.json"
 
@@ -32,9 +32,12 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "vlmdiag"
 
 
-def entry_dir(recipe: Recipe, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache folder of ``recipe``: ``<root>/organism/<name>-<hash[:16]>``."""
-    return cache_root(cache_dir) / "organism" / f"{recipe.name}-{recipe.hash()[:16]}"
+def entry_dir(recipe: Recipe, cache_dir: str | os.PathLike | None = None,
+              stage: str | None = None) -> Path:
+    """The cache folder of ``recipe``'s first stages, ``<root>/organism/<name>-<hash[:16]>``,
+    or with ``stage`` that on-demand stage's, ``<the same>.<stage>``."""
+    name = f"{recipe.name}-{recipe.hash()[:16]}"
+    return cache_root(cache_dir) / "organism" / (f"{name}.{stage}" if stage else name)
 
 
 def _write_manifest(folder: Path, recipe: Recipe) -> None:
@@ -49,8 +52,10 @@ def _write_manifest(folder: Path, recipe: Recipe) -> None:
     os.replace(tmp, folder / MANIFEST)
 
 
-def validate_entry(folder: Path, recipe: Recipe, *, check_hashes: bool = True) -> str | None:
-    """None when ``folder`` is a complete, intact build of ``recipe``; else why it is not.
+def validate_entry(folder: Path, recipe: Recipe, *, stages: tuple[str, ...] = FIRST_STAGES,
+                   check_hashes: bool = True) -> str | None:
+    """None when ``folder`` is a complete, intact build of ``stages`` of ``recipe``; else why it
+    is not.
 
     Checks: the manifest exists and parses, names this recipe's hash, every stage folder has
     ``config.json`` and ``model.safetensors``, and every listed file exists with the recorded size
@@ -66,7 +71,7 @@ def validate_entry(folder: Path, recipe: Recipe, *, check_hashes: bool = True) -
         return f"{mpath}: unreadable manifest ({error})"
     if manifest.get("recipe_hash") != recipe.hash():
         return f"{mpath}: built from another recipe"
-    for stage in STAGES:
+    for stage in stages:
         for name in ("config.json", "model.safetensors"):
             if f"{stage}/{name}" not in files:
                 return f"{folder}: stage {stage!r} lacks {name}"

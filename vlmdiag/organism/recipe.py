@@ -14,6 +14,11 @@ from vlmdiag.errors import CheckpointError
 STAGES: tuple[str, ...] = ("base", "in", "rl", "rl-frozen-early", "rl-frozen-mid", "rl-frozen-late")
 RL_STAGES: dict[str, str | None] = {"rl": None, "rl-frozen-early": "early",
                                     "rl-frozen-mid": "mid", "rl-frozen-late": "late"}
+#: The stages a first use builds: those the built-in suite reads (README command 1). The RL runs
+#: with Early or Mid frozen are built when first asked for, each into a cache entry of its own:
+#: two RL runs fewer take a third off the first build, and no claim reads them.
+FIRST_STAGES: tuple[str, ...] = ("base", "in", "rl", "rl-frozen-late")
+ON_DEMAND_STAGES: tuple[str, ...] = tuple(s for s in STAGES if s not in FIRST_STAGES)
 #: Bump when the pipeline code changes in a way that changes the weights.
 PIPELINE_VERSION = "5"
 

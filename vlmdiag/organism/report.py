@@ -8,7 +8,7 @@ import platform
 import resource
 from pathlib import Path
 
-from vlmdiag.organism.recipe import RL_STAGES, STAGES
+from vlmdiag.organism.recipe import RL_STAGES
 from vlmdiag.stats import Interval, wilson_interval
 
 REPORT_DIR = "report"
@@ -78,30 +78,34 @@ def _versions() -> dict:
 
 
 def _plots(report: dict, out: Path) -> None:
+    """The report's plots of the stages it holds: SFT loss (when it holds Base and IN), RL reward
+    and held-out accuracy."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for stage in ("base", "in"):
-        ax.plot(report["stages"][stage]["loss"], label=stage)
-    ax.set_xlabel("step"), ax.set_ylabel("loss (nats/token)"), ax.set_yscale("log"), ax.legend()
-    ax.set_title("SFT loss")
-    fig.tight_layout(), fig.savefig(out / "loss_curves.png", dpi=100), plt.close(fig)
+    if "base" in report["stages"]:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for stage in ("base", "in"):
+            ax.plot(report["stages"][stage]["loss"], label=stage)
+        ax.set_xlabel("step"), ax.set_ylabel("loss (nats/token)"), ax.set_yscale("log"), ax.legend()
+        ax.set_title("SFT loss")
+        fig.tight_layout(), fig.savefig(out / "loss_curves.png", dpi=100), plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for stage in RL_STAGES:
+    for stage in (s for s in RL_STAGES if s in report["stages"]):
         hist = report["stages"][stage]["rl_history"]
         ax.plot([h["step"] for h in hist], [h["reward"] for h in hist], label=stage)
     ax.set_xlabel("GRPO step"), ax.set_ylabel("mean reward (correct + 0.5 format)"), ax.legend()
     ax.set_title("RL reward")
     fig.tight_layout(), fig.savefig(out / "rl_reward.png", dpi=100), plt.close(fig)
 
-    names = list(report["accuracy"]["base"])
+    stages = list(report["accuracy"])
+    names = list(report["accuracy"][stages[0]])
     fig, ax = plt.subplots(figsize=(9, 3.8))
-    width = 0.8 / len(STAGES)
-    for i, stage in enumerate(STAGES):
+    width = 0.8 / len(stages)
+    for i, stage in enumerate(stages):
         acc = report["accuracy"][stage]
         ys = [acc[n]["accuracy"] for n in names]
         err = [[max(0.0, acc[n]["accuracy"] - acc[n]["wilson95"][0]) for n in names],
