@@ -42,7 +42,8 @@ def _save_stage(model, processor, path: Path) -> None:
     from vlmdiag.organism.tokenizer import save_processor
 
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
+    with _hf_bars_off():
+        model.save_pretrained(path)
     save_processor(processor, path)
 
 
@@ -297,13 +298,13 @@ def _rl_run(recipe: Recipe, out_dir: str, stage: str, region: str | None,
             prepared = (build_processor(tokenizer), _eval_sets(recipe))
         processor, eval_sets = prepared
         t = time.perf_counter()
-        with _quiet_loading():
+        with _hf_bars_off():
             model = Qwen2_5_VLForConditionalGeneration.from_pretrained(Path(in_dir) if in_dir else out / "in")
         for p in model.parameters():
             p.requires_grad_(True)
         frozen = TR.freeze_region(model, region) if region else []
         torch.manual_seed(recipe.seed + 3)
-        with _quiet_loading():  # trl loads the KL reference from out/in
+        with _hf_bars_off():  # trl loads the KL reference from out/in
             history = TR.grpo(
                 model, processor, _rl_items(recipe), steps=recipe.rl_steps,
                 prompts_per_step=recipe.rl_prompts_per_step,
@@ -329,8 +330,9 @@ def _rl_run(recipe: Recipe, out_dir: str, stage: str, region: str | None,
 
 
 @contextmanager
-def _quiet_loading() -> Iterator[None]:
-    """No "Loading weights" progress bars from transformers inside the organism's own bar."""
+def _hf_bars_off() -> Iterator[None]:
+    """No "Loading weights" or "Writing model shards" progress bars from transformers inside the
+    organism's own bar."""
     from transformers.utils import logging as hf_logging
 
     enabled = hf_logging.is_progress_bar_enabled()
