@@ -34,8 +34,8 @@ def default_recipe_name() -> str:
 def checkpoint_path(stage: str, *, recipe: str | None = None, cache_dir: Path | None = None,
                     progress: bool = True) -> Path:
     """The checkpoint folder of organism stage ``stage``, building it on first use (base, in,
-    rl and rl-frozen-late together, about 10 minutes of the full recipe on 2 CPU cores;
-    rl-frozen-early and rl-frozen-mid each on its own, about 2 minutes more).
+    rl and rl-frozen-late together, about 8 minutes of the full recipe on 2 quiet CPU cores;
+    rl-frozen-early and rl-frozen-mid each on its own, about 1.5 minutes more).
 
     Args:
         stage: one of :data:`STAGES` (base, in, rl, rl-frozen-early, rl-frozen-mid,
