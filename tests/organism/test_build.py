@@ -315,6 +315,14 @@ def test_cli_refuses_non_empty_out(tmp_path, capsys):
     assert cli_main(["frobnicate"]) == 2
 
 
+def test_cli_build_out_all_writes_six_stages(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli_main(["build", "--out", str(out), "--recipe", "fast", "--all", "--no-progress"]) == 0
+    assert capsys.readouterr().out.split() == [str(out)]
+    assert sorted(p.name for p in out.iterdir() if (p / "model.safetensors").is_file()) == sorted(STAGES)
+    assert B.validate_entry(out, B.get_recipe("fast"), stages=STAGES) is None
+
+
 def test_cli_build_out_uses_cache_recipe(tmp_path, monkeypatch, fast_cache, capsys):
     monkeypatch.setenv("VLMDIAG_CACHE_DIR", str(fast_cache))
     assert cli_main(["build", "--recipe", "fast", "--no-progress"]) == 0  # cached: instant
