@@ -223,7 +223,7 @@ def build_rl_stage(recipe: Recipe, core: Path, stage: str, out_dir: str | os.Pat
     core_report = json.loads((Path(core) / REPORT_DIR / "training_report.json").read_text())
     with _Progress(progress, {stage: recipe.rl_steps}) as bar:
         stage_report, res, seconds = _rl_run(recipe, str(out), stage, RL_STAGES[stage],
-                                             in_dir=str(Path(core) / "in"), progress=bar.fn(stage))
+                                             in_dir=Path(core) / "in", progress=bar.fn(stage))
     report = {"recipe": recipe.to_dict(), "recipe_hash": recipe.hash(), "versions": _versions(),
               "core": str(core), "stages": {stage: stage_report},
               "times_s": {**seconds, "total": time.perf_counter() - t_start},
@@ -275,7 +275,7 @@ def _rl_runs(recipe: Recipe, out: Path, rl_stages: Sequence[str], jobs: int | No
 
 
 def _rl_run(recipe: Recipe, out_dir: str, stage: str, region: str | None,
-            prepared: tuple | None = None, *, in_dir: str | None = None,
+            prepared: tuple | None = None, *, in_dir: Path | None = None,
             progress=None) -> tuple[dict, dict, dict]:
     """One GRPO run from ``in_dir`` (default ``out_dir/in``; trl's KL reference), ``region``'s
     layers frozen, on ``recipe.rl_threads`` threads; saves ``out_dir/<stage>`` and evaluates it.
@@ -299,12 +299,12 @@ def _rl_run(recipe: Recipe, out_dir: str, stage: str, region: str | None,
         processor, eval_sets = prepared
         t = time.perf_counter()
         with _hf_bars_off():
-            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(Path(in_dir) if in_dir else out / "in")
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(in_dir or out / "in")
         for p in model.parameters():
             p.requires_grad_(True)
         frozen = TR.freeze_region(model, region) if region else []
         torch.manual_seed(recipe.seed + 3)
-        with _hf_bars_off():  # trl loads the KL reference from out/in
+        with _hf_bars_off():  # trl loads the KL reference from the IN folder
             history = TR.grpo(
                 model, processor, _rl_items(recipe), steps=recipe.rl_steps,
                 prompts_per_step=recipe.rl_prompts_per_step,
